@@ -1,0 +1,188 @@
+"""The curation job's configuration: one YAML file, every field documented, defaults a user should use.
+
+The same config drives ``videofactory curate`` and ``python -m jobs.curate`` under ``ray job submit``.
+It is also written into ``manifest.json`` of the corpus and fingerprinted, so a resumed run can tell
+whether it is being asked to continue the same work.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+#: The stages, in the order data moves through them.
+STAGES: tuple[str, ...] = ("download", "probe", "split", "extract", "write")
+
+VIDEO_EXTENSIONS: tuple[str, ...] = (
+    ".mp4", ".mkv", ".webm", ".mov", ".m4v", ".avi", ".ts", ".mts", ".flv", ".mpg", ".mpeg", ".wmv", ".3gp",
+)
+
+
+@dataclass
+class DownloadConfig:
+    """How sources are fetched."""
+
+    timeout_s: float = 60.0  # connect/read timeout of one HTTP attempt
+    retries: int = 5  # further attempts after timeouts, connection errors, 5xx and 429
+    backoff_s: float = 1.0  # first wait between attempts; doubles each time
+    max_backoff_s: float = 60.0  # cap of one wait, Retry-After included
+    max_bytes: int = 20 * 1024**3  # larger sources are rejected as too large
+    # yt-dlp format: best mp4 of at least 720p and at most 1080p (video+audio merged when split).
+    ytdlp_format: str = (
+        "bv*[ext=mp4][height>=720][height<=1080]+ba[ext=m4a]/"
+        "b[ext=mp4][height>=720][height<=1080]/"
+        "b[height>=?720][height<=?1080]"
+    )
+    user_agent: str = "videofactory/0.1 (+https://github.com/videofactory)"
+
+
+@dataclass
+class ProbeConfig:
+    """How sources are inspected before any decoding."""
+
+    max_dimension: int = 8192  # a side larger than this is an absurd video and is rejected
+    min_dimension: int = 16
+    vfr_tolerance: float = 0.01  # relative gap between nominal and average fps that counts as VFR
+
+
+@dataclass
+class SplitConfig:
+    """Scene detection with PySceneDetect and cutting scenes into clips."""
+
+    detector: str = "adaptive"  # adaptive | content
+    adaptive: dict[str, Any] = field(default_factory=dict)  # AdaptiveDetector keyword arguments
+    content: dict[str, Any] = field(default_factory=dict)  # ContentDetector keyword arguments
+    backend: str = "pyav"  # PySceneDetect video backend: pyav | opencv
+    downscale: int | None = None  # frame downscale factor for detection; None = PySceneDetect's automatic
+    min_duration: float = 2.0  # seconds; shorter scenes (after trimming) are rejected
+    max_duration: float = 10.0  # seconds; longer scenes are cut into consecutive chunks
+    trim_frames: int = 0  # frames dropped on each side of every detected cut (keeps transitions out)
+
+
+@dataclass
+class ExtractConfig:
+    """How clips are cut out of their source with ffmpeg."""
+
+    mode: str = "reencode"  # reencode (frame-exact) | copy (stream copy, start snaps to a keyframe)
+    codec: str = "libx264"
+    preset: str = "veryfast"
+    crf: int = 20
+    short_side: int | None = None  # scale so the short side is this many pixels (None keeps the size)
+    keep_audio: bool = False
+    threads: int = 1  # ffmpeg threads per clip; Ray runs one clip per declared CPU
+
+
+@dataclass
+class WriteConfig:
+    """WebDataset shards and the index."""
+
+    name: str = "corpus"  # shards are shards/<name>-000000.tar, ...
+    target_shard_bytes: int = 1024**3
+
+
+@dataclass
+class ResourcesConfig:
+    """What each stage declares to Ray, so the scheduler packs work onto the cluster."""
+
+    download_cpus: float = 0.5
+    probe_cpus: float = 0.25
+    split_cpus: float = 1.0
+    extract_cpus: float = 1.0
+    sources_per_block: int = 1  # sources processed together in one Ray task
+
+
+@dataclass
+class CurationConfig:
+    """Everything the curation job needs."""
+
+    input: str = ""  # manifest (parquet, csv, jsonl, txt) or a directory of videos
+    output: str = ""  # corpus directory; also the shared path where stages persist their results
+    stages: list[str] = field(default_factory=lambda: list(STAGES))
+    url_column: str = "url"  # manifest column with the URL or path
+    input_extensions: list[str] = field(default_factory=lambda: list(VIDEO_EXTENSIONS))
+    download: DownloadConfig = field(default_factory=DownloadConfig)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
+    extract: ExtractConfig = field(default_factory=ExtractConfig)
+    write: WriteConfig = field(default_factory=WriteConfig)
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+
+    def validate(self) -> None:
+        """Raise ValueError with a message that says what to fix."""
+        if not self.input:
+            raise ValueError("no input: set `input` in the config or pass --input (a manifest or a directory)")
+        if not self.output:
+            raise ValueError("no output: set `output` in the config or pass --output DIR")
+        unknown = [s for s in self.stages if s not in STAGES]
+        if unknown:
+            raise ValueError(f"unknown stage(s) {unknown}; choose from {', '.join(STAGES)}")
+        if self.split.detector not in ("adaptive", "content"):
+            raise ValueError(f"split.detector must be 'adaptive' or 'content', not {self.split.detector!r}")
+        if self.extract.mode not in ("reencode", "copy"):
+            raise ValueError(f"extract.mode must be 'reencode' or 'copy', not {self.extract.mode!r}")
+        if not 0 < self.split.min_duration <= self.split.max_duration:
+            raise ValueError("need 0 < split.min_duration <= split.max_duration")
+
+    def ordered_stages(self) -> list[str]:
+        """The selected stages in pipeline order."""
+        return [s for s in STAGES if s in self.stages]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def fingerprint(self, stage: str) -> str:
+        """Hash of everything that decides a stage's output (and of the stages before it).
+
+        Paths and resources do not change results, so they are left out: the same work resumed with
+        more CPUs or from another mount point still matches.
+        """
+        parts: dict[str, Any] = {"url_column": self.url_column, "input_extensions": self.input_extensions}
+        for name in STAGES[: STAGES.index(stage) + 1]:
+            section = getattr(self, name, None)
+            if section is not None:
+                parts[name] = dataclasses.asdict(section)
+        return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _build(cls: type, data: dict[str, Any], where: str) -> Any:
+    """Build dataclass ``cls`` from ``data``, refusing unknown keys with the list of known ones."""
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise ValueError(f"unknown config key(s) {unknown} in {where or 'top level'}; known: {sorted(known)}")
+    kwargs: dict[str, Any] = {}
+    for name, value in data.items():
+        default = getattr(cls(), name) if name in known else None
+        if dataclasses.is_dataclass(default) and isinstance(value, dict):
+            kwargs[name] = _build(type(default), value, f"{where}.{name}".strip("."))
+        else:
+            kwargs[name] = value
+    return cls(**kwargs)
+
+
+def load_config(path: str | Path | None = None, **overrides: Any) -> CurationConfig:
+    """Read a YAML config (or start from defaults) and apply non-None ``overrides`` of top-level keys."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        loaded = yaml.safe_load(Path(path).read_text())
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ValueError(f"{path}: a config must be a YAML mapping")
+        data = loaded or {}
+    for key, value in overrides.items():
+        if value is not None:
+            data[key] = value
+    return config_from_dict(data)
+
+
+def config_from_dict(data: dict[str, Any]) -> CurationConfig:
+    """Build a config from plain data (a parsed YAML file, or ``to_dict()`` shipped to a Ray worker)."""
+    config = _build(CurationConfig, data, "")
+    if isinstance(config.stages, str):
+        config.stages = [s.strip() for s in config.stages.split(",") if s.strip()]
+    return config

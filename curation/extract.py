@@ -1,0 +1,146 @@
+"""Extract stage: cut one clip out of its source with ffmpeg and check the result.
+
+The default re-encode is frame-exact: ffmpeg seeks (accurately) half a frame before the first
+wanted frame, so rounding cannot lose or add it, and stops after exactly the span's frame count
+(for variable-frame-rate sources, half a frame before the first unwanted timestamp). Output pixels are square and upright (rotation is applied, anamorphic
+video is resampled to its display size) so that any reader, however naive, sees what a viewer sees.
+Stream copy is offered for speed; its start moves back to a keyframe, and the row says so.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from curation.config import ExtractConfig
+from curation.errors import Rejection
+from shards.hashing import file_sha256
+from curation.ffmpeg import ToolError, ffprobe_json, parse_rate, run
+
+
+def extract(row: dict[str, Any], cfg: ExtractConfig, clips_dir: Path) -> dict[str, Any]:
+    """Cut the clip described by ``row`` into ``clips_dir/<source_id>/<key>.mp4``; return the new columns."""
+    dest = clips_dir / row["source_id"] / f"{row['key']}.mp4"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    partial = dest.with_name(f".{dest.name}.part")
+    start, end = float(row["start_time"]), float(row["end_time"])
+    columns: dict[str, Any] = {"extract_mode": cfg.mode, "keyframe_snapped": False}
+    if cfg.mode == "copy":
+        keyframe = _keyframe_at_or_before(row["local_path"], start)
+        columns["keyframe_snapped"] = abs(keyframe - start) > 0.5 / float(row["fps"])
+        columns["start_time"], columns["start_frame"] = keyframe, round(keyframe * float(row["fps"]))
+        args = _copy_args(row["local_path"], keyframe, end, cfg, partial)
+    else:
+        args = _reencode_args(row, cfg, partial)
+    try:
+        run(args, timeout_s=120 + 20 * (end - start))
+    except ToolError as exc:
+        partial.unlink(missing_ok=True)
+        raise Rejection("extract_failed", f"ffmpeg could not cut {start:.3f}-{end:.3f} s: {exc.message}") from exc
+    facts = _clip_facts(partial)
+    if cfg.mode == "reencode":  # a stream copy ends on a packet boundary: clip_duration says where
+        _check_span(row, facts, partial)
+    os.replace(partial, dest)
+    return {**columns, **facts, "clip_path": str(dest), "clip_sha256": file_sha256(dest), "clip_bytes": dest.stat().st_size}
+
+
+def _reencode_args(row: dict[str, Any], cfg: ExtractConfig, out: Path) -> list[str]:
+    """ffmpeg arguments for a frame-exact H.264 re-encode of frames [start_frame, end_frame)."""
+    half_frame = 0.5 / float(row["fps"])
+    seek = max(0.0, float(row["start_time"]) - half_frame)
+    args = ["-nostdin", "-y", "-loglevel", "error", "-ss", f"{seek:.6f}", "-i", row["local_path"], "-map", "0:v:0"]
+    if row.get("vfr"):  # frames are missing from the nominal timeline: stop by time
+        args += ["-t", f"{float(row['end_time']) - half_frame - seek:.6f}"]
+    else:  # constant rate: stop by count, which no timestamp rounding can disturb
+        args += ["-frames:v", str(int(row["end_frame"]) - int(row["start_frame"]))]
+    size = output_size(int(row["display_width"]), int(row["display_height"]), row.get("sar") or "1:1", cfg.short_side)
+    if size is not None:
+        args += ["-vf", f"scale={size[0]}:{size[1]},setsar=1"]
+    args += ["-c:v", cfg.codec, "-preset", cfg.preset, "-crf", str(cfg.crf), "-pix_fmt", "yuv420p",
+             "-fps_mode", "passthrough", "-threads", str(cfg.threads)]
+    args += _audio_args(cfg, reencode=True)
+    return [*args, "-map_metadata", "-1", "-movflags", "+faststart", "-f", "mp4", str(out)]
+
+
+def _copy_args(source: str, keyframe: float, end: float, cfg: ExtractConfig, out: Path) -> list[str]:
+    """ffmpeg arguments for a stream copy starting exactly at ``keyframe``."""
+    args = ["-nostdin", "-y", "-loglevel", "error", "-ss", f"{keyframe:.6f}", "-i", source,
+            "-t", f"{end - keyframe:.6f}", "-map", "0:v:0", "-c:v", "copy"]
+    args += _audio_args(cfg, reencode=False)
+    return [*args, "-avoid_negative_ts", "make_zero", "-map_metadata", "-1", "-movflags", "+faststart",
+            "-f", "mp4", str(out)]
+
+
+def _audio_args(cfg: ExtractConfig, reencode: bool) -> list[str]:
+    if not cfg.keep_audio:
+        return ["-an"]
+    return ["-map", "0:a:0?", "-c:a", "aac" if reencode else "copy"]
+
+
+def output_size(display_w: int, display_h: int, sar: str, short_side: int | None) -> tuple[int, int] | None:
+    """Size to scale to, or None when the source's pixels can be kept as they are.
+
+    Scaling happens when the pixels are not square (resample to the display size), when a short
+    side is configured and the video is larger (never upscale), or when a side is odd (yuv420p
+    needs even sides).
+    """
+    w, h = display_w, display_h
+    if short_side is not None and min(w, h) > short_side:
+        factor = short_side / min(w, h)
+        w, h = w * factor, h * factor
+    even_w, even_h = max(2, round(w / 2) * 2), max(2, round(h / 2) * 2)
+    if sar == "1:1" and (even_w, even_h) == (display_w, display_h):
+        return None
+    return even_w, even_h
+
+
+def _keyframe_at_or_before(source: str, time_s: float) -> float:
+    """Presentation time of the last video keyframe at or before ``time_s``."""
+    window = f"{max(0.0, time_s - 60):.6f}%{time_s + 0.001:.6f}"
+    info = ffprobe_json(source, ["-select_streams", "v:0", "-read_intervals", window,
+                                 "-show_entries", "packet=pts_time,flags"])
+    keyframes = [float(p["pts_time"]) for p in info.get("packets", [])
+                 if "K" in p.get("flags", "") and p.get("pts_time") not in (None, "N/A")
+                 and float(p["pts_time"]) <= time_s + 1e-6]
+    return max(keyframes) if keyframes else 0.0
+
+
+def _clip_facts(path: Path) -> dict[str, Any]:
+    """Size, rate, frame count and duration of an extracted clip (packets counted, nothing decoded)."""
+    try:
+        info = ffprobe_json(str(path), ["-select_streams", "v:0", "-count_packets", "-show_entries",
+                                        "stream=width,height,r_frame_rate,avg_frame_rate,duration,nb_read_packets"])
+    except ToolError as exc:
+        path.unlink(missing_ok=True)
+        raise Rejection("extract_failed", f"the extracted clip is unreadable: {exc.message}") from exc
+    streams = info.get("streams") or [{}]
+    stream = streams[0]
+    rate = parse_rate(stream.get("avg_frame_rate")) or parse_rate(stream.get("r_frame_rate"))
+    return {
+        "clip_width": int(stream.get("width") or 0),
+        "clip_height": int(stream.get("height") or 0),
+        "clip_fps": float(rate) if rate else None,
+        "clip_frames": int(stream.get("nb_read_packets") or 0),
+        "clip_duration": float(stream.get("duration") or 0.0),
+    }
+
+
+def _check_span(row: dict[str, Any], facts: dict[str, Any], partial: Path) -> None:
+    """Reject a re-encoded clip whose length is off its recorded span by more than one frame.
+
+    Frame counts are compared only for constant-frame-rate sources: a variable-frame-rate source
+    has fewer frames than its nominal timeline, so there the duration is what must match.
+    """
+    frame = 1.0 / float(row["fps"])
+    wanted_s = float(row["end_time"]) - float(row["start_time"])
+    wanted_frames = int(row["end_frame"]) - int(row["start_frame"])
+    problems = []
+    if abs(facts["clip_duration"] - wanted_s) > frame + 1e-3:
+        problems.append(f"duration {facts['clip_duration']:.3f} s instead of {wanted_s:.3f} s")
+    if not row.get("vfr") and abs(facts["clip_frames"] - wanted_frames) > 1:
+        problems.append(f"{facts['clip_frames']} frames instead of {wanted_frames}")
+    if problems:
+        partial.unlink(missing_ok=True)
+        raise Rejection("extract_mismatch", "the clip does not match its span: " + "; ".join(problems))
+

@@ -1,0 +1,75 @@
+"""Running ffmpeg and ffprobe: argument lists only, bounded in time, errors turned into readable text.
+
+Every call goes through here so that no stage ever builds a shell string from data, every call has
+a timeout (a hung decoder must not hang the job) and the tail of ffmpeg's stderr is what a rejection
+shows a person.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from fractions import Fraction
+from typing import Any, Sequence
+
+FFMPEG = "ffmpeg"
+FFPROBE = "ffprobe"
+
+
+class ToolError(RuntimeError):
+    """ffmpeg or ffprobe failed; ``message`` holds the useful tail of its stderr."""
+
+    def __init__(self, tool: str, message: str) -> None:
+        super().__init__(f"{tool}: {message}")
+        self.message = message
+
+
+def require_tools() -> None:
+    """Fail early, with the fix, when ffmpeg is not installed."""
+    missing = [t for t in (FFMPEG, FFPROBE) if shutil.which(t) is None]
+    if missing:
+        raise RuntimeError(
+            f"{' and '.join(missing)} not found on PATH: install FFmpeg (Debian: `apt-get install ffmpeg`, "
+            "or run scripts/setup.sh)"
+        )
+
+
+def stderr_tail(stderr: str, lines: int = 3) -> str:
+    """The last few non-empty lines of a tool's stderr, joined: usually the actual error."""
+    kept = [line.strip() for line in stderr.splitlines() if line.strip()]
+    return " | ".join(kept[-lines:]) or "no error message"
+
+
+def run(args: Sequence[str], timeout_s: float, tool: str = FFMPEG) -> subprocess.CompletedProcess[str]:
+    """Run ``[tool, *args]``; raise ToolError on a non-zero exit or a timeout."""
+    try:
+        proc = subprocess.run(
+            [tool, *args], capture_output=True, text=True, errors="replace", timeout=timeout_s, check=False
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise ToolError(tool, f"timed out after {timeout_s:.0f} s") from exc
+    if proc.returncode != 0:
+        raise ToolError(tool, stderr_tail(proc.stderr))
+    return proc
+
+
+def ffprobe_json(path: str, extra: Sequence[str] = (), timeout_s: float = 60.0) -> dict[str, Any]:
+    """ffprobe's JSON description of ``path`` (format and streams unless ``extra`` asks otherwise)."""
+    args = ["-v", "error", "-print_format", "json", *(extra or ("-show_format", "-show_streams")), path]
+    proc = run(args, timeout_s, tool=FFPROBE)
+    try:
+        return json.loads(proc.stdout or "{}")
+    except json.JSONDecodeError as exc:
+        raise ToolError(FFPROBE, f"unparseable output ({exc})") from exc
+
+
+def parse_rate(text: str | None) -> Fraction | None:
+    """ffprobe's ``num/den`` rates (``0/0`` means unknown)."""
+    if not text:
+        return None
+    try:
+        rate = Fraction(text)
+    except (ValueError, ZeroDivisionError):
+        return None
+    return rate if rate > 0 else None

@@ -1,0 +1,120 @@
+"""The curation job: the selected stages as one streaming Ray Data pipeline, then the shard writer.
+
+``run_curation`` is what both ``videofactory curate`` and ``python -m jobs.curate`` (under
+``ray job submit``) call. Stages run as ``map_batches`` operators with the CPUs the config declares,
+so Ray Data streams sources through download, probe, split and extraction concurrently and spreads
+the tasks over every node of whatever cluster the job was submitted to.
+
+A job may run any contiguous run of stages: the first reads the persisted output of the stage
+before it, which is how users split on CPU nodes in one job and caption on GPU nodes in another.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import ray
+
+from curation.config import STAGES, CurationConfig
+from curation.ffmpeg import require_tools
+from curation.manifest import read_sources
+from curation.stages import WorkArea, previous_stage, run_stage, write_atomically
+from curation.write import write_corpus
+from shards.schema import STATUS_OK, STATUS_REJECTED
+
+log = logging.getLogger(__name__)
+
+#: Upper bound on the number of input blocks, so huge manifests still make a sane number of tasks.
+MAX_INPUT_BLOCKS = 10_000
+
+
+@dataclass
+class RunSummary:
+    """What a run did, for logs and for the caller."""
+
+    stages: list[str]
+    sources: int = 0
+    rows: Counter = field(default_factory=Counter)  # (stage, status) -> rows seen leaving the pipeline
+    corpus: dict[str, Any] = field(default_factory=dict)  # the write stage's manifest counts
+    seconds: float = 0.0
+
+
+def run_curation(cfg: CurationConfig) -> RunSummary:
+    """Run the configured stages on the configured input; resume whatever an earlier run left."""
+    cfg.validate()
+    require_tools()
+    started = time.monotonic()
+    stages = cfg.ordered_stages()
+    _check_contiguous(stages)
+    work = WorkArea(cfg.output)
+    for stage in stages:
+        work.check_fingerprint(stage, cfg.fingerprint(stage))
+    summary = RunSummary(stages=stages)
+
+    sources = _sources(cfg, work, fresh="download" in stages)
+    summary.sources = sources.num_rows
+    processing = [s for s in stages if s != "write"]
+    if processing:
+        dataset = _input_dataset(processing[0], sources, cfg, work)
+        for stage in processing:
+            dataset = dataset.map_batches(
+                run_stage,
+                batch_size=1,
+                batch_format="pyarrow",
+                fn_kwargs={"stage": stage, "config": cfg.to_dict()},
+                num_cpus=getattr(cfg.resources, f"{stage}_cpus"),
+            )
+        _consume(dataset, summary)
+    if "write" in stages:
+        summary.corpus = write_corpus(cfg, work, sources)
+    summary.seconds = time.monotonic() - started
+    return summary
+
+
+def _check_contiguous(stages: list[str]) -> None:
+    indices = [STAGES.index(s) for s in stages]
+    if indices != list(range(indices[0], indices[0] + len(indices))):
+        raise ValueError(f"stages {stages} skip a stage in between; run a contiguous range of {', '.join(STAGES)}")
+
+
+def _sources(cfg: CurationConfig, work: WorkArea, fresh: bool) -> pa.Table:
+    """The job's sources: read from the input when downloading, else the ones a download job recorded."""
+    if fresh or not work.sources.exists():
+        table = read_sources(cfg)
+        write_atomically(table, work.sources)
+        log.info("input %s: %d sources", cfg.input, table.num_rows)
+        return table
+    return pq.read_table(work.sources)
+
+
+def _input_dataset(first: str, sources: pa.Table, cfg: CurationConfig, work: WorkArea) -> ray.data.Dataset:
+    """Rows the first stage of this job starts from, in enough blocks to keep the cluster busy."""
+    if first == "download":
+        table = sources.filter(pc.equal(sources["status"], STATUS_OK))
+    else:
+        table = work.read_stage(previous_stage(first))
+        table = table.filter(pc.and_(pc.equal(table["status"], STATUS_OK),
+                                     pc.is_in(table["source_id"], value_set=sources["source_id"])))
+        if table.num_rows == 0:
+            raise ValueError(f"stage '{previous_stage(first)}' has no results in {work.root}; run it first")
+    rows_per_block = max(cfg.resources.sources_per_block, math.ceil(table.num_rows / MAX_INPUT_BLOCKS))
+    blocks = [table.slice(i, rows_per_block) for i in range(0, table.num_rows, rows_per_block)]
+    return ray.data.from_arrow(blocks or [table])
+
+
+def _consume(dataset: ray.data.Dataset, summary: RunSummary) -> None:
+    """Pull rows through the pipeline, logging what leaves it."""
+    for batch in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
+        for stage, status in zip(batch["stage"].to_pylist(), batch["status"].to_pylist()):
+            summary.rows[(stage, status)] += 1
+    ok = sum(n for (_, status), n in summary.rows.items() if status == STATUS_OK)
+    rejected = {stage: n for (stage, status), n in summary.rows.items() if status == STATUS_REJECTED}
+    log.info("pipeline done: %d clips ready, rejections by stage: %s", ok, rejected or "none")

@@ -1,0 +1,151 @@
+"""Split stage: PySceneDetect finds the cuts, then scenes become clips of bounded duration.
+
+Detection uses PySceneDetect's own API exactly as its release goldens do (``open_video`` with the
+PyAV backend, ``SceneManager`` with its automatic downscale), so our cuts can be checked against
+those goldens frame for frame. Frame numbers live on PySceneDetect's nominal-frame-rate timeline,
+which it derives from presentation timestamps; times in seconds come from the same timecodes, so
+variable-frame-rate sources get correct times.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from scenedetect import AdaptiveDetector, ContentDetector, SceneManager, open_video
+from scenedetect.video_stream import VideoOpenFailure
+
+from curation.config import SplitConfig
+from curation.errors import Rejection
+from curation.ids import clip_key
+
+DETECTORS = {"adaptive": AdaptiveDetector, "content": ContentDetector}
+
+
+@dataclass(frozen=True)
+class Span:
+    """A half-open range of frames [start, end) on the nominal timeline, with its times in seconds."""
+
+    start_frame: int
+    end_frame: int
+    start_time: float
+    end_time: float
+
+    @property
+    def duration(self) -> float:
+        return self.end_time - self.start_time
+
+
+@dataclass(frozen=True)
+class Detection:
+    """Scenes of one video and the frame rate their frame numbers refer to."""
+
+    scenes: list[Span]
+    fps: float
+
+    @property
+    def cuts(self) -> list[int]:
+        """Frame number of every scene start except the first (the goldens' convention)."""
+        return [s.start_frame for s in self.scenes[1:]]
+
+
+def detect_scenes(path: str, cfg: SplitConfig) -> Detection:
+    """Run the configured PySceneDetect detector over the whole video."""
+    try:
+        video = open_video(path, backend=cfg.backend)
+    except (VideoOpenFailure, OSError, ValueError) as exc:
+        raise Rejection("unreadable", f"PySceneDetect cannot open the video: {exc}") from exc
+    params = cfg.adaptive if cfg.detector == "adaptive" else cfg.content
+    manager = SceneManager()
+    manager.add_detector(DETECTORS[cfg.detector](**params))
+    if cfg.downscale is not None:
+        manager.auto_downscale = False
+        manager.downscale = cfg.downscale
+    try:
+        frames = manager.detect_scenes(video)
+    except Exception as exc:  # decoders raise many types on corrupt input
+        raise Rejection("decode_error", f"decoding failed during scene detection: {exc}") from exc
+    if frames == 0:
+        raise Rejection("decode_error", "no frame could be decoded")
+    fps = float(video.frame_rate)
+    scenes = [
+        Span(start.frame_num, end.frame_num, start.seconds, end.seconds)
+        for start, end in manager.get_scene_list(start_in_scene=True)
+    ]
+    return Detection(scenes=scenes, fps=fps)
+
+
+def plan_clips(detection: Detection, cfg: SplitConfig) -> tuple[list[Span], list[tuple[Span, str]]]:
+    """Turn scenes into clips: trim at cuts, drop short scenes, cut long ones into equal chunks.
+
+    Returns the clips and the dropped spans with the reason each was dropped. Long scenes are cut
+    into ``ceil(duration / max_duration)`` equal chunks rather than max-length chunks plus a runt,
+    so no footage is wasted and every chunk is at least half of ``max_duration`` long.
+    """
+    clips: list[Span] = []
+    dropped: list[tuple[Span, str]] = []
+    last = len(detection.scenes) - 1
+    for i, scene in enumerate(detection.scenes):
+        start = scene.start_frame + (cfg.trim_frames if i > 0 else 0)
+        end = scene.end_frame - (cfg.trim_frames if i < last else 0)
+        span = _frames_to_span(scene, start, end, detection.fps)
+        if end <= start or span.duration < cfg.min_duration:
+            dropped.append((span, f"scene of {max(span.duration, 0):.2f} s is shorter than {cfg.min_duration} s"))
+            continue
+        bounds = _chunk_bounds(start, end, detection.fps, cfg)
+        if bounds[-1] < end:
+            remainder = _frames_to_span(scene, bounds[-1], end, detection.fps)
+            dropped.append((remainder, f"remainder of {remainder.duration:.2f} s is shorter than {cfg.min_duration} s"))
+        clips.extend(_frames_to_span(scene, a, b, detection.fps) for a, b in zip(bounds, bounds[1:]))
+    return clips, dropped
+
+
+def _chunk_bounds(start: int, end: int, fps: float, cfg: SplitConfig) -> list[int]:
+    """Frame boundaries of the chunks of frames [start, end).
+
+    Equal chunks when they can all respect both bounds; otherwise (only possible when
+    ``max_duration < 2 * min_duration``) chunks of exactly ``max_duration`` and a dropped remainder.
+    """
+    duration = (end - start) / fps
+    pieces = max(1, math.ceil(duration / cfg.max_duration - 1e-9))
+    if duration / pieces >= cfg.min_duration:
+        return [start + round(k * (end - start) / pieces) for k in range(pieces + 1)]
+    step = round(cfg.max_duration * fps)
+    return [start + k * step for k in range(int(duration // cfg.max_duration) + 1)]
+
+
+def _frames_to_span(scene: Span, start: int, end: int, fps: float) -> Span:
+    """Span for frames [start, end) of ``scene``, with times offset from the scene's own timecodes.
+
+    Times are taken relative to the scene's start time (which comes from presentation timestamps)
+    so that variable-frame-rate sources keep PTS-accurate boundaries.
+    """
+    offset = scene.start_time - scene.start_frame / fps
+    return Span(start, end, start / fps + offset, end / fps + offset)
+
+
+def split(row: dict[str, Any], cfg: SplitConfig) -> list[dict[str, Any]]:
+    """Split stage for one source row: a row per clip plus a rejected row per dropped span."""
+    detection = detect_scenes(row["local_path"], cfg)
+    clips, dropped = plan_clips(detection, cfg)
+    if not clips:
+        reasons = "; ".join(sorted({why for _, why in dropped})) or "no scene found"
+        raise Rejection("no_clips", f"no scene is long enough to make a clip ({reasons})")
+    out = []
+    for index, span in enumerate(clips):
+        out.append({**row, **_span_columns(span), "key": clip_key(row["source_id"], index),
+                    "clip_index": index, "detector": cfg.detector, "status": "ok"})
+    for span, why in dropped:
+        out.append({**row, **_span_columns(span), "detector": cfg.detector, "status": "rejected",
+                     "reason": "too_short", "detail": why})
+    return out
+
+
+def _span_columns(span: Span) -> dict[str, Any]:
+    return {
+        "start_frame": span.start_frame,
+        "end_frame": span.end_frame,
+        "start_time": round(span.start_time, 6),
+        "end_time": round(span.end_time, 6),
+    }

@@ -1,0 +1,55 @@
+"""The ``videofactory`` command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+from jobs.curate import add_curate_arguments, curate, log, setup_logging
+
+
+def validate(args: argparse.Namespace) -> int:
+    from shards.validate import validate as check
+
+    report = check(args.corpus)
+    print(report.summary())
+    return 0 if report.ok else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="videofactory",
+        description="Build HD text-video corpora with Ray Data (curate), check them (validate).",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    curate_parser = commands.add_parser(
+        "curate",
+        help="run the curation pipeline on a local Ray (or on RAY_ADDRESS when set)",
+        description="Download, probe, split into scenes, extract clips and write WebDataset shards. "
+                    "Rerunning on the same --output resumes where an earlier run stopped.",
+    )
+    add_curate_arguments(curate_parser)
+    curate_parser.set_defaults(func=curate)
+    validate_parser = commands.add_parser(
+        "validate",
+        help="check a corpus: shards open, samples complete, everything matches index and manifest",
+        description="Exit status 0 when the corpus is consistent, 1 with a list of problems otherwise.",
+    )
+    validate_parser.add_argument("corpus", help="corpus directory written by `videofactory curate`")
+    validate_parser.set_defaults(func=validate)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging()
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+        log.error("%s", exc)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,71 @@
+"""Entry point of the curation job: ``python -m jobs.curate --config CONFIG.yaml``.
+
+This is what ``ray job submit ... -- python -m jobs.curate --config ...`` runs on a cluster; inside
+a Ray job ``ray.init()`` joins that cluster, and outside one it starts a local Ray (or joins
+``RAY_ADDRESS``). ``videofactory curate`` runs the same code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from typing import Sequence
+
+from curation.config import STAGES, load_config
+
+log = logging.getLogger("videofactory")
+
+
+def add_curate_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of the curation job (shared by ``videofactory curate`` and ``python -m jobs.curate``)."""
+    parser.add_argument("--config", help="YAML config (see configs/default.yaml for every option and its default)")
+    parser.add_argument("--input", help="manifest (.parquet, .csv, .jsonl, .json, .txt: one URL or path a line) "
+                                        "or a directory of videos; overrides the config's `input`")
+    parser.add_argument("--output", help="corpus directory; also where stages persist results so a rerun resumes; "
+                                         "must be a path every node of the cluster can reach")
+    parser.add_argument("--stages", help=f"comma-separated contiguous stages to run (default: all of "
+                                         f"{','.join(STAGES)}); e.g. download,probe,split in one job and "
+                                         "extract,write in another")
+
+
+def setup_logging() -> None:
+    logging.basicConfig(level=os.environ.get("VIDEOFACTORY_LOG", "INFO"),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def curate(args: argparse.Namespace) -> int:
+    """Run the curation job described by parsed ``args``; return the exit code."""
+    import ray
+
+    from curation.pipeline import run_curation
+
+    cfg = load_config(args.config, input=args.input, output=args.output, stages=args.stages)
+    cfg.validate()
+    cfg.output = os.path.abspath(cfg.output)
+    ray.init(address=os.environ.get("RAY_ADDRESS"), log_to_driver=True)
+    log.info("Ray cluster: %d CPUs on %d node(s)", int(ray.cluster_resources().get("CPU", 0)), len(ray.nodes()))
+    summary = run_curation(cfg)
+    print(f"corpus: {cfg.output}")
+    if summary.corpus:
+        print(json.dumps(summary.corpus, indent=2))
+    print(f"done in {summary.seconds:.1f} s (stages: {','.join(summary.stages)})")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m jobs.curate", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_curate_arguments(parser)
+    setup_logging()
+    try:
+        return curate(parser.parse_args(argv))
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+        log.error("%s", exc)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,144 @@
+"""A real Ray cluster on this machine, on loopback only, for the demo and the tests.
+
+The head and any extra nodes are started with the real ``ray start --block`` CLI as child
+processes and stopped through their own pids (SIGTERM makes ``ray start --block`` shut its node
+down cleanly), never by a process-name pattern that could hit someone else's Ray. Jobs go through
+the real ``ray job submit`` CLI. The cluster uses token authentication with a token of its own,
+kept in its work directory, so nothing on the machine can submit to it uninvited.
+
+Ray replaces 127.0.0.1 with the machine's network address, so nodes bind other loopback addresses
+(127.0.0.2, 127.0.0.3, ...) while the dashboard, and so the job API, listens on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+import requests
+
+log = logging.getLogger(__name__)
+
+#: What a job's upload of the working directory must never carry (Ray also honours .gitignore).
+UPLOAD_EXCLUDES = [".venv", "outputs", ".git", "test-artifacts", "**/__pycache__"]
+
+
+class LocalRayCluster:
+    """A head node plus optional worker nodes, each a ``ray start --block`` child process."""
+
+    def __init__(self, workdir: Path, head_ip: str = "127.0.0.2", port: int = 6379, dashboard_port: int = 8265,
+                 head_cpus: int | None = None) -> None:
+        self.workdir = Path(workdir)
+        self.head_ip, self.port, self.dashboard_port, self.head_cpus = head_ip, port, dashboard_port, head_cpus
+        self.processes: list[subprocess.Popen[bytes]] = []
+        self.token_path = self.workdir / "auth_token"
+        self.ray = str(Path(sys.executable).parent / "ray")
+
+    @property
+    def dashboard_url(self) -> str:
+        return f"http://127.0.0.1:{self.dashboard_port}"
+
+    def env(self) -> dict[str, str]:
+        """Environment for the cluster and its clients: our token, and this venv's python first on PATH."""
+        env = dict(os.environ)
+        env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(self.token_path), RAY_USAGE_STATS_ENABLED="0")
+        env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+        env.pop("RAY_ADDRESS", None)
+        return env
+
+    def start(self, timeout_s: float = 90.0) -> "LocalRayCluster":
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        if not self.token_path.exists():
+            self.token_path.write_text(secrets.token_hex(32))
+            self.token_path.chmod(0o600)
+        args = ["--head", f"--node-ip-address={self.head_ip}", f"--port={self.port}",
+                "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}"]
+        if self.head_cpus is not None:
+            args.append(f"--num-cpus={self.head_cpus}")
+        self._spawn("head", args)
+        self._wait(lambda: self._nodes() >= 1, timeout_s, "the Ray head to answer")
+        log.info("Ray head up on %s:%d, jobs at %s", self.head_ip, self.port, self.dashboard_url)
+        return self
+
+    def add_node(self, ip: str, cpus: int, timeout_s: float = 90.0) -> None:
+        """Join a worker node on loopback address ``ip`` with ``cpus`` CPUs."""
+        expected = self._nodes() + 1
+        self._spawn(f"node-{ip}", [f"--address={self.head_ip}:{self.port}", f"--node-ip-address={ip}",
+                                   f"--num-cpus={cpus}"])
+        self._wait(lambda: self._nodes() >= expected, timeout_s, f"node {ip} to join")
+
+    def submit(self, entrypoint: Sequence[str], working_dir: Path, wait: bool = True,
+               submission_id: str | None = None, timeout_s: float = 600.0,
+               stream: bool = False) -> subprocess.CompletedProcess[str]:
+        """``ray job submit`` of ``entrypoint`` with ``working_dir`` uploaded (venv and outputs excluded).
+
+        With ``stream`` the job's logs go straight to this process's console instead of being captured.
+        """
+        args = [self.ray, "job", "submit", "--address", self.dashboard_url, "--working-dir", str(working_dir),
+                "--runtime-env-json", json.dumps({"excludes": UPLOAD_EXCLUDES})]
+        if submission_id:
+            args += ["--submission-id", submission_id]
+        if not wait:
+            args.append("--no-wait")
+        return subprocess.run([*args, "--", *entrypoint], env=self.env(), capture_output=not stream, text=True,
+                              timeout=timeout_s, check=False)
+
+    def job(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """Another ``ray job`` subcommand (``status``, ``stop``, ``logs``) against this cluster."""
+        return subprocess.run([self.ray, "job", *args, "--address", self.dashboard_url], env=self.env(),
+                              capture_output=True, text=True, timeout=120, check=False)
+
+    def stop(self, timeout_s: float = 60.0) -> None:
+        """Stop every node this object started, workers first, by pid."""
+        for proc in reversed(self.processes):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        for proc in reversed(self.processes):
+            try:
+                proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)  # its own session: only its own processes
+                proc.wait()
+        self.processes.clear()
+
+    def __enter__(self) -> "LocalRayCluster":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _spawn(self, name: str, args: list[str]) -> None:
+        log_file = open(self.workdir / f"{name}.log", "ab")
+        proc = subprocess.Popen([self.ray, "start", "--block", "--disable-usage-stats", *args], env=self.env(),
+                                stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+        self.processes.append(proc)
+
+    def _nodes(self) -> int:
+        """Alive nodes according to the dashboard (0 while it is not up yet)."""
+        try:
+            reply = requests.get(f"{self.dashboard_url}/nodes?view=summary", timeout=5,
+                                 headers={"Authorization": f"Bearer {self.token_path.read_text().strip()}"})
+            summary = reply.json()["data"]["summary"]
+        except (requests.RequestException, ValueError, KeyError, TypeError):
+            return 0
+        return sum(1 for node in summary if node.get("raylet", {}).get("state") == "ALIVE")
+
+    def _wait(self, ready, timeout_s: float, what: str) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not ready():
+            dead = [p for p in self.processes if p.poll() is not None]
+            if dead or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"timed out waiting for {what}; see the logs in {self.workdir}"
+                                   if not dead else f"`ray start` exited while waiting for {what}; see {self.workdir}")
+            time.sleep(1.0)
