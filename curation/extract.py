@@ -49,11 +49,13 @@ def _reencode_args(row: dict[str, Any], cfg: ExtractConfig, out: Path) -> list[s
     """ffmpeg arguments for a frame-exact H.264 re-encode of frames [start_frame, end_frame)."""
     half_frame = 0.5 / float(row["fps"])
     seek = max(0.0, float(row["start_time"]) - half_frame)
-    args = ["-nostdin", "-y", "-loglevel", "error", "-ss", f"{seek:.6f}", "-i", row["local_path"], "-map", "0:v:0"]
-    if row.get("vfr"):  # frames are missing from the nominal timeline: stop by time
-        args += ["-t", f"{float(row['end_time']) - half_frame - seek:.6f}"]
+    args = ["-nostdin", "-y", "-loglevel", "error", "-ss", f"{seek:.6f}"]
+    if row.get("vfr"):  # frames are missing from the nominal timeline: stop by time, on the input side,
+        # where the source's own timestamps are compared (an output -t sees them rounded to the
+        # encoder's 1/fps grid, which pushes a last frame sitting one frame before the end out)
+        args += ["-t", f"{float(row['end_time']) - half_frame - seek:.6f}", "-i", row["local_path"], "-map", "0:v:0"]
     else:  # constant rate: stop by count, which no timestamp rounding can disturb
-        args += ["-frames:v", str(int(row["end_frame"]) - int(row["start_frame"]))]
+        args += ["-i", row["local_path"], "-map", "0:v:0", "-frames:v", str(int(row["end_frame"]) - int(row["start_frame"]))]
     size = output_size(int(row["display_width"]), int(row["display_height"]), row.get("sar") or "1:1", cfg.short_side)
     if size is not None:
         args += ["-vf", f"scale={size[0]}:{size[1]},setsar=1"]

@@ -128,6 +128,7 @@ def _frames_to_span(scene: Span, start: int, end: int, fps: float) -> Span:
 def split(row: dict[str, Any], cfg: SplitConfig) -> list[dict[str, Any]]:
     """Split stage for one source row: a row per clip plus a rejected row per dropped span."""
     detection = detect_scenes(row["local_path"], cfg)
+    _check_decoded_length(detection, float(row["duration"]))
     clips, dropped = plan_clips(detection, cfg)
     if not clips:
         reasons = "; ".join(sorted({why for _, why in dropped})) or "no scene found"
@@ -140,6 +141,18 @@ def split(row: dict[str, Any], cfg: SplitConfig) -> list[dict[str, Any]]:
         out.append({**row, **_span_columns(span), "detector": cfg.detector, "status": "rejected",
                      "reason": "too_short", "detail": why})
     return out
+
+
+def _check_decoded_length(detection: Detection, announced: float) -> None:
+    """Reject a source whose frames stop well before the duration its container announces.
+
+    PySceneDetect ends detection quietly at the first undecodable run of frames, so a truncated
+    or corrupt file would otherwise yield clips of its intact beginning and pass as healthy.
+    """
+    decoded = detection.scenes[-1].end_time if detection.scenes else 0.0
+    if announced - decoded > max(3.0 / detection.fps, 0.02 * announced):
+        raise Rejection("decode_error", f"decoding stopped at {decoded:.2f} s of the {announced:.2f} s the container "
+                                        "announces: the file is truncated or has corrupt frames")
 
 
 def _span_columns(span: Span) -> dict[str, Any]:

@@ -30,6 +30,9 @@ from shards.writer import plan_shards, remove_stale_shards, sample_from_row, wri
 
 log = logging.getLogger(__name__)
 
+#: Ray Data's own default partition count for a groupby; fewer when there are fewer shards.
+MAX_SHUFFLE_PARTITIONS = 200
+
 VERSIONED_PACKAGES = ("videofactory", "ray", "scenedetect-headless", "av", "pyarrow", "webdataset", "yt-dlp")
 
 
@@ -93,7 +96,7 @@ def _write_shards(clips: pa.Table, shards_dir: Path) -> list[dict[str, Any]]:
         return []
     written = (
         ray.data.from_arrow(clips)
-        .groupby("shard")
+        .groupby("shard", num_partitions=min(len(set(clips["shard"].to_pylist())), MAX_SHUFFLE_PARTITIONS))
         .map_groups(_write_shard_group, batch_format="pyarrow", fn_kwargs={"shards_dir": str(shards_dir)})
         .take_all()
     )

@@ -45,7 +45,9 @@ def curate(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, input=args.input, output=args.output, stages=args.stages)
     cfg.validate()
     cfg.output = os.path.abspath(cfg.output)
-    ray.init(address=os.environ.get("RAY_ADDRESS"), log_to_driver=True)
+    # Inside `ray job submit` RAY_ADDRESS names the cluster; otherwise start a private local Ray
+    # ("local"), rather than joining whatever cluster a stale address file on this machine names.
+    ray.init(address=os.environ.get("RAY_ADDRESS") or "local", log_to_driver=True)
     log.info("Ray cluster: %d CPUs on %d node(s)", int(ray.cluster_resources().get("CPU", 0)), len(ray.nodes()))
     summary = run_curation(cfg)
     print(f"corpus: {cfg.output}")

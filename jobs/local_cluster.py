@@ -19,6 +19,7 @@ import secrets
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Sequence
@@ -109,6 +110,13 @@ class LocalRayCluster:
                 os.killpg(proc.pid, signal.SIGKILL)  # its own session: only its own processes
                 proc.wait()
         self.processes.clear()
+        self._forget_address()
+
+    def _forget_address(self) -> None:
+        """Remove Ray's record of this cluster as the machine's current one (``ray stop`` would)."""
+        record = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"
+        if record.exists() and record.read_text().strip() == f"{self.head_ip}:{self.port}":
+            record.unlink()
 
     def __enter__(self) -> "LocalRayCluster":
         return self.start()

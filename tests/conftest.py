@@ -31,3 +31,37 @@ def video_server(served_video_dir: Path) -> Iterator[VideoServer]:
     """A fresh VideoServer (fresh request counters) serving ``served_video_dir`` on 127.0.0.1."""
     with VideoServer(served_video_dir) as server:
         yield server
+
+
+# --- Ray and shared material ------------------------------------------------------------------------
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SHARED_VIDEOS = REPO_ROOT.parent / "shared" / "testvideos"
+
+
+@pytest.fixture(scope="session")
+def local_ray() -> Iterator[None]:
+    """One in-process local Ray for every test that runs the pipeline without a cluster of its own."""
+    import ray
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def sample_videos(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The project's own ffmpeg-made sample videos (curation.sample_videos), made once per session."""
+    from curation.sample_videos import make_sample_videos
+
+    root = tmp_path_factory.mktemp("samples")
+    make_sample_videos(root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def shared_videos() -> Path:
+    """``../shared/testvideos``: real videos with ground truth (``<file>.gt.json``); skip when absent."""
+    if not SHARED_VIDEOS.is_dir():
+        pytest.skip(f"../shared/testvideos not found: expected the shared test videos at {SHARED_VIDEOS}")
+    return SHARED_VIDEOS

@@ -1,0 +1,178 @@
+"""The whole curation pipeline on a local Ray: every input ends as a clip or a rejection."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from curation.config import load_config
+from curation.ids import source_id
+from curation.pipeline import run_curation
+from shards.reader import iter_samples, read_index, read_manifest, read_rejections
+from shards.validate import validate
+from tests import media
+from tests.http_server import VideoServer
+
+#: Every bad local input and the reason it must be rejected with.
+BAD_INPUT_REASONS = {
+    "zero_length": "empty_file",
+    "truncated": "unreadable",
+    "truncated_faststart": "decode_error",
+    "not_a_video_image": "not_a_video",
+    "not_a_video_text": "unreadable",
+    "audio_only": "no_video_stream",
+    "corrupt_frames": "decode_error",
+    "absurd_dimensions": "absurd_dimensions",
+    "tiny_dimensions": "absurd_dimensions",
+}
+
+#: Served routes and the reason each must end with (None: it must make clips).
+URL_OUTCOMES = {
+    "/videos/clip.mp4": None,
+    "/flaky/clip.mp4": None,
+    "/ratelimited/clip.mp4": None,
+    "/page/clip.mp4": None,
+    "/missing/clip.mp4": "http_404",
+    "/forbidden/clip.mp4": "http_403",
+    "/truncated/clip.mp4": "truncated",
+    "/text/clip.mp4": "not_a_video",
+}
+
+
+def _config(input_path: Path, output: Path, **overrides):
+    cfg = load_config(None, input=str(input_path), output=str(output))
+    cfg.split.min_duration = 1.0
+    cfg.download.backoff_s = 0.01
+    cfg.download.max_backoff_s = 1.5
+    cfg.download.retries = 2
+    cfg.download.timeout_s = 5.0
+    for key, value in overrides.items():
+        setattr(cfg, key, value)
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def mixed_corpus(local_ray, sample_videos: Path, served_video_dir: Path, tmp_path_factory) -> dict:
+    """A corpus built from a CSV manifest mixing good videos, bad files and good and bad URLs."""
+    root = tmp_path_factory.mktemp("mixed")
+    bad_dir = root / "bad"
+    bad_dir.mkdir()
+    bad = {name: getattr(media, name)(bad_dir) for name in BAD_INPUT_REASONS}
+    manifest = root / "manifest.csv"
+    with VideoServer(served_video_dir) as server:
+        rows = [{"url": str(p), "license": "cc-by", "title": p.stem} for p in sorted(sample_videos.glob("*.*"))]
+        rows += [{"url": str(path), "license": "test", "title": name} for name, path in bad.items()]
+        rows += [{"url": server.url(route), "license": "served", "title": route} for route in URL_OUTCOMES]
+        rows.append({"url": "http://127.0.0.1:9/unreachable.mp4", "license": "none", "title": "unreachable"})
+        rows.append(dict(rows[0]))  # listed twice
+        with open(manifest, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=["url", "license", "title"])
+            writer.writeheader()
+            writer.writerows(rows)
+        cfg = _config(manifest, root / "corpus")
+        summary = run_curation(cfg)
+        urls = {route: server.url(route) for route in URL_OUTCOMES}
+    return {"root": root / "corpus", "rows": rows, "bad": bad, "urls": urls, "summary": summary}
+
+
+def _reasons_by_source(corpus: Path) -> dict[str, set[str]]:
+    out: dict[str, set[str]] = {}
+    for row in read_rejections(corpus).to_pylist():
+        out.setdefault(row["source"], set()).add(row["reason"])
+    return out
+
+
+def test_every_manifest_row_ends_as_clips_or_a_rejection(mixed_corpus):
+    corpus = mixed_corpus["root"]
+    clipped = set(read_index(corpus)["source"].to_pylist())
+    rejected = set(_reasons_by_source(corpus))
+    for row in mixed_corpus["rows"]:
+        assert row["url"] in clipped | rejected, f"{row['url']} vanished"
+    counts = read_manifest(corpus)["counts"]
+    assert counts["sources"] == len(mixed_corpus["rows"])
+
+
+def test_bad_files_are_rejected_with_readable_reasons(mixed_corpus):
+    reasons = _reasons_by_source(mixed_corpus["root"])
+    for name, path in mixed_corpus["bad"].items():
+        assert BAD_INPUT_REASONS[name] in reasons.get(str(path), set()), (name, reasons.get(str(path)))
+    details = read_rejections(mixed_corpus["root"]).column("detail").to_pylist()
+    assert all(d and len(d) > 15 for d in details), "every rejection explains itself"
+
+
+def test_urls_download_retry_or_are_rejected(mixed_corpus):
+    clipped = set(read_index(mixed_corpus["root"])["source"].to_pylist())
+    reasons = _reasons_by_source(mixed_corpus["root"])
+    for route, url in mixed_corpus["urls"].items():
+        expected = URL_OUTCOMES[route]
+        if expected is None:
+            assert url in clipped, (route, reasons.get(url))
+        else:
+            assert expected in reasons.get(url, set()), (route, reasons.get(url))
+    assert "unreachable" in reasons["http://127.0.0.1:9/unreachable.mp4"]
+
+
+def test_duplicate_manifest_rows_are_recorded(mixed_corpus):
+    first = mixed_corpus["rows"][0]["url"]
+    assert "duplicate" in _reasons_by_source(mixed_corpus["root"])[first]
+    keys = read_index(mixed_corpus["root"])["key"].to_pylist()
+    assert len(keys) == len(set(keys))
+
+
+def test_clip_metadata_carries_manifest_columns_and_probe_fields(mixed_corpus):
+    samples = {s["key"]: s for s in iter_samples(mixed_corpus["root"])}
+    index = read_index(mixed_corpus["root"]).to_pylist()
+    assert samples and set(samples) == {row["key"] for row in index}
+    for row in index:
+        meta = samples[row["key"]]["json"]
+        assert json.loads(meta["extra"])["license"] in {"cc-by", "served"}
+        assert meta["key"].startswith(source_id(meta["source"]))
+        assert meta["display_width"] > 0 and meta["fps"] > 0 and meta["end_time"] > meta["start_time"]
+        assert samples[row["key"]]["txt"] == ""  # captions come with the captioning stage
+
+
+def test_corpus_validates_and_manifest_lists_shards(mixed_corpus):
+    report = validate(mixed_corpus["root"])
+    assert report.ok, report.summary()
+    manifest = read_manifest(mixed_corpus["root"])
+    assert [s["name"] for s in manifest["shards"]] == [p.name for p in sorted((mixed_corpus["root"] / "shards").glob("*.tar"))]
+    assert manifest["versions"]["ray"] and manifest["config"]["split"]["detector"] == "adaptive"
+
+
+def test_rerun_resumes_without_redoing_or_duplicating(mixed_corpus):
+    corpus = mixed_corpus["root"]
+    before = read_index(corpus)
+    clip_mtimes = {p: p.stat().st_mtime_ns for p in (corpus / "work" / "clips").rglob("*.mp4")}
+    cfg = load_config(None, **read_manifest(corpus)["config"])
+    run_curation(cfg)
+    assert read_index(corpus).equals(before)
+    assert {p: p.stat().st_mtime_ns for p in (corpus / "work" / "clips").rglob("*.mp4")} == clip_mtimes
+
+
+def test_changed_settings_are_refused_on_the_same_output(mixed_corpus):
+    cfg = load_config(None, **read_manifest(mixed_corpus["root"])["config"])
+    cfg.split.max_duration = 5.0
+    with pytest.raises(ValueError, match="different configuration"):
+        run_curation(cfg)
+
+
+def test_stages_in_separate_jobs_equal_one_job(local_ray, sample_videos: Path, tmp_path: Path):
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    (videos / "three_scenes.mp4").symlink_to(sample_videos / "three_scenes.mp4")
+    run_curation(_config(videos, tmp_path / "one"))
+    run_curation(_config(videos, tmp_path / "two", stages=["download", "probe", "split"]))
+    assert not (tmp_path / "two" / "index.parquet").exists()
+    run_curation(_config(videos, tmp_path / "two", stages=["extract", "write"]))
+    assert read_index(tmp_path / "two").equals(read_index(tmp_path / "one"))
+    assert validate(tmp_path / "two").ok
+
+
+def test_a_stage_without_its_input_says_what_to_run(local_ray, sample_videos: Path, tmp_path: Path):
+    with pytest.raises(ValueError, match="run it first"):
+        run_curation(_config(sample_videos, tmp_path / "c", stages=["extract"]))
