@@ -1,23 +1,28 @@
 """How much CPU the curation pipeline spends per second of video, against the cost no pipeline can avoid.
 
-Every clip the pipeline makes has to be decoded once, so ffmpeg decoding the inputs to ``null`` on
-one thread is the floor. This script times, in one run and on the same inputs:
+Every clip the pipeline makes has to be decoded, so ffmpeg decoding the inputs' video to ``null``
+on one thread is the floor. This script times, in one run and on the same inputs:
 
 * the floor;
 * scene detection alone (PySceneDetect's ContentDetector and AdaptiveDetector with their defaults,
-  exactly as ``curation.split.detect_scenes`` runs them), and where its time goes;
-* a libx264 re-encode of each whole input at three presets (decode + encode, measured alone);
+  through ``curation.split.detect_scenes``), and where its time goes: decode, the colour
+  conversion at full resolution, the downscale, the detector;
+* a libx264 re-encode of each whole input at three presets (one decode + one encode, measured
+  alone, at the size extraction writes);
 * extraction alone (``curation.extract.extract`` for every clip the split stage would plan), and
-  where its time goes: the clip's decode, the pre-roll decoded from the prior keyframe by the
-  accurate seek, the encode, the check of the result, process starts;
-* the whole pipeline (``run_curation`` under a fresh local Ray), and a detection-only pipeline
-  (download, probe, split), each as the CPU time of this process and of every process it starts
-  (the Ray head, its workers and their ffmpeg children), split by process.
+  where its time goes: the clip's decode, the pre-roll the accurate seek decodes from the prior
+  keyframe, decoder threading, process starts, the encode, the check of the result;
+* the pipeline (``run_curation``), each job under its own fresh local Ray: download, probe and
+  split (detection inside the pipeline); all stages; the write stage again; and all stages once
+  more on the finished corpus, which does no stage work and so prices the machinery alone.
 
-Everything is CPU seconds, not wall time, so thread counts don't flatter anything; each row is given
-as a ratio to the floor and as video-seconds processed per CPU-second. The machine should be
-otherwise idle: the pipeline rows also show the whole machine's CPU (from ``/proc/stat``) as a
-cross-check, and a large gap between the two means something else was running.
+Everything is CPU seconds, not wall time, so thread counts don't flatter anything; each row is
+also given as a ratio to the floor and as video-seconds processed per CPU-second. In-process work
+is timed with ``process_time`` and children with ``RUSAGE_CHILDREN``. The pipeline is timed as the
+CPU of this process and every descendant (Ray's head processes, its workers, their ffmpeg), sampled
+from ``/proc`` so that workers Ray kills mid-run still count (see ``TreeMeter``); other processes
+on the machine are left out, but they still slow ours through contention, so run it on an
+otherwise idle machine. The whole machine's CPU (``/proc/stat``) is printed as a cross-check.
 
 Run from the repository root: ``.venv/bin/python benchmarks/bench_curation.py`` (about 4 minutes
 on 2 cores). The markdown report goes to stdout, progress to stderr.
@@ -32,9 +37,11 @@ import os
 import platform
 import resource
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -50,7 +57,7 @@ from scenedetect.scene_manager import compute_downscale_factor
 
 from curation.config import VIDEO_EXTENSIONS, CurationConfig, ExtractConfig, ProbeConfig, SplitConfig
 from curation.download import fetch
-from curation.extract import _clip_facts, _reencode_args, extract  # the benchmark times extract's own commands
+from curation.extract import _clip_facts, _reencode_args, extract, output_size  # times extract's own commands
 from curation.ids import clip_key, source_id
 from curation.probe import probe
 from curation.sample_videos import make_sample_videos
@@ -118,25 +125,18 @@ def ffmpeg(args: list[str]) -> None:
 
 
 @dataclass(frozen=True)
-class ProcCpu:
-    """CPU seconds of one process: its own, and that of the children it has reaped."""
+class Proc:
+    """One process of this process tree, as last seen."""
 
+    ppid: int
     label: str
     own_s: float
-    reaped_s: float
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """CPU of this process tree by process, the whole machine's busy CPU, and the wall clock."""
-
-    procs: dict[int, ProcCpu]
-    machine_s: float
-    wall_s: float
+    reaped_s: float  # CPU of exited children it waited for (a worker's ffmpeg)
+    autoreaps: bool  # ignores SIGCHLD, so the kernel reaps its children and their CPU is credited to no one
 
     @property
-    def tree_s(self) -> float:
-        return sum(p.own_s + p.reaped_s for p in self.procs.values())
+    def cpu_s(self) -> float:
+        return self.own_s + self.reaped_s
 
 
 def _read_stat(pid: int) -> tuple[int, float, float] | None:
@@ -150,6 +150,15 @@ def _read_stat(pid: int) -> tuple[int, float, float] | None:
     return int(fields[1]), (utime + stime) / CLK_TCK, (cutime + cstime) / CLK_TCK
 
 
+def _ignores_sigchld(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    ignored = next(int(line.split()[1], 16) for line in status.splitlines() if line.startswith("SigIgn:"))
+    return bool(ignored & (1 << (signal.SIGCHLD - 1)))
+
+
 def _label(pid: int, root: int) -> str:
     """Which part of the pipeline a process is, from its command line."""
     if pid == root:
@@ -157,21 +166,23 @@ def _label(pid: int, root: int) -> str:
     try:
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
     except OSError:
-        return "exited"
-    text = " ".join(argv)
+        return "unknown"
+    name, text = Path(argv[0]).name, " ".join(argv)
+    if name in ("gcs_server", "raylet"):
+        return name
+    if argv[0] in ("ray::DashboardAgent", "ray::RuntimeEnvAgent") or "dashboard" in text:
+        return "dashboard and agents"
     if argv[0].startswith("ray::") or "default_worker.py" in text:
         return "Ray workers (stage code, with their ffmpeg/ffprobe)"
-    for key, label in (("gcs_server", "GCS server"), ("raylet", "raylet"), ("dashboard", "dashboard and agents"),
-                       ("runtime_env", "dashboard and agents"), ("log_monitor", "log monitor"),
-                       ("monitor.py", "autoscaler monitor")):
-        if key in text:
-            return label
-    return Path(argv[0]).name or "unknown"
+    if "log_monitor.py" in text:
+        return "log monitor"
+    if "autoscaler" in text:
+        return "autoscaler monitor"
+    return name or "unknown"
 
 
-def snapshot() -> Snapshot:
-    """CPU of this process and all its descendants (the Ray head and workers started by ray.init)."""
-    root = os.getpid()
+def _scan(root: int, known: dict[int, Proc]) -> dict[int, Proc]:
+    """This process and all its descendants (the Ray head, its workers, their children), by pid."""
     stats = {int(p): s for p in os.listdir("/proc") if p.isdigit() and (s := _read_stat(int(p)))}
     children: dict[int, list[int]] = defaultdict(list)
     for pid, (ppid, _, _) in stats.items():
@@ -180,9 +191,12 @@ def snapshot() -> Snapshot:
     while todo:
         pid = todo.pop()
         if pid in stats:
-            procs[pid] = ProcCpu(_label(pid, root), stats[pid][1], stats[pid][2])
+            ppid, own, reaped = stats[pid]
+            old = known.get(pid)
+            label, autoreaps = (old.label, old.autoreaps) if old else (_label(pid, root), _ignores_sigchld(pid))
+            procs[pid] = Proc(ppid, label, own, reaped, autoreaps)
             todo.extend(children[pid])
-    return Snapshot(procs, _machine_busy_s(), time.perf_counter())
+    return procs
 
 
 def _machine_busy_s() -> float:
@@ -193,26 +207,78 @@ def _machine_busy_s() -> float:
 
 @dataclass
 class Window:
-    """What happened between two snapshots."""
+    """CPU of this process tree over a stretch of time, by kind of process, and the machine's."""
 
-    tree_s: float
-    machine_s: float
-    wall_s: float
-    by_label: dict[str, tuple[float, float]]  # label -> (own, reaped children) CPU seconds
-
-    @classmethod
-    def between(cls, start: Snapshot, end: Snapshot) -> Window:
-        by_label: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
-        for sign, snap in ((-1, start), (1, end)):
-            for proc in snap.procs.values():
-                by_label[proc.label][0] += sign * proc.own_s
-                by_label[proc.label][1] += sign * proc.reaped_s
-        return cls(end.tree_s - start.tree_s, end.machine_s - start.machine_s, end.wall_s - start.wall_s,
-                   {k: (v[0], v[1]) for k, v in by_label.items()})
+    tree_s: float = 0.0
+    machine_s: float = 0.0
+    wall_s: float = 0.0
+    by_label: dict[str, tuple[float, float, float]] = field(default_factory=dict)  # label -> own, reaped, exited
+    started: dict[str, int] = field(default_factory=dict)  # label -> processes that started in the window
 
     @property
     def cost(self) -> Cost:
         return Cost(self.tree_s, self.wall_s)
+
+
+class TreeMeter:
+    """Measures the CPU of this process and every descendant over a ``with`` block.
+
+    Ray's raylet ignores SIGCHLD, so a worker that exits mid-run (Ray kills idle workers beyond
+    its pool size) takes its CPU, and its ffmpeg children's, with it: no parent's ``cutime`` ever
+    gets it. A background thread therefore samples the tree every ``interval_s`` and credits each
+    such process with what it had used when last seen. Processes whose parent waits for them are
+    left to the parent's ``cutime``, so nothing counts twice. The sampler's own CPU is taken off.
+    """
+
+    def __init__(self, interval_s: float = 0.1) -> None:
+        self.interval_s, self.root = interval_s, os.getpid()
+        self.window = Window()
+        self._stop = threading.Event()
+        self._cpu: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0])  # label -> own, reaped, exited
+        self._started: dict[str, set[int]] = defaultdict(set)
+        self._sampler_s = 0.0
+
+    def __enter__(self) -> Window:
+        self._machine, self._wall = _machine_busy_s(), time.perf_counter()
+        self._start = self._last = _scan(self.root, {})
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self.window
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            started = time.thread_time()
+            self._tick()
+            self._sampler_s += time.thread_time() - started
+
+    def _tick(self) -> None:
+        """Take a sample; settle the account of every process that has exited since the last one."""
+        now = _scan(self.root, self._last)
+        for pid in now.keys() - self._start.keys():
+            self._started[now[pid].label].add(pid)
+        for pid in self._last.keys() - now.keys():
+            gone, parent = self._last[pid], self._last.get(self._last[pid].ppid)
+            before = self._start[pid].cpu_s if pid in self._start else 0.0
+            if parent is None or parent.autoreaps:  # its CPU is credited to no one else: count it here
+                self._cpu[gone.label][2] += gone.cpu_s - before
+            else:  # its parent's cutime will hold all of it, including what it had used before the window
+                self._cpu[gone.label][0] -= before
+        self._last = now
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._tick()
+        for pid, proc in self._last.items():
+            start = self._start.get(pid)
+            self._cpu[proc.label][0] += proc.own_s - (start.own_s if start else 0.0)
+            self._cpu[proc.label][1] += proc.reaped_s - (start.reaped_s if start else 0.0)
+        self._cpu[_label(self.root, self.root)][0] -= self._sampler_s
+        self.window.by_label = {k: (v[0], v[1], v[2]) for k, v in self._cpu.items()}
+        self.window.started = {k: len(v) for k, v in self._started.items()}
+        self.window.tree_s = sum(sum(v) for v in self._cpu.values())
+        self.window.machine_s = _machine_busy_s() - self._machine
+        self.window.wall_s = time.perf_counter() - self._wall
 
 
 # --- inputs ---------------------------------------------------------------------------------------
@@ -270,13 +336,20 @@ def measure_floor(sources: list[Source]) -> Cost:
 
 
 def measure_reencode(sources: list[Source], preset: str) -> dict[str, Cost]:
-    """Decode + libx264 encode of each whole input on one thread, as extraction encodes (crf, pix_fmt)."""
+    """Decode + libx264 encode of each whole input on one thread, as extraction encodes it.
+
+    Same codec, crf and pixel format, and the same output size: anamorphic sources are resampled
+    to their display size, as ``extract`` does, so both encode the same number of pixels.
+    """
     cfg = ExtractConfig()
     costs = {}
     for src in sources:
+        info = src.info
+        size = output_size(info["display_width"], info["display_height"], info["sar"], cfg.short_side)
+        scale = ["-vf", f"scale={size[0]}:{size[1]},setsar=1"] if size else []
         costs[src.name] = Cost()
         with measured(costs[src.name]):
-            ffmpeg(["-threads", "1", "-i", str(src.path), "-map", "0:v:0", "-c:v", cfg.codec, "-preset", preset,
+            ffmpeg(["-threads", "1", "-i", str(src.path), "-map", "0:v:0", *scale, "-c:v", cfg.codec, "-preset", preset,
                     "-crf", str(cfg.crf), "-pix_fmt", "yuv420p", "-threads", "1", "-f", "null", "-"])
     return costs
 
@@ -290,17 +363,24 @@ def measure_detection(sources: list[Source], detector: str) -> tuple[Cost, dict[
     return cost, found
 
 
+#: Not PySceneDetect's path: what detection's frames would cost if swscale produced them at their final size.
+ONE_SWSCALE = "PyAV decode + one swscale to BGR at the detection size (fast bilinear)"
+
+
 def measure_detection_parts(sources: list[Source]) -> dict[str, Cost]:
     """Detection's frame path without the detector, cumulatively, as PySceneDetect runs it.
 
     PySceneDetect's PyAV backend decodes (slice threads), converts every frame to BGR at full
-    resolution, and only then shrinks it with ``cv2.resize`` to about 256 pixels wide.
+    resolution, and only then shrinks it with ``cv2.resize`` to about 256 pixels wide. The last
+    entry is the alternative of converting and shrinking in one step, to price the difference.
     """
     steps: dict[str, Callable[[av.VideoFrame, tuple[int, int]], object]] = {
         "PyAV decode": lambda frame, size: None,
         "+ BGR conversion at full resolution": lambda frame, size: frame.to_ndarray(format="bgr24"),
         "+ downscale (cv2.resize)": lambda frame, size: cv2.resize(frame.to_ndarray(format="bgr24"), size,
                                                                    interpolation=cv2.INTER_LINEAR),
+        ONE_SWSCALE: lambda frame, size: frame.reformat(width=size[0], height=size[1], format="bgr24",
+                                                        interpolation="FAST_BILINEAR").to_ndarray(),
     }
     costs = {}
     for name, step in steps.items():
@@ -413,9 +493,9 @@ def measure_small_stages(sources: list[Source], scratch: Path) -> dict[str, Cost
 
 
 def measure_worker_imports() -> Cost:
-    """CPU of a fresh Python importing the stage code on top of Ray: paid once per Ray worker process."""
+    """CPU of a fresh Python importing Ray Data and the stage code on top of Ray: paid by every new Ray worker."""
     empty, loaded = Cost(), Cost()
-    for cost, code in ((empty, "import ray"), (loaded, "import ray, curation.stages")):
+    for cost, code in ((empty, "import ray"), (loaded, "import ray, ray.data, curation.stages")):
         with measured(cost):
             subprocess.run([sys.executable, "-c", code], check=True)
     return Cost(loaded.cpu_s - empty.cpu_s, loaded.wall_s - empty.wall_s)
@@ -425,20 +505,24 @@ def measure_worker_imports() -> Cost:
 class PipelineRun:
     """The pipeline under a fresh local Ray: start, idle background, and the jobs."""
 
-    ray_start: Window
-    idle: Window
+    ray_start: Window  # ray.init and the settling after it, in the session of the whole pipeline
+    idle: Window  # an idle Ray afterwards: its background CPU
     detect_only: Window
-    ray_start_2: Window
     whole: Window
     write_again: Window
+    resumed: Window  # all stages again on the finished corpus, under a fresh Ray: the machinery alone
     clips: int
 
 
-def measure_pipeline(sources: list[Source], scratch: Path, cpus: int, idle_s: float) -> PipelineRun:
+def measure_pipeline(sources: list[Source], scratch: Path, cpus: int, settle_s: float) -> PipelineRun:
     """Run the detection-only pipeline and the whole one, each under its own fresh local Ray.
 
     Each job gets a new Ray so that each pays worker start-up and imports, as a real job would.
-    The whole pipeline's output is then written again (write stage alone) to price the writer.
+    Ray keeps starting processes after ``ray.init`` returns, so the start is measured over
+    ``settle_s`` more seconds and the idle background over as many again, before the job.
+    The whole pipeline's output is then written again (write stage alone) to price the writer,
+    and the whole pipeline is run once more under a fresh Ray: every result is on disk, so that
+    run does no stage work and prices the machinery (Ray Data, worker start-up, reading back).
     """
     import ray
 
@@ -449,36 +533,39 @@ def measure_pipeline(sources: list[Source], scratch: Path, cpus: int, idle_s: fl
 
     def job(output: str, stages: list[str]) -> tuple[Window, Any]:
         cfg = CurationConfig(input=str(manifest), output=str(scratch / output), stages=stages)
-        before = snapshot()
-        summary = run_curation(cfg)
-        return Window.between(before, snapshot()), summary
+        with TreeMeter() as window:
+            summary = run_curation(cfg)
+        return window, summary
 
-    def start() -> Window:
-        before = snapshot()
-        ray.init(num_cpus=cpus)
-        return Window.between(before, snapshot())
+    def start() -> tuple[Window, Window]:
+        with TreeMeter() as started:
+            ray.init(address="local", num_cpus=cpus)  # never join a cluster someone else started here
+            time.sleep(settle_s)
+        with TreeMeter() as idle:
+            time.sleep(settle_s)
+        return started, idle
 
-    log.info("pipeline: starting Ray, idling %.0f s to measure its background CPU", idle_s)
-    ray_start = start()
-    before = snapshot()
-    time.sleep(idle_s)
-    idle = Window.between(before, snapshot())
     log.info("pipeline: download, probe, split")
+    start()
     detect_only, _ = job("detect", ["download", "probe", "split"])
     ray.shutdown()
-    ray_start_2 = start()
     log.info("pipeline: all stages")
+    ray_start, idle = start()
     whole, summary = job("corpus", list(CurationConfig().stages))
     log.info("pipeline: write stage again")
     write_again, _ = job("corpus", ["write"])
     ray.shutdown()
-    return PipelineRun(ray_start, idle, detect_only, ray_start_2, whole, write_again, summary.corpus["clips"])
+    log.info("pipeline: all stages again, every result already on disk")
+    start()
+    resumed, _ = job("corpus", list(CurationConfig().stages))
+    ray.shutdown()
+    return PipelineRun(ray_start, idle, detect_only, whole, write_again, resumed, summary.corpus["clips"])
 
 
 # --- the report -----------------------------------------------------------------------------------
 
 
-def machine_info() -> list[str]:
+def machine_info(load_before: tuple[float, float, float]) -> list[str]:
     cpuinfo = Path("/proc/cpuinfo").read_text()
     model = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")),
                  platform.processor() or "unknown")
@@ -486,12 +573,13 @@ def machine_info() -> list[str]:
                       if line.startswith("MemTotal")))
     ffmpeg_version = subprocess.run(["ffmpeg", "-version"], capture_output=True, text=True).stdout.splitlines()[0]
     versions = ", ".join(f"{p} {importlib.metadata.version(p)}" for p in ("ray", "scenedetect-headless", "av"))
-    load = os.getloadavg()
+    after = os.getloadavg()
     return [
         f"- date: {datetime.now(timezone.utc).isoformat(timespec='seconds')}",
         f"- CPU: {model}, {os.cpu_count()} cores; RAM {mem_kb / 1024**2:.1f} GiB; {platform.platform()}",
         f"- {ffmpeg_version}; Python {platform.python_version()}, {versions}",
-        f"- load average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}",
+        f"- load average (1, 5, 15 min) before: {' '.join(f'{x:.2f}' for x in load_before)}; "
+        f"after: {' '.join(f'{x:.2f}' for x in after)}",
     ]
 
 
@@ -524,115 +612,182 @@ class Results:
     imports: Cost
     pipeline: PipelineRun
     cpus: int
+    settle_s: float
+    load_before: tuple[float, float, float]
+
+
+WORKERS = "Ray workers (stage code, with their ffmpeg/ffprobe)"
 
 
 def report(r: Results) -> str:
     """The markdown report."""
-    sources, floor, reencode, detection, det_parts = r.sources, r.floor, r.reencode, r.detection, r.det_parts
-    ext, clips, start, small, imports, run, cpus = (r.extraction, r.clips, r.process_start, r.small, r.imports,
-                                                    r.pipeline, r.cpus)
-    video_s = sum(s.duration for s in sources)
-    chosen = ExtractConfig().preset
-    enc = {p: sum(c.values(), Cost()) for p, c in reencode.items()}
-    widest = max(sources, key=lambda s: s.info["width"] * s.info["height"])
-    det = detection[SplitConfig().detector]
-    det_ext = det + ext.total
-    whole = run.whole.cost
-    pipeline_total = run.ray_start_2.cost + whole
-    out = [f"# Curation CPU benchmark: {len(sources)} videos, {video_s:.1f} s of video", ""]
-    out += machine_info()
-    out += ["", "## Inputs", "", "| video | size | fps | seconds | floor CPU s | video-s / CPU-s |", "|---|---|---:|---:|---:|---:|"]
+    video_s = sum(s.duration for s in r.sources)
+    out = [f"# Curation CPU benchmark: {len(r.sources)} videos, {video_s:.1f} s of video", "",
+           f"- inputs: {os.path.commonpath([str(s.path) for s in r.sources])}", *machine_info(r.load_before)]
+    out += _inputs_section(r.sources)
+    out += _main_table(r, video_s)
+    out += _aims(r)
+    out += _detection_section(r)
+    out += _extraction_section(r, video_s)
+    out += _pipeline_section(r)
+    return "\n".join(out)
+
+
+def _reference(r: Results) -> Cost:
+    """One decode + one encode at the chosen preset of every whole input, measured alone."""
+    return sum(r.reencode[ExtractConfig().preset].values(), Cost())
+
+
+def _detection_plus_extraction(r: Results) -> Cost:
+    return r.detection[SplitConfig().detector] + r.extraction.total
+
+
+def _inputs_section(sources: list[Source]) -> list[str]:
+    out = ["", "## Inputs", "", "| video | size | fps | seconds | floor CPU s | video-s / CPU-s |",
+           "|---|---|---:|---:|---:|---:|"]
     for s in sources:
         out.append(f"| {s.name} | {s.info['width']}x{s.info['height']}{' VFR' if s.info['vfr'] else ''} | "
                    f"{s.info['fps']:.3f} | {s.duration:.2f} | {s.floor.cpu_s:.2f} | {s.duration / s.floor.cpu_s:.1f} |")
+    return out
 
-    table = Table(floor.cpu_s, video_s)
-    table.add("floor: `ffmpeg -threads 1 -i X -map 0:v:0 -f null -`", floor)
+
+def _main_table(r: Results, video_s: float) -> list[str]:
+    chosen, detector = ExtractConfig().preset, SplitConfig().detector
+    ref, det_ext, whole = _reference(r), _detection_plus_extraction(r), r.pipeline.whole
+    widest = max(r.sources, key=lambda s: s.info["width"] * s.info["height"])
+    table = Table(r.floor.cpu_s, video_s)
+    table.add("floor: `ffmpeg -threads 1 -i X -map 0:v:0 -f null -`", r.floor)
     for name in DETECTORS:
-        table.add(f"detection alone: {name} (defaults)", detection[name],
-                  "the pipeline's detector" if name == SplitConfig().detector else "")
+        table.add(f"detection alone: {name} (defaults)", r.detection[name],
+                  "the pipeline's detector" if name == detector else "")
     for preset in PRESETS:
-        one = reencode[preset][widest.name]
-        table.add(f"decode + libx264 `{preset}` encode alone, whole inputs", enc[preset],
-                  f"{'chosen preset; ' if preset == chosen else ''}{widest.name} ({widest.info['width']}x"
-                  f"{widest.info['height']}): {one.cpu_s / widest.floor.cpu_s:.1f}× its decode")
-    table.add("extraction alone: `extract()` per clip", ext.total,
-              f"{clips} clips, {ext.clip_s:.1f} s = {ext.clip_s / video_s:.0%} of the video")
-    table.add(f"detection ({SplitConfig().detector}) + extraction alone", det_ext,
-              f"{det_ext.cpu_s / enc[chosen].cpu_s:.2f}× decode + `{chosen}` encode (aim ≤ {AIM_DETECT_EXTRACT})")
-    table.add(f"Ray start (`ray.init(num_cpus={cpus})`)", run.ray_start_2.cost, "process tree; not in the rows below")
-    table.add("pipeline: download, probe, split", run.detect_only.cost,
-              f"detection inside the pipeline (aim ≤ {AIM_DETECTION}× floor); machine: {run.detect_only.machine_s:.2f} s")
-    table.add("pipeline: all stages", whole,
-              f"{whole.cpu_s / enc[chosen].cpu_s:.2f}× decode + `{chosen}` encode; "
-              f"{whole.cpu_s / det_ext.cpu_s:.2f}× detection + extraction alone; machine: {run.whole.machine_s:.2f} s")
-    table.add("pipeline: all stages + Ray start", pipeline_total, "what one job costs from nothing")
-    out += ["", "## CPU per row", "", *table.lines]
+        one = r.reencode[preset][widest.name].cpu_s / widest.floor.cpu_s
+        table.add(f"decode + libx264 `{preset}` encode alone, whole inputs", sum(r.reencode[preset].values(), Cost()),
+                  f"{'the chosen preset; ' if preset == chosen else ''}{widest.name} "
+                  f"({widest.info['width']}x{widest.info['height']}): {one:.1f}× its decode")
+    table.add("extraction alone: `extract()` per clip", r.extraction.total,
+              f"{r.clips} clips, {r.extraction.clip_s:.1f} s = {r.extraction.clip_s / video_s:.0%} of the video")
+    table.add(f"detection ({detector}) + extraction alone", det_ext,
+              f"{det_ext.cpu_s / ref.cpu_s:.2f}× decode + `{chosen}` encode")
+    table.add(f"Ray start: `ray.init(num_cpus={r.cpus})` + {r.settle_s:.0f} s", r.pipeline.ray_start.cost,
+              "not in the rows below")
+    table.add("pipeline: download, probe, split", r.pipeline.detect_only.cost,
+              f"whole machine: {r.pipeline.detect_only.machine_s:.2f} CPU s")
+    table.add("pipeline: all stages", whole.cost,
+              f"{whole.tree_s / ref.cpu_s:.2f}× decode + `{chosen}` encode; {whole.tree_s / det_ext.cpu_s:.2f}× "
+              f"detection + extraction alone; whole machine: {whole.machine_s:.2f} CPU s")
+    table.add("pipeline: all stages + Ray start", r.pipeline.ray_start.cost + whole.cost, "one job from nothing")
+    return ["", "## CPU per row", "",
+            "CPU s of the process tree (this process, its children, Ray and its workers); wall s for reference; "
+            "video-s / CPU-s counts the inputs' whole duration.", "", *table.lines]
 
-    out += ["", "## Aims", ""]
-    det_in = run.detect_only.tree_s / floor.cpu_s
-    ratio = det_ext.cpu_s / enc[chosen].cpu_s
-    out.append(f"- detection inside the pipeline ≤ {AIM_DETECTION}× the floor: **{det_in:.2f}×** "
-               f"({'met' if det_in <= AIM_DETECTION else 'not met'}; detection alone is "
-               f"{det.cpu_s / floor.cpu_s:.2f}×, so the pipeline around it adds {run.detect_only.tree_s / det.cpu_s - 1:+.0%})")
-    out.append(f"- detection + frame-exact extraction ≤ {AIM_DETECT_EXTRACT}× one decode + one `{chosen}` encode: "
-               f"**{ratio:.2f}×** ({'met' if ratio <= AIM_DETECT_EXTRACT else 'not met'}; inside the pipeline "
-               f"{whole.cpu_s / enc[chosen].cpu_s:.2f}×)")
 
-    out += ["", "## Where detection's time goes", "", "| step (cumulative) | CPU s | × floor |", "|---|---:|---:|"]
-    for name, cost in det_parts.items():
-        out.append(f"| {name} | {cost.cpu_s:.2f} | {cost.cpu_s / floor.cpu_s:.2f} |")
-    for name in DETECTORS:
-        out.append(f"| + {name} detector (= detection alone) | {detection[name].cpu_s:.2f} | "
-                   f"{detection[name].cpu_s / floor.cpu_s:.2f} |")
+def _aims(r: Results) -> list[str]:
+    chosen, detector = ExtractConfig().preset, SplitConfig().detector
+    det = r.detection[detector].cpu_s
+    inside = r.pipeline.detect_only.tree_s / r.floor.cpu_s
+    alone = _detection_plus_extraction(r).cpu_s / _reference(r).cpu_s
+    whole = r.pipeline.whole.tree_s / _reference(r).cpu_s
+    return [
+        "", "## Aims", "",
+        f"- detection inside the pipeline ≤ {AIM_DETECTION}× the floor: **{inside:.2f}×**, "
+        f"{'met' if inside <= AIM_DETECTION else 'not met'} (download, probe and split under Ray; {detector} "
+        f"detection alone is {det / r.floor.cpu_s:.2f}×, so the pipeline around it adds "
+        f"{r.pipeline.detect_only.tree_s / det - 1:+.0%})",
+        f"- detection + frame-exact extraction ≤ {AIM_DETECT_EXTRACT}× one decode + one `{chosen}` encode measured "
+        f"alone: **{alone:.2f}×**, {'met' if alone <= AIM_DETECT_EXTRACT else 'not met'} (inside the whole "
+        f"pipeline: {whole:.2f}×)",
+    ]
 
+
+def _detection_section(r: Results) -> list[str]:
+    floor = r.floor.cpu_s
+    out = ["", "## Where detection's time goes", "",
+           "The same frames as PySceneDetect's PyAV backend handles them, one step added per row:", "",
+           "| step (cumulative) | CPU s | × floor |", "|---|---:|---:|"]
+    rows = [*((k, c) for k, c in r.det_parts.items() if k != ONE_SWSCALE),
+            *((f"+ the {n} detector (= detection alone)", r.detection[n]) for n in DETECTORS)]
+    out += [f"| {name} | {cost.cpu_s:.2f} | {cost.cpu_s / floor:.2f} |" for name, cost in rows]
+    alternative = r.det_parts[ONE_SWSCALE].cpu_s
+    out += ["", f"For comparison, not what PySceneDetect does: {ONE_SWSCALE}: {alternative:.2f} CPU s "
+                f"({alternative / floor:.2f}× the floor)."]
+    return out
+
+
+def _extraction_section(r: Results, video_s: float) -> list[str]:
+    ext, floor, chosen = r.extraction, r.floor.cpu_s, ExtractConfig().preset
     encode_s = ext.total.cpu_s - ext.decode.cpu_s - ext.check_and_hash.cpu_s
-    enc_only = enc[chosen].cpu_s - floor.cpu_s
-    out += ["", "## Where extraction's time goes", "", "| part | CPU s | × floor | note |", "|---|---:|---:|---|"]
-    for name, cpu, note in (
-        ("extraction alone", ext.total.cpu_s, f"{clips} clips"),
+    enc_alone = _reference(r).cpu_s - floor
+    rows = (
+        ("extraction alone", ext.total.cpu_s, f"{r.clips} clips"),
         ("seek + decode (+ scale) of the clips, no encode", ext.decode.cpu_s,
-         "extract's own command cut before `-c:v`, decoder threads as extract runs them (automatic)"),
+         "extract's own command cut before `-c:v`; decoder threads as extract leaves them (automatic)"),
         ("… of which pre-roll from the prior keyframe", ext.decode.cpu_s - ext.decode_no_preroll.cpu_s,
-         f"same command with `-noaccurate_seek`; {ext.preroll_s:.1f} s of video decoded and dropped"),
-        ("… with one decoder thread instead", ext.decode_one_thread.cpu_s,
-         f"difference {ext.decode.cpu_s - ext.decode_one_thread.cpu_s:+.2f} s is frame-threading overhead"),
-        ("process starts, in the rows above and below", clips * start.cpu_s,
-         f"{start.cpu_s * 1000:.0f} ms for one trivial ffmpeg + one ffprobe, × {clips} clips"),
+         f"the same with `-noaccurate_seek`; {ext.preroll_s:.1f} s of video decoded and dropped in all"),
+        ("… the same decode on one decoder thread", ext.decode_one_thread.cpu_s,
+         f"{ext.decode.cpu_s - ext.decode_one_thread.cpu_s:+.2f} s of frame-threading overhead"),
+        ("… of which process starts", r.clips * r.process_start.cpu_s,
+         f"{r.process_start.cpu_s * 1000:.0f} ms for a trivial ffmpeg + ffprobe, × {r.clips} clips (here and in the check)"),
         ("encode (extraction − decode − check)", encode_s,
-         f"whole-input `{chosen}` encode alone is {enc_only:.2f} s; × clip share {ext.clip_s / video_s:.0%} = "
-         f"{enc_only * ext.clip_s / video_s:.2f} s"),
-        ("check (ffprobe of the clip) + sha256", ext.check_and_hash.cpu_s, ""),
-    ):
-        out.append(f"| {name} | {cpu:.2f} | {cpu / floor.cpu_s:.2f} | {note} |")
+         f"the whole inputs' `{chosen}` encode alone is {enc_alone:.2f} s; × the clips' share "
+         f"{ext.clip_s / video_s:.0%} = {enc_alone * ext.clip_s / video_s:.2f} s"),
+        ("check: ffprobe of the clip + its sha256", ext.check_and_hash.cpu_s, ""),
+    )
+    return ["", "## Where extraction's time goes", "", "| part | CPU s | × floor | note |", "|---|---:|---:|---|",
+            *(f"| {name} | {cpu:.2f} | {cpu / floor:.2f} | {note} |" for name, cpu, note in rows)]
 
-    out += ["", "## Where the whole pipeline's time goes", "",
-            "By process (CPU seconds between the start and the end of `run_curation`, all stages; "
-            "'reaped' is CPU of exited children the process waited for, e.g. a worker's ffmpeg):", "",
-            "| process | own CPU s | reaped children CPU s |", "|---|---:|---:|"]
-    for label, (own, reaped) in sorted(run.whole.by_label.items(), key=lambda kv: -sum(kv[1])):
-        if abs(own) + abs(reaped) >= 0.005:
-            out.append(f"| {label} | {own:.2f} | {reaped:.2f} |")
-    idle_rate = run.idle.tree_s / run.idle.wall_s
-    explained = det.cpu_s + ext.total.cpu_s + sum(c.cpu_s for c in small.values()) + run.write_again.tree_s
-    background = idle_rate * run.whole.wall_s
-    out += ["", "Against the parts measured alone:", "", "| part | CPU s |", "|---|---:|"]
-    for name, cpu in (
-        (f"detection alone ({SplitConfig().detector})", det.cpu_s),
-        ("extraction alone", ext.total.cpu_s),
-        *((f"{k} alone", c.cpu_s) for k, c in small.items()),
-        ("write stage alone (run again on the finished corpus, Ray warm)", run.write_again.tree_s),
-        ("**sum of the parts**", explained),
-        ("**the rest**: pipeline (all stages) − sum of the parts", whole.cpu_s - explained),
-        (f"… Ray's background while idle: {idle_rate:.2f} CPU-s/s × {run.whole.wall_s:.1f} s wall", background),
-        ("… what remains (Ray Data tasks, worker start-up and imports, per-row parquet persistence)",
-         whole.cpu_s - explained - background),
-        ("(one Python importing the stage code, paid per worker process)", imports.cpu_s),
-        (f"Ray start, paid once per job, not in the rest (first: {run.ray_start.tree_s:.2f} s)", run.ray_start_2.tree_s),
-    ):
-        out.append(f"| {name} | {cpu:.2f} |")
-    out += ["", f"The pipeline made {run.clips} clips; extraction alone made {clips}."]
-    return "\n".join(out)
+
+def _seconds(value: float | None) -> str:
+    return "" if value is None else f"{value:.2f}"
+
+
+def _process_table(window: Window) -> list[str]:
+    out = ["| process | own CPU s | reaped children | exited mid-run | started in the run |", "|---|---:|---:|---:|---:|"]
+    for label, cpu in sorted(window.by_label.items(), key=lambda kv: -sum(kv[1])):
+        if sum(abs(x) for x in cpu) >= 0.005:
+            out.append(f"| {label} | {cpu[0]:.2f} | {cpu[1]:.2f} | {cpu[2]:.2f} | {window.started.get(label, 0)} |")
+    return out
+
+
+def _pipeline_section(r: Results) -> list[str]:
+    run, detector = r.pipeline, SplitConfig().detector
+    det, ext, write = r.detection[detector].cpu_s, r.extraction.total.cpu_s, run.write_again.tree_s
+    small = sum(c.cpu_s for c in r.small.values())
+    rest_detect = run.detect_only.tree_s - det - small
+    rest_whole = run.whole.tree_s - det - ext - small - write
+    machinery = run.resumed.tree_s - write
+    rows = (
+        (f"detection alone ({detector})", det, det),
+        ("extraction alone", None, ext),
+        *((f"{k} alone", c.cpu_s, c.cpu_s) for k, c in r.small.items()),
+        ("write stage alone (run again on the finished corpus)", None, write),
+        ("**the rest**: pipeline − the parts above", rest_detect, rest_whole),
+        ("… a resumed run with every result on disk (fresh Ray, no stage work), less the write alone", None,
+         machinery),
+        ("… unexplained by that", None, rest_whole - machinery),
+        ("**pipeline** (the job's CPU, Ray start excluded)", run.detect_only.tree_s, run.whole.tree_s),
+    )
+    workers = {name: w.started.get(WORKERS, 0) for name, w in
+               (("detect", run.detect_only), ("whole", run.whole), ("resumed", run.resumed))}
+    boot = sum(run.ray_start.by_label.get(WORKERS, (0.0,))) / max(1, run.ray_start.started.get(WORKERS, 0))
+    return ["", "## Where the pipeline's time goes", "",
+            "Each job ran under its own fresh `ray.init`; CPU s of the job's window, by process. 'Exited mid-run' is "
+            "CPU of processes that ended during the job (Ray kills idle workers), counted from the last sample of "
+            "them, since the raylet ignores SIGCHLD and nobody's `cutime` gets it.", "",
+            "Download, probe, split:", "", *_process_table(run.detect_only), "",
+            "All stages:", "", *_process_table(run.whole), "",
+            "All stages again on the finished corpus (resumed: nothing left to do):", "", *_process_table(run.resumed),
+            "", "Against the parts measured alone:", "",
+            "| part | download, probe, split: CPU s | all stages: CPU s |", "|---|---:|---:|",
+            *(f"| {name} | {_seconds(a)} | {_seconds(b)} |" for name, a, b in rows),
+            "", "Unit costs, for scale:", "",
+            f"- Ray start, paid once per job and in none of the rows above: {run.ray_start.tree_s:.2f} CPU s",
+            f"- Ray's background while idle: {run.idle.tree_s / run.idle.wall_s:.3f} CPU-s per second of wall time",
+            f"- booting one Ray worker (the idle pool at start): {boot:.2f} CPU s; importing Ray Data and the stage "
+            f"code in a new Python: {r.imports.cpu_s:.2f} CPU s",
+            f"- Ray workers started during the job: {workers['detect']} (download, probe, split), "
+            f"{workers['whole']} (all stages), {workers['resumed']} (resumed)",
+            f"- the pipeline made {run.clips} clips; extraction alone made {r.clips}"]
 
 
 # --- main -----------------------------------------------------------------------------------------
@@ -644,12 +799,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--input", type=Path, help="directory of videos to measure (recursively); default: seven "
                                                    "shared test videos, or the rendered samples when those are absent")
     parser.add_argument("--cpus", type=int, default=os.cpu_count(), help="CPUs the local Ray declares (default: all)")
-    parser.add_argument("--idle-seconds", type=float, default=5.0,
-                        help="how long to watch an idle Ray to price its background CPU (default: 5)")
+    parser.add_argument("--settle-seconds", type=float, default=5.0,
+                        help="how long to let Ray finish starting, and then to watch it idle to price its "
+                             "background CPU (default: 5)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     logging.getLogger("curation").setLevel(logging.WARNING)
 
+    load_before = os.getloadavg()
     scratch = Path(tempfile.mkdtemp(prefix="bench_curation-"))
     try:
         sources = load_sources(find_inputs(args.input, scratch))
@@ -670,9 +827,9 @@ def main(argv: list[str] | None = None) -> int:
         start = measure_process_start()
         small = measure_small_stages(sources, scratch / "downloads")
         imports = measure_worker_imports()
-        run = measure_pipeline(sources, scratch, args.cpus, args.idle_seconds)
+        run = measure_pipeline(sources, scratch, args.cpus, args.settle_seconds)
         print(report(Results(sources, floor, reencode, detection, det_parts, ext, len(rows), start, small, imports,
-                             run, args.cpus)))
+                             run, args.cpus, args.settle_seconds, load_before)))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return 0

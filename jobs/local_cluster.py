@@ -32,6 +32,11 @@ log = logging.getLogger(__name__)
 UPLOAD_EXCLUDES = [".venv", "outputs", ".git", "test-artifacts", "**/__pycache__"]
 
 
+#: What the job API answers while a fresh node's job agent is still starting, and how long to wait it out.
+NO_AGENT_YET = "No available agent to submit job"
+AGENT_WAIT_S = 60.0
+
+
 class LocalRayCluster:
     """A head node plus optional worker nodes, each a ``ray start --block`` child process."""
 
@@ -81,7 +86,7 @@ class LocalRayCluster:
                stream: bool = False) -> subprocess.CompletedProcess[str]:
         """``ray job submit`` of ``entrypoint`` with ``working_dir`` uploaded (venv and outputs excluded).
 
-        With ``stream`` the job's logs go straight to this process's console instead of being captured.
+        With ``stream`` the job's logs are also printed to this process's console.
         """
         args = [self.ray, "job", "submit", "--address", self.dashboard_url, "--working-dir", str(working_dir),
                 "--runtime-env-json", json.dumps({"excludes": UPLOAD_EXCLUDES})]
@@ -89,8 +94,17 @@ class LocalRayCluster:
             args += ["--submission-id", submission_id]
         if not wait:
             args.append("--no-wait")
-        return subprocess.run([*args, "--", *entrypoint], env=self.env(), capture_output=not stream, text=True,
-                              timeout=timeout_s, check=False)
+        deadline = time.monotonic() + AGENT_WAIT_S
+        while True:
+            result = subprocess.run([*args, "--", *entrypoint], env=self.env(), capture_output=True, text=True,
+                                    timeout=timeout_s, check=False)
+            if NO_AGENT_YET not in (result.stderr or "") or time.monotonic() > deadline:
+                break
+            time.sleep(2.0)  # the head answers before its job agent is up; Ray says to try again
+        if stream:
+            sys.stdout.write(result.stdout)
+            sys.stderr.write(result.stderr)
+        return result
 
     def job(self, *args: str) -> subprocess.CompletedProcess[str]:
         """Another ``ray job`` subcommand (``status``, ``stop``, ``logs``) against this cluster."""

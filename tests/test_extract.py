@@ -1,0 +1,276 @@
+"""Clip extraction cuts exactly the frames of its span, upright and with square pixels.
+
+Frame-exactness is checked on decoded pictures, not on packet counts: every clip is decoded with PyAV
+and its first (and, for constant-rate sources, last) picture must be closer to the source picture at
+the span's boundary than to that picture's neighbours. Spans are chosen where consecutive source
+pictures really differ (fades and camera motion), and the test asserts that premise too.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+import pytest
+
+from curation.config import ExtractConfig, ProbeConfig
+from curation.errors import Rejection
+from curation.extract import extract, output_size
+from curation.ffmpeg import ffprobe_json
+from curation.probe import probe
+
+TESTVIDEO = "pyscenedetect/testvideo.mp4"  # 1280x720, 30000/1001 fps, CFR, 720 frames
+VFR = "pyscenedetect/goldeneye-vfr-drop3.mp4"  # nominal 24000/1001, every third frame dropped
+ROTATED = "pyscenedetect/issue-134-rotate.mp4"
+ANAMORPHIC = "pyscenedetect/issue-195-aspect-ratio.mp4"
+
+THUMB = (128, 64)  # width, height of the grey thumbnails compared
+
+
+def thumb(frame: av.VideoFrame, size: tuple[int, int] = THUMB) -> np.ndarray:
+    return frame.reformat(width=size[0], height=size[1], format="gray").to_ndarray().astype(np.float32)
+
+
+def mad(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean absolute difference of two grey thumbnails."""
+    return float(np.abs(a - b).mean())
+
+
+def decode(path: str | Path) -> list[av.VideoFrame]:
+    """Every decoded picture of the first video stream."""
+    with av.open(str(path)) as container:
+        return list(container.decode(video=0))
+
+
+def decoded_thumbs(path: str | Path) -> list[tuple[float, np.ndarray]]:
+    """(presentation time, grey thumbnail) of every decoded picture."""
+    with av.open(str(path)) as container:
+        return [(float(f.time), thumb(f)) for f in container.decode(video=0)]
+
+
+def closest(target: np.ndarray, source: list[tuple[float, np.ndarray]], around: int, radius: int = 2) -> int:
+    """Index in ``source[around - radius : around + radius]`` of the picture closest to ``target``."""
+    candidates = range(max(0, around - radius), min(len(source), around + radius + 1))
+    return min(candidates, key=lambda i: mad(source[i][1], target))
+
+
+def assert_neighbours_differ(source: list[tuple[float, np.ndarray]], index: int, margin: float) -> None:
+    """Premise of a frame-exactness check: the pictures next to ``index`` are visibly different."""
+    for other in (index - 1, index + 1):
+        if 0 <= other < len(source):
+            assert mad(source[index][1], source[other][1]) > margin, f"source pictures {index} and {other} are alike"
+
+
+@pytest.fixture(scope="module")
+def probed(shared_videos: Path) -> Callable[[str], dict[str, Any]]:
+    cache: dict[str, dict[str, Any]] = {}
+
+    def get(name: str) -> dict[str, Any]:
+        if name not in cache:
+            path = str(shared_videos / name)
+            cache[name] = {"local_path": path, "source": path, **probe(path, ProbeConfig())}
+        return cache[name]
+
+    return get
+
+
+@pytest.fixture(scope="module")
+def source_thumbs(shared_videos: Path) -> Callable[[str], list[tuple[float, np.ndarray]]]:
+    cache: dict[str, list[tuple[float, np.ndarray]]] = {}
+
+    def get(name: str) -> list[tuple[float, np.ndarray]]:
+        if name not in cache:
+            cache[name] = decoded_thumbs(shared_videos / name)
+        return cache[name]
+
+    return get
+
+
+def clip_row(source: dict[str, Any], start_frame: int, end_frame: int, key: str = "clip") -> dict[str, Any]:
+    fps = source["fps"]
+    return {**source, "source_id": "src", "key": key, "start_frame": start_frame, "end_frame": end_frame,
+            "start_time": start_frame / fps, "end_time": end_frame / fps}
+
+
+# --- frame exactness ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("start, end", [(212, 238), (331, 358), (395, 421), (664, 691)])
+def test_cfr_clip_holds_exactly_the_frames_of_its_span(start: int, end: int, tmp_path: Path, probed, source_thumbs) -> None:
+    source = source_thumbs(TESTVIDEO)
+    assert_neighbours_differ(source, start, margin=1.0)
+    assert_neighbours_differ(source, end - 1, margin=1.0)
+
+    columns = extract(clip_row(probed(TESTVIDEO), start, end), ExtractConfig(), tmp_path)
+    clip = decoded_thumbs(columns["clip_path"])
+
+    assert len(clip) == end - start
+    assert columns["clip_frames"] == end - start
+    assert closest(clip[0][1], source, start) == start
+    assert closest(clip[-1][1], source, end - 1) == end - 1
+    assert (columns["clip_width"], columns["clip_height"]) == (1280, 720)
+    assert columns["clip_fps"] == pytest.approx(30000 / 1001)
+
+
+def test_cfr_clip_at_a_hard_cut_starts_on_the_new_scene(tmp_path: Path, probed, source_thumbs) -> None:
+    source = source_thumbs(TESTVIDEO)
+    columns = extract(clip_row(probed(TESTVIDEO), 30, 180), ExtractConfig(), tmp_path)  # the whole second shot
+    clip = decoded_thumbs(columns["clip_path"])
+    assert len(clip) == 150
+    assert mad(clip[0][1], source[30][1]) < mad(clip[0][1], source[29][1]) / 10  # not the last frame of shot 1
+    assert mad(clip[-1][1], source[179][1]) < mad(clip[-1][1], source[180][1]) / 10  # not the first of shot 3
+
+
+@pytest.mark.parametrize("start, end", [(90, 210), (100, 200), (150, 190)])
+def test_vfr_clip_holds_the_source_frames_of_its_span(start: int, end: int, tmp_path: Path, probed, source_thumbs) -> None:
+    row = clip_row(probed(VFR), start, end)
+    assert row["vfr"] is True
+    half = 0.5 / row["fps"]
+    source = source_thumbs(VFR)
+    inside = [i for i, (t, _) in enumerate(source) if row["start_time"] - half <= t < row["end_time"] - half]
+
+    columns = extract(row, ExtractConfig(), tmp_path)
+    clip = decoded_thumbs(columns["clip_path"])
+
+    assert len(clip) == len(inside)  # fewer than end - start: the dropped frames are not invented
+    assert len(clip) < end - start
+    frame = 1 / row["fps"]
+    assert abs(columns["clip_duration"] - (row["end_time"] - row["start_time"])) <= frame + 1e-3
+    assert closest(clip[0][1], source, inside[0]) == inside[0]
+
+
+# --- geometry -----------------------------------------------------------------------------------
+
+
+def test_rotated_source_becomes_an_upright_portrait_clip(tmp_path: Path, probed, source_thumbs) -> None:
+    row = clip_row(probed(ROTATED), 0, 48)
+    assert row["rotation"] == -90
+    columns = extract(row, ExtractConfig(), tmp_path)
+
+    frames = decode(columns["clip_path"])
+    assert len(frames) == 48
+    assert (frames[0].width, frames[0].height) == (544, 1280)
+    assert (columns["clip_width"], columns["clip_height"]) == (544, 1280)
+
+    (stream,) = ffprobe_json(columns["clip_path"])["streams"]
+    assert "rotate" not in (stream.get("tags") or {})
+    assert not [s for s in stream.get("side_data_list") or [] if s.get("rotation")]
+
+    # the pixels really were turned: -90 in the display matrix means a clockwise quarter turn
+    stored = source_thumbs(ROTATED)[0][1]  # as stored: landscape
+    picture = thumb(frames[0], size=(THUMB[1], THUMB[0]))
+    clockwise, counter = np.rot90(stored, k=-1), np.rot90(stored, k=1)
+    assert mad(picture, clockwise) < mad(picture, counter) / 3
+
+
+def test_anamorphic_source_becomes_square_pixels_at_display_size(tmp_path: Path, probed) -> None:
+    row = clip_row(probed(ANAMORPHIC), 0, 25)
+    assert row["sar"] == "16:11"
+    columns = extract(row, ExtractConfig(), tmp_path)
+
+    frames = decode(columns["clip_path"])
+    assert len(frames) == 25
+    assert (frames[0].width, frames[0].height) == (1024, 576)
+    (stream,) = ffprobe_json(columns["clip_path"])["streams"]
+    assert stream.get("sample_aspect_ratio", "1:1") == "1:1"
+    assert stream.get("display_aspect_ratio") == "16:9"
+
+
+def test_short_side_scales_hd_down(tmp_path: Path, probed) -> None:
+    columns = extract(clip_row(probed(TESTVIDEO), 212, 238), ExtractConfig(short_side=360), tmp_path)
+    frames = decode(columns["clip_path"])
+    assert len(frames) == 26
+    assert (frames[0].width, frames[0].height) == (640, 360)
+    assert (columns["clip_width"], columns["clip_height"]) == (640, 360)
+
+
+# --- stream copy --------------------------------------------------------------------------------
+
+
+def keyframe_times(path: str) -> list[float]:
+    info = ffprobe_json(path, ["-select_streams", "v:0", "-show_entries", "packet=pts_time,flags"])
+    return [float(p["pts_time"]) for p in info["packets"] if "K" in p["flags"]]
+
+
+def test_copy_mode_starts_at_the_keyframe_before_the_span(tmp_path: Path, probed, source_thumbs) -> None:
+    row = clip_row(probed(TESTVIDEO), 200, 260)
+    keyframes = keyframe_times(row["local_path"])
+    assert row["start_time"] not in keyframes
+
+    columns = extract(row, ExtractConfig(mode="copy"), tmp_path)
+    assert columns["extract_mode"] == "copy"
+    assert columns["keyframe_snapped"] is True
+    assert columns["start_time"] in keyframes
+    assert columns["start_time"] <= row["start_time"]
+    assert columns["start_time"] == max(k for k in keyframes if k <= row["start_time"])  # the nearest one
+    assert columns["start_frame"] == round(columns["start_time"] * row["fps"])
+
+    clip = decoded_thumbs(columns["clip_path"])
+    source = source_thumbs(TESTVIDEO)
+    assert mad(clip[0][1], source[columns["start_frame"]][1]) < 0.5  # the very keyframe, bit for bit
+
+
+def test_copy_mode_at_a_keyframe_is_not_snapped(tmp_path: Path, probed) -> None:
+    row = clip_row(probed(TESTVIDEO), 180, 240)  # 6.006 s is a keyframe
+    assert row["start_time"] in keyframe_times(row["local_path"])
+    columns = extract(row, ExtractConfig(mode="copy"), tmp_path)
+    assert columns["keyframe_snapped"] is False
+    assert columns["start_frame"] == 180
+
+
+# --- files on disk ------------------------------------------------------------------------------
+
+
+def test_clip_appears_only_under_its_final_name(tmp_path: Path, probed) -> None:
+    row = clip_row(probed(TESTVIDEO), 212, 238, key="src_0007")
+    columns = extract(row, ExtractConfig(), tmp_path)
+    final = tmp_path / "src" / "src_0007.mp4"
+    assert columns["clip_path"] == str(final)
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == ["src", "src/src_0007.mp4"]
+    assert columns["clip_bytes"] == final.stat().st_size > 0
+    assert len(columns["clip_sha256"]) == 64
+
+
+def test_failed_extraction_raises_and_leaves_no_file(tmp_path: Path, probed) -> None:
+    row = clip_row(probed(TESTVIDEO), 212, 238)
+    row["local_path"] = str(tmp_path / "gone.mp4")
+    clips = tmp_path / "clips"
+    with pytest.raises(Rejection) as caught:
+        extract(row, ExtractConfig(), clips)
+    assert caught.value.reason == "extract_failed"
+    assert [p for p in clips.rglob("*") if p.is_file()] == []
+
+
+# --- output_size ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "display, sar, short_side, expected",
+    [
+        ((1280, 720), "1:1", None, None),  # square, even, no scaling asked: keep the pixels
+        ((1280, 720), "1:1", 720, None),  # already at the short side
+        ((640, 360), "1:1", 720, None),  # never upscale
+        ((1280, 720), "1:1", 360, (640, 360)),
+        ((1920, 1080), "1:1", 720, (1280, 720)),
+        ((544, 1280), "1:1", 360, (360, 848)),  # portrait: the short side is the width; sides stay even
+        ((1024, 576), "16:11", None, (1024, 576)),  # anamorphic: resample to the display size
+        ((1024, 576), "64:45", 288, (512, 288)),
+        ((641, 361), "1:1", None, (640, 360)),  # odd sides are made even for yuv420p
+    ],
+)
+def test_output_size(display: tuple[int, int], sar: str, short_side: int | None, expected) -> None:
+    assert output_size(*display, sar, short_side) == expected
+
+
+def test_output_size_sides_are_always_even() -> None:
+    for w in range(100, 140):
+        for h in (99, 100, 101):
+            for short_side in (None, 50, 75):
+                size = output_size(w, h, "1:1", short_side)
+                if size is not None:
+                    assert size[0] % 2 == 0 and size[1] % 2 == 0, (w, h, short_side, size)
+                    assert min(size) <= (short_side or min(w, h)) + 1
