@@ -47,7 +47,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -575,7 +575,7 @@ def machine_info(load_before: tuple[float, float, float]) -> list[str]:
     versions = ", ".join(f"{p} {importlib.metadata.version(p)}" for p in ("ray", "scenedetect-headless", "av"))
     after = os.getloadavg()
     return [
-        f"- date: {datetime.now(timezone.utc).isoformat(timespec='seconds')}",
+        f"- date: {datetime.now(UTC).isoformat(timespec='seconds')}",
         f"- CPU: {model}, {os.cpu_count()} cores; RAM {mem_kb / 1024**2:.1f} GiB; {platform.platform()}",
         f"- {ffmpeg_version}; Python {platform.python_version()}, {versions}",
         f"- load average (1, 5, 15 min) before: {' '.join(f'{x:.2f}' for x in load_before)}; "

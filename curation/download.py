@@ -32,7 +32,7 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -44,6 +44,7 @@ from yt_dlp.extractor import gen_extractor_classes
 from curation.config import VIDEO_EXTENSIONS, DownloadConfig
 from curation.errors import Rejection
 from curation.ids import sanitise
+from shards.hashing import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -160,13 +161,7 @@ def _fetch_local(path_text: str, source: str) -> Fetched:
 
 def _describe(path: Path, method: str) -> Fetched:
     """Hash and measure a complete file."""
-    digest = hashlib.sha256()
-    size = 0
-    with path.open("rb") as handle:
-        while chunk := handle.read(CHUNK_BYTES):
-            digest.update(chunk)
-            size += len(chunk)
-    return Fetched(local_path=str(path), method=method, sha256=digest.hexdigest(), size=size)
+    return Fetched(local_path=str(path), method=method, sha256=file_sha256(path), size=path.stat().st_size)
 
 
 # --- remote sources ------------------------------------------------------------------------------
@@ -342,8 +337,8 @@ def _retry_after_s(value: str | None) -> float | None:
     except (TypeError, ValueError):
         return None
     if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return max((when - datetime.now(timezone.utc)).total_seconds(), 0.0)
+        when = when.replace(tzinfo=UTC)
+    return max((when - datetime.now(UTC)).total_seconds(), 0.0)
 
 
 def _content_type(resp: requests.Response) -> str:

@@ -2,8 +2,9 @@
 
 The default re-encode is frame-exact: ffmpeg seeks (accurately) half a frame before the first
 wanted frame, so rounding cannot lose or add it, and stops after exactly the span's frame count
-(for variable-frame-rate sources, half a frame before the first unwanted timestamp). Output pixels are square and upright (rotation is applied, anamorphic
-video is resampled to its display size) so that any reader, however naive, sees what a viewer sees.
+(for variable-frame-rate sources, half a frame before the first unwanted timestamp). Output pixels
+are square and upright (rotation is applied, anamorphic video is resampled to its display size) so
+that any reader, however naive, sees what a viewer sees.
 Stream copy is offered for speed; its start moves back to a keyframe, and the row says so.
 """
 
@@ -15,8 +16,8 @@ from typing import Any
 
 from curation.config import ExtractConfig
 from curation.errors import Rejection
-from shards.hashing import file_sha256
 from curation.ffmpeg import ToolError, ffprobe_json, parse_rate, run
+from shards.hashing import file_sha256
 
 
 def extract(row: dict[str, Any], cfg: ExtractConfig, clips_dir: Path) -> dict[str, Any]:
@@ -42,7 +43,8 @@ def extract(row: dict[str, Any], cfg: ExtractConfig, clips_dir: Path) -> dict[st
     if cfg.mode == "reencode":  # a stream copy ends on a packet boundary: clip_duration says where
         _check_span(row, facts, partial)
     os.replace(partial, dest)
-    return {**columns, **facts, "clip_path": str(dest), "clip_sha256": file_sha256(dest), "clip_bytes": dest.stat().st_size}
+    return {**columns, **facts, "clip_path": str(dest), "clip_sha256": file_sha256(dest),
+            "clip_bytes": dest.stat().st_size}
 
 
 def _reencode_args(row: dict[str, Any], cfg: ExtractConfig, out: Path) -> list[str]:
@@ -50,12 +52,15 @@ def _reencode_args(row: dict[str, Any], cfg: ExtractConfig, out: Path) -> list[s
     half_frame = 0.5 / float(row["fps"])
     seek = max(0.0, float(row["start_time"]) - half_frame)
     args = ["-nostdin", "-y", "-loglevel", "error", "-ss", f"{seek:.6f}"]
-    if row.get("vfr"):  # frames are missing from the nominal timeline: stop by time, on the input side,
-        # where the source's own timestamps are compared (an output -t sees them rounded to the
-        # encoder's 1/fps grid, which pushes a last frame sitting one frame before the end out)
-        args += ["-t", f"{float(row['end_time']) - half_frame - seek:.6f}", "-i", row["local_path"], "-map", "0:v:0"]
+    if row.get("vfr"):
+        # Frames are missing from the nominal timeline: stop by time, on the input side, where the
+        # source's own timestamps are compared (an output -t sees them rounded to the encoder's
+        # 1/fps grid, which pushes out a last frame sitting one frame before the end).
+        args += ["-t", f"{float(row['end_time']) - half_frame - seek:.6f}", "-i", row["local_path"]]
+        args += ["-map", "0:v:0"]
     else:  # constant rate: stop by count, which no timestamp rounding can disturb
-        args += ["-i", row["local_path"], "-map", "0:v:0", "-frames:v", str(int(row["end_frame"]) - int(row["start_frame"]))]
+        frames = int(row["end_frame"]) - int(row["start_frame"])
+        args += ["-i", row["local_path"], "-map", "0:v:0", "-frames:v", str(frames)]
     size = output_size(int(row["display_width"]), int(row["display_height"]), row.get("sar") or "1:1", cfg.short_side)
     if size is not None:
         args += ["-vf", f"scale={size[0]}:{size[1]},setsar=1"]

@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+from collections.abc import Sequence
 from fractions import Fraction
-from typing import Any, Sequence
+from typing import Any
 
 FFMPEG = "ffmpeg"
 FFPROBE = "ffprobe"

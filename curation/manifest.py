@@ -59,7 +59,8 @@ def _manifest_records(path: Path, url_column: str) -> list[dict[str, Any]]:
         raise ValueError(f"{path}: unknown manifest type; use .parquet, .csv, .jsonl, .json or .txt")
     rows = reader(str(path.resolve())).take_all()
     if path.suffix.lower() == ".txt":
-        rows = [{url_column: r["text"].strip()} for r in rows if r["text"].strip() and not r["text"].lstrip().startswith("#")]
+        lines = (r["text"].strip() for r in rows)
+        rows = [{url_column: line} for line in lines if line and not line.startswith("#")]
     if rows and url_column not in rows[0]:
         raise ValueError(f"{path}: no column {url_column!r} (columns: {sorted(rows[0])}); set url_column in the config")
     records = []
@@ -68,7 +69,8 @@ def _manifest_records(path: Path, url_column: str) -> list[dict[str, Any]]:
         if not value:
             continue
         extra = {k: v for k, v in row.items() if v is not None}
-        records.append({"source": _absolute(value, path.parent), "extra": json.dumps(extra, default=str, sort_keys=True)})
+        extra_json = json.dumps(extra, default=str, sort_keys=True)
+        records.append({"source": _absolute(value, path.parent), "extra": extra_json})
     return records
 
 
@@ -88,7 +90,8 @@ def _dedupe(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         sid = source_id(record["source"])
         row = {**record, "source_id": sid, "stage": "manifest", "extra": record.get("extra") or "{}"}
         if sid in seen:
-            row.update(status=STATUS_REJECTED, reason="duplicate", detail="the manifest lists this source more than once")
+            row.update(status=STATUS_REJECTED, reason="duplicate",
+                       detail="the manifest lists this source more than once")
             row["source_id"] = f"{sid}-dup{len(out)}"
         else:
             row["status"] = STATUS_OK

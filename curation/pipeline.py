@@ -15,6 +15,7 @@ import logging
 import math
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,10 +67,9 @@ def run_curation(cfg: CurationConfig) -> RunSummary:
         dataset = _input_dataset(processing[0], sources, cfg, work)
         for stage in processing:
             dataset = dataset.map_batches(
-                run_stage,
+                _named_stage(stage, cfg.to_dict()),
                 batch_size=1,
                 batch_format="pyarrow",
-                fn_kwargs={"stage": stage, "config": cfg.to_dict()},
                 num_cpus=getattr(cfg.resources, f"{stage}_cpus"),
             )
         _consume(dataset, summary)
@@ -77,6 +77,16 @@ def run_curation(cfg: CurationConfig) -> RunSummary:
         summary.corpus = write_corpus(cfg, work, sources)
     summary.seconds = time.monotonic() - started
     return summary
+
+
+def _named_stage(stage: str, config: dict[str, Any]) -> Callable[[pa.Table], pa.Table]:
+    """``run_stage`` for one stage, named after it so Ray Data's progress bars and logs say which is which."""
+
+    def batch_fn(batch: pa.Table) -> pa.Table:
+        return run_stage(batch, stage, config)
+
+    batch_fn.__name__ = batch_fn.__qualname__ = stage
+    return batch_fn
 
 
 def _check_contiguous(stages: list[str]) -> None:

@@ -17,11 +17,13 @@ cannot tell a later run what was finished.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.dataset as pads
@@ -145,7 +147,7 @@ def run_stage(batch: pa.Table, stage: str, config: dict[str, Any]) -> pa.Table:
         if path.exists():
             out.extend(pq.read_table(path).to_pylist())
             continue
-        produced = run_guarded(stage, row, lambda: apply_stage(stage, row, cfg, work))
+        produced = run_guarded(stage, row, functools.partial(apply_stage, stage, row, cfg, work))
         write_atomically(to_table(produced), path)
         out.extend(produced)
     return to_table(out)

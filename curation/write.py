@@ -14,7 +14,7 @@ import logging
 import platform
 import subprocess
 from collections import Counter, defaultdict
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +45,8 @@ def write_corpus(cfg: CurationConfig, work: WorkArea, sources: pa.Table) -> dict
     clips = final.filter(pc.equal(final["status"], STATUS_OK)).sort_by("key")
     rejections = _rejections(sources, per_stage, clips)
 
-    shard_of = [shard_name(cfg.write.name, n) for n in plan_shards(clips["clip_bytes"].to_pylist(), cfg.write.target_shard_bytes)]
+    plan = plan_shards(clips["clip_bytes"].to_pylist(), cfg.write.target_shard_bytes)
+    shard_of = [shard_name(cfg.write.name, n) for n in plan]
     clips = clips.set_column(clips.schema.get_field_index("shard"), "shard", pa.array(shard_of, pa.string()))
     shards = _write_shards(clips, work.root / SHARDS_DIR)
     stale = remove_stale_shards(work.root, {s["name"] for s in shards})
@@ -56,7 +57,7 @@ def write_corpus(cfg: CurationConfig, work: WorkArea, sources: pa.Table) -> dict
     counts = _counts(sources, clips, rejections)
     write_manifest(work.root, {
         "format": "videofactory-webdataset/1",
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "config": cfg.to_dict(),
         "versions": _versions(),
         "counts": counts,
@@ -87,7 +88,8 @@ def _rejections(sources: pa.Table, per_stage: dict[str, pa.Table], clips: pa.Tab
     ]
     if lost:
         log.warning("%d source(s) have no result from any stage; recorded as no_result", len(lost))
-    return pa.concat_tables([rejected, to_table(lost)]).sort_by([("source_id", "ascending"), ("start_time", "ascending")])
+    everything = pa.concat_tables([rejected, to_table(lost)])
+    return everything.sort_by([("source_id", "ascending"), ("start_time", "ascending")])
 
 
 def _write_shards(clips: pa.Table, shards_dir: Path) -> list[dict[str, Any]]:

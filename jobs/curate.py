@@ -12,7 +12,7 @@ import json
 import logging
 import os
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from curation.config import STAGES, load_config
 

@@ -17,12 +17,13 @@ import logging
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import requests
 
@@ -60,7 +61,7 @@ class LocalRayCluster:
         env.pop("RAY_ADDRESS", None)
         return env
 
-    def start(self, timeout_s: float = 90.0) -> "LocalRayCluster":
+    def start(self, timeout_s: float = 90.0) -> LocalRayCluster:
         self.workdir.mkdir(parents=True, exist_ok=True)
         if not self.token_path.exists():
             self.token_path.write_text(secrets.token_hex(32))
@@ -132,7 +133,7 @@ class LocalRayCluster:
         if record.exists() and record.read_text().strip() == f"{self.head_ip}:{self.port}":
             record.unlink()
 
-    def __enter__(self) -> "LocalRayCluster":
+    def __enter__(self) -> LocalRayCluster:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -140,6 +141,7 @@ class LocalRayCluster:
 
     def _spawn(self, name: str, args: list[str]) -> None:
         log_file = open(self.workdir / f"{name}.log", "ab")
+        args = [*args, *_private_ports()]
         proc = subprocess.Popen([self.ray, "start", "--block", "--disable-usage-stats", *args], env=self.env(),
                                 stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True)
@@ -164,3 +166,22 @@ class LocalRayCluster:
                 raise RuntimeError(f"timed out waiting for {what}; see the logs in {self.workdir}"
                                    if not dead else f"`ray start` exited while waiting for {what}; see {self.workdir}")
             time.sleep(1.0)
+
+
+def _free_port() -> int:
+    """A TCP port nothing listens on right now (the kernel's pick)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _private_ports() -> list[str]:
+    """Fresh ports for a node's agents and managers.
+
+    Ray's defaults for these are fixed numbers, so a second Ray on the machine (a local
+    ``ray.init``, another cluster) would leave the new node's job agent unable to bind and every job
+    submission failing with "No available agent".
+    """
+    flags = ("--node-manager-port", "--object-manager-port", "--metrics-export-port", "--runtime-env-agent-port",
+             "--dashboard-agent-grpc-port", "--dashboard-agent-listen-port", "--ray-client-server-port")
+    return [f"{flag}={_free_port()}" for flag in flags]

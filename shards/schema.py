@@ -9,7 +9,8 @@ so files written by different workers (or different jobs) can always be read bac
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import pyarrow as pa
 

@@ -8,10 +8,10 @@ collected, not raised, so one run reports everything that is wrong.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import tarfile
 from collections import defaultdict
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any

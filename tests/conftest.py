@@ -10,7 +10,6 @@ import pytest
 
 from tests.http_server import VideoServer
 
-
 # --- download: a real HTTP server and small videos for it to serve (tests/http_server.py) ---------
 
 

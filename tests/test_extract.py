@@ -8,7 +8,6 @@ pictures really differ (fades and camera motion), and the test asserts that prem
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -100,7 +99,9 @@ def clip_row(source: dict[str, Any], start_frame: int, end_frame: int, key: str 
 
 
 @pytest.mark.parametrize("start, end", [(212, 238), (331, 358), (395, 421), (664, 691)])
-def test_cfr_clip_holds_exactly_the_frames_of_its_span(start: int, end: int, tmp_path: Path, probed, source_thumbs) -> None:
+def test_cfr_clip_holds_exactly_the_frames_of_its_span(
+    start: int, end: int, tmp_path: Path, probed, source_thumbs
+) -> None:
     source = source_thumbs(TESTVIDEO)
     assert_neighbours_differ(source, start, margin=1.0)
     assert_neighbours_differ(source, end - 1, margin=1.0)
@@ -126,7 +127,9 @@ def test_cfr_clip_at_a_hard_cut_starts_on_the_new_scene(tmp_path: Path, probed, 
 
 
 @pytest.mark.parametrize("start, end", [(90, 210), (100, 200), (150, 190)])
-def test_vfr_clip_holds_the_source_frames_of_its_span(start: int, end: int, tmp_path: Path, probed, source_thumbs) -> None:
+def test_vfr_clip_holds_the_source_frames_of_its_span(
+    start: int, end: int, tmp_path: Path, probed, source_thumbs
+) -> None:
     row = clip_row(probed(VFR), start, end)
     assert row["vfr"] is True
     half = 0.5 / row["fps"]

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 
 from curation.config import load_config
@@ -140,7 +138,8 @@ def test_corpus_validates_and_manifest_lists_shards(mixed_corpus):
     report = validate(mixed_corpus["root"])
     assert report.ok, report.summary()
     manifest = read_manifest(mixed_corpus["root"])
-    assert [s["name"] for s in manifest["shards"]] == [p.name for p in sorted((mixed_corpus["root"] / "shards").glob("*.tar"))]
+    on_disk = sorted(p.name for p in (mixed_corpus["root"] / "shards").glob("*.tar"))
+    assert [s["name"] for s in manifest["shards"]] == on_disk
     assert manifest["versions"]["ray"] and manifest["config"]["split"]["detector"] == "adaptive"
 
 

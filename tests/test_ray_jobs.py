@@ -79,7 +79,7 @@ def test_job_upload_carries_neither_the_venv_nor_outputs(cluster: LocalRayCluste
     (REPO_ROOT / "outputs").mkdir(exist_ok=True)
     listing = cluster.submit(["python", "-c", "import os, json; print(json.dumps(sorted(os.listdir('.'))))"], REPO_ROOT)
     assert listing.returncode == 0, listing.stderr[-2000:]
-    line = next(l for l in listing.stdout.splitlines() if l.startswith("["))
+    line = next(text for text in listing.stdout.splitlines() if text.startswith("["))
     uploaded = set(json.loads(line))
     assert {"curation", "jobs", "shards", "pyproject.toml"} <= uploaded
     assert not uploaded & {".venv", "outputs", ".git"}
