@@ -450,7 +450,8 @@ def _decode_only(args: list[str]) -> list[str]:
     """An extraction command cut before its encoder options: seek, decode, scale, stop, discard."""
     if "-ss" not in args or "-c:v" not in args:
         raise RuntimeError("extract's ffmpeg command changed shape (no -ss or -c:v): update the benchmark")
-    return [*args[args.index("-ss"): args.index("-c:v")], "-f", "null", "-"]
+    start = min(args.index(option) for option in ("-threads", "-ss") if option in args)
+    return [*args[start: args.index("-c:v")], "-f", "null", "-"]
 
 
 def _before_input(args: list[str], extra: list[str]) -> list[str]:
@@ -726,8 +727,9 @@ def _extraction_section(r: Results, video_s: float) -> list[str]:
          f"the same with `-noaccurate_seek`; {ext.preroll_s:.1f} s of video decoded and dropped in all"),
         ("… the same decode on one decoder thread", ext.decode_one_thread.cpu_s,
          f"{ext.decode.cpu_s - ext.decode_one_thread.cpu_s:+.2f} s of frame-threading overhead"),
-        ("… of which process starts", r.clips * r.process_start.cpu_s,
-         f"{r.process_start.cpu_s * 1000:.0f} ms for a trivial ffmpeg + ffprobe, × {r.clips} clips (here and in the check)"),
+        ("process starts: one ffmpeg (in the decode above) + one ffprobe (in the check below)",
+         r.clips * r.process_start.cpu_s,
+         f"{r.process_start.cpu_s * 1000:.0f} ms for a trivial ffmpeg + ffprobe, × {r.clips} clips"),
         ("encode (extraction − decode − check)", encode_s,
          f"the whole inputs' `{chosen}` encode alone is {enc_alone:.2f} s; × the clips' share "
          f"{ext.clip_s / video_s:.0%} = {enc_alone * ext.clip_s / video_s:.2f} s"),
@@ -742,7 +744,8 @@ def _seconds(value: float | None) -> str:
 
 
 def _process_table(window: Window) -> list[str]:
-    out = ["| process | own CPU s | reaped children | exited mid-run | started in the run |", "|---|---:|---:|---:|---:|"]
+    out = ["| process | own CPU s | reaped children | exited mid-run | started in the run |",
+           "|---|---:|---:|---:|---:|"]
     for label, cpu in sorted(window.by_label.items(), key=lambda kv: -sum(kv[1])):
         if sum(abs(x) for x in cpu) >= 0.005:
             out.append(f"| {label} | {cpu[0]:.2f} | {cpu[1]:.2f} | {cpu[2]:.2f} | {window.started.get(label, 0)} |")

@@ -51,7 +51,8 @@ def _reencode_args(row: dict[str, Any], cfg: ExtractConfig, out: Path) -> list[s
     """ffmpeg arguments for a frame-exact H.264 re-encode of frames [start_frame, end_frame)."""
     half_frame = 0.5 / float(row["fps"])
     seek = max(0.0, float(row["start_time"]) - half_frame)
-    args = ["-nostdin", "-y", "-loglevel", "error", "-ss", f"{seek:.6f}"]
+    # -threads before -i bounds the decoder too; after it, only the encoder.
+    args = ["-nostdin", "-y", "-loglevel", "error", "-threads", str(cfg.threads), "-ss", f"{seek:.6f}"]
     if row.get("vfr"):
         # Frames are missing from the nominal timeline: stop by time, on the input side, where the
         # source's own timestamps are compared (an output -t sees them rounded to the encoder's
