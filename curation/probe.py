@@ -105,7 +105,7 @@ def _rotation(video: dict[str, Any]) -> int:
     """Rotation in degrees from the display matrix side data (or the legacy ``rotate`` tag)."""
     for side in video.get("side_data_list") or []:
         if "rotation" in side:
-            return int(round(float(side["rotation"]))) % 360 - (360 if float(side["rotation"]) < 0 else 0)
+            return int(round(float(side["rotation"])))
     tag = (video.get("tags") or {}).get("rotate")
     return int(tag) if tag and tag.lstrip("-").isdigit() else 0
 
