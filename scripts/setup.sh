@@ -23,6 +23,10 @@ STAMP=.venv/.videofactory-deps
 WANT=$(sha256sum pyproject.toml | cut -d' ' -f1)
 if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; then
   echo "[setup] installing Python dependencies (torch is large: a few minutes on a fresh machine)"
+  # Some machines cap torch below our pin with a constraint in a global pip.conf; the pins in
+  # pyproject.toml are the project's constraints, so this install reads no pip config files
+  # (PIP_* environment variables, such as a mirror or certificate, still apply).
+  export PIP_CONFIG_FILE=/dev/null
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q -e '.[test]'
   echo "$WANT" > "$STAMP"
