@@ -1,0 +1,124 @@
+"""How fast one loader worker turns shards into training clips, against plain decoding and the trainer's appetite.
+
+Every clip the loader yields has to be decoded, so PyAV decoding every frame of the same clips (no
+resize, nothing kept) is the baseline. This script times, in one process and on the same shards:
+
+* the baseline: decode all frames of each clip;
+* the loader (``training.data.ResumableLoader``, in-process, so exactly one worker): tar reading,
+  shuffling, decoding up to the last frame needed, resize + centre crop of T frames;
+* the consumer: training steps of the tiny U-Net (with the UNTRAINED tiny encoders) at the same
+  frame count and size on this CPU, in samples/s: the rate one worker must feed.
+
+Each is given as clips (samples) per wall second and per CPU second of this process (all its
+threads), and as a ratio to the baseline; the last line is how many workers one trainer needs.
+A GPU trainer consumes far faster than this CPU one: divide its samples/s by the loader's clips/s
+per worker for the workers it needs.
+
+Run from the repository root: ``.venv/bin/python benchmarks/bench_loader.py`` (about a minute on
+2 cores); ``--corpus DIR`` benchmarks a real corpus instead of the clips it renders.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import platform
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import av
+import torch
+import webdataset as wds
+
+from curation.sample_videos import run_ffmpeg
+from shards.layout import shard_paths
+from shards.writer import Sample, write_shard
+from training.config import CorpusConfig, DataConfig, config_from_dict, load_config
+from training.data import ResumableLoader
+from training.distributed import DistEnv
+from training.tiny import make_tiny_pretrained
+from training.trainer import Trainer
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def render_corpus(root: Path, clips: int, seconds: float) -> Path:
+    """``clips`` 1280x720 25 fps clips encoded as extraction does (libx264 veryfast crf 20), in one shard."""
+    samples = []
+    for n in range(clips):
+        path = root / f"clip{n}.mp4"
+        run_ffmpeg(["-f", "lavfi", "-i", f"testsrc2=s=1280x720:r=25:d={seconds}", "-vf", f"hue=h={n * 40}",
+                    "-c:v", "libx264", "-preset", "veryfast", "-crf", "20", "-pix_fmt", "yuv420p", str(path)])
+        samples.append(Sample(f"bench_{n:04d}", str(path), f"test card {n}", {}))
+    write_shard(root / "corpus" / "shards" / "corpus-000000.tar", samples)
+    return root / "corpus"
+
+
+def timed(work: Callable[[], int]) -> tuple[int, float, float]:
+    """(items, wall seconds, CPU seconds of this process) of ``work()``, which returns its item count."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    items = work()
+    return items, time.perf_counter() - wall, time.process_time() - cpu
+
+
+def decode_all(corpus: Path) -> int:
+    clips = 0
+    for sample in wds.WebDataset([str(p) for p in shard_paths(corpus)], shardshuffle=False, empty_check=False):
+        with av.open(io.BytesIO(sample["mp4"])) as container:
+            for _ in container.decode(video=0):
+                pass
+        clips += 1
+    return clips
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--corpus", help="a corpus directory (default: render 6 clips of 8 s at 720p)")
+    parser.add_argument("--clips", type=int, default=24, help="clips the loader and the trainer take (default 24)")
+    parser.add_argument("--frames", type=int, default=16)
+    parser.add_argument("--stride", type=int, default=4)
+    parser.add_argument("--width", type=int, default=256)
+    parser.add_argument("--height", type=int, default=144)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    tmp = Path(tempfile.mkdtemp(prefix="bench-loader-"))
+    corpus = Path(args.corpus) if args.corpus else render_corpus(tmp, clips=6, seconds=8.0)
+    data = DataConfig(corpora=[CorpusConfig(str(corpus))], frames=args.frames, stride=args.stride,
+                      width=args.width, height=args.height, batch_size=1, workers=0, shuffle_buffer=8)
+    loader = ResumableLoader(data, seed=0)
+    load_avg = os.getloadavg()
+    rows = [("baseline: decode every frame", *timed(lambda: decode_all(corpus)))]
+    rows.append(("loader, one worker", *timed(lambda: sum(len(next(loader)["key"]) for _ in range(args.clips)))))
+    tiny = load_config(ROOT / "configs" / "train_tiny.yaml").to_dict()
+    tiny["data"] = {**tiny["data"], **{k: getattr(data, k) for k in ("frames", "stride", "width", "height")},
+                    "corpora": [{"path": str(corpus), "weight": 1.0}], "workers": 0, "batch_size": 1}
+    tiny["model"].update(make_tiny_pretrained(tmp / "tiny"))
+    tiny.update(output=str(tmp / "train"), steps=10**9, checkpoint_every=10**9, log_every=10**9)
+    trainer = Trainer(config_from_dict(tiny), DistEnv(0, 1, 0, torch.device("cpu")))
+    trainer.train_step()  # warm-up
+    steps = [trainer.train_step() for _ in range(max(1, args.clips // 4))]
+    consumer = (sum(s["samples"] for s in steps), sum(s["seconds"] - s["wait"] for s in steps), float("nan"))
+    rows.append(("tiny U-Net train steps (compute only)", *consumer))
+
+    base = rows[0][1] / rows[0][2]
+    print(f"- date: {datetime.now(UTC).isoformat(timespec='seconds')}\n- machine: {platform.machine()}, "
+          f"{os.cpu_count()} cores, {platform.platform()}; torch threads 1, PyAV {av.__version__}\n"
+          f"- corpus: {corpus}; clips: {args.frames} frames at stride {args.stride}, {args.width}x{args.height}\n"
+          f"- load average before: {' '.join(f'{x:.2f}' for x in load_avg)}\n")
+    print("| what | clips | wall s | clips/s | × baseline | CPU s | clips/CPU s |\n|---|---:|---:|---:|---:|---:|---:|")
+    for name, items, wall, cpu in rows:
+        per_cpu = f"{items / cpu:.2f}" if cpu == cpu else "-"
+        print(f"| {name} | {items} | {wall:.2f} | {items / wall:.2f} | {items / wall / base:.2f} | "
+              f"{cpu:.2f} | {per_cpu} |")
+    need = (rows[2][1] / rows[2][2]) / (rows[1][1] / rows[1][2])
+    print(f"\nworkers one tiny CPU trainer needs: {need:.2f}")
+    shutil.rmtree(tmp)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,222 @@
+"""The video U-Net (training.model): shapes, the swap attention's query roles, zero-init, padding, checkpointing."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from training.model import ATTENTION_VARIANTS, UNetConfig, VideoUNet
+from training.model.attention import GlobalSpatiotemporalAttention, SwapWindowCrossAttention, WindowLayout
+
+CROSS_STREAM = (SwapWindowCrossAttention, GlobalSpatiotemporalAttention)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models gain nothing from intra-op threads, and on a busy machine spinning OpenMP threads make
+    them many times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def inputs(cfg: UNetConfig, b: int = 2, t: int = 3, h: int = 8, w: int = 8, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(b, cfg.in_channels, t, h, w, generator=g), torch.randint(0, 1000, (b,), generator=g),
+            torch.randn(b, 5, cfg.cross_attention_dim, generator=g))
+
+
+def swap_layers(model: torch.nn.Module) -> list[SwapWindowCrossAttention]:
+    return [m for m in model.modules() if isinstance(m, SwapWindowCrossAttention)]
+
+
+def randomize_zero_params(model: torch.nn.Module, seed: int) -> None:
+    """Make every zero-initialised parameter non-zero, as it would be after training."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            if not p.any():
+                p.copy_(0.05 * torch.randn(p.shape, generator=g))
+
+
+def observed_query_stream(layer: SwapWindowCrossAttention, c: int) -> str:
+    """Which stream really queries, from behaviour: a query token only changes its own output, a key/value
+    token changes the output of every token of its window."""
+    g = torch.Generator().manual_seed(1)
+    spatial, temporal = torch.randn(2, 1, c, 2, 2, 2, generator=g)
+    with torch.no_grad():
+        base = layer(spatial, temporal)
+        bumped = spatial.clone()
+        bumped[:, :, 0, 0, 0] += torch.randn(c, generator=g)  # not a constant: LayerNorm would remove it
+        changed = (layer(bumped, temporal) - base).abs().amax(dim=1) > 1e-6
+    return "spatial" if changed.sum().item() == 1 else "temporal"
+
+
+@pytest.mark.parametrize("attention", ATTENTION_VARIANTS)
+@pytest.mark.parametrize("size", [(1, 4, 4), (3, 6, 10), (5, 8, 4)])
+def test_output_shape_every_variant(attention: str, size: tuple[int, int, int]) -> None:
+    # window (2, 4, 4) forces padding in t for odd T and in h/w at both levels for these sizes
+    cfg = UNetConfig.tiny(attention=attention, window=(2, 4, 4))
+    t, h, w = size
+    latents, steps, text = inputs(cfg, t=t, h=h, w=w)
+    out = VideoUNet(cfg)(latents, steps.float(), text)
+    assert out.shape == (2, cfg.out_channels, t, h, w)
+    assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("swap_every", ["layer", "block"])
+def test_swap_alternates_query_role(swap_every: str) -> None:
+    cfg = UNetConfig.tiny(attention="swap", swap_every=swap_every, layers_per_block=2)
+    model = VideoUNet(cfg)
+    randomize_zero_params(model, seed=3)
+    executed: list[tuple[str, str]] = []  # (block name, query stream) in forward order
+    names = {m: n for n, m in model.named_modules()}
+    for layer in swap_layers(model):
+        layer.register_forward_pre_hook(lambda m, _: executed.append((names[m].split(".transformers")[0],
+                                                                      m.query_stream)))
+    model(*inputs(cfg))
+    assert len(executed) == len(swap_layers(model)) >= 4
+    roles = [r for _, r in executed]
+    if swap_every == "layer":
+        assert roles == ["spatial", "temporal"] * (len(roles) // 2) + ["spatial"] * (len(roles) % 2)
+    else:
+        blocks = list(dict.fromkeys(b for b, _ in executed))
+        assert len(blocks) >= 3
+        for i, block in enumerate(blocks):
+            assert {r for b, r in executed if b == block} == {("spatial", "temporal")[i % 2]}
+    channels = {layer: layer.norm_q.normalized_shape[0] for layer in swap_layers(model)}
+    assert [observed_query_stream(layer, c) for layer, c in channels.items()] == \
+        [layer.query_stream for layer in channels]
+
+
+@pytest.mark.parametrize(("attention", "stream"), [("spatial_query", "spatial"), ("temporal_query", "temporal")])
+def test_one_direction_variants_keep_role(attention: str, stream: str) -> None:
+    model = VideoUNet(UNetConfig.tiny(attention=attention, layers_per_block=2))
+    randomize_zero_params(model, seed=4)
+    layers = swap_layers(model)
+    assert len(layers) >= 4
+    assert {layer.query_stream for layer in layers} == {stream}
+    assert {observed_query_stream(layer, layer.norm_q.normalized_shape[0]) for layer in layers} == {stream}
+
+
+def test_factorized_has_no_cross_stream_modules() -> None:
+    model = VideoUNet(UNetConfig.tiny(attention="factorized"))
+    assert not [m for m in model.modules() if isinstance(m, CROSS_STREAM)]
+    assert not [k for k in model.state_dict() if ".fusion." in k]
+    full3d = VideoUNet(UNetConfig.tiny(attention="full3d"))
+    assert not swap_layers(full3d) and any(isinstance(m, GlobalSpatiotemporalAttention) for m in full3d.modules())
+
+
+@pytest.mark.parametrize("attention", ["swap", "spatial_query", "temporal_query", "full3d"])
+def test_new_attention_leaves_pretrained_factorized_model_unchanged(attention: str) -> None:
+    torch.manual_seed(0)
+    factorized = VideoUNet(UNetConfig.tiny(attention="factorized"))
+    randomize_zero_params(factorized, seed=5)  # a "pretrained" model: temporal layers no longer zero
+    torch.manual_seed(1)
+    model = VideoUNet(UNetConfig.tiny(attention=attention))
+    result = model.load_state_dict(factorized.state_dict(), strict=False)
+    assert not result.unexpected_keys
+    assert result.missing_keys and all(".fusion." in k for k in result.missing_keys)
+    x = inputs(factorized.config, t=3, h=6, w=10)
+    with torch.no_grad():
+        expected = factorized(*x)
+        assert torch.allclose(model(*x), expected, atol=1e-6)
+        randomize_zero_params(model, seed=6)  # now the fusion's output projection is trained: output moves
+        assert not torch.allclose(model(*x), expected, atol=1e-4)
+
+
+@pytest.mark.parametrize("query_stream", ["spatial", "temporal"])
+def test_padded_window_attention_equals_per_window_reference(query_stream: str) -> None:
+    c, window, (t, h, w) = 16, (2, 4, 4), (3, 5, 6)  # padded on all three axes
+    layer = SwapWindowCrossAttention(c, head_dim=8, window=window, query_stream=query_stream)
+    randomize_zero_params(layer, seed=7)
+    spatial, temporal = torch.randn(2, 1, c, t, h, w, generator=torch.Generator().manual_seed(8))
+    with torch.no_grad():
+        out = layer(spatial, temporal)
+        query, kv = (spatial, temporal) if query_stream == "spatial" else (temporal, spatial)
+        for t0 in range(0, t, window[0]):
+            for h0 in range(0, h, window[1]):
+                for w0 in range(0, w, window[2]):
+                    cut = (slice(None), slice(None), slice(t0, t0 + window[0]), slice(h0, h0 + window[1]),
+                           slice(w0, w0 + window[2]))
+                    q = layer.norm_q(query[cut].flatten(2).transpose(1, 2))  # only the real tokens
+                    k = layer.norm_kv(kv[cut].flatten(2).transpose(1, 2))
+                    expected = layer.attn(q, context=k).transpose(1, 2).reshape(query[cut].shape)
+                    torch.testing.assert_close(out[cut], expected, atol=1e-5, rtol=1e-5)
+
+
+def test_window_partition_round_trip() -> None:
+    x = torch.randn(2, 3, 5, 7, 4)
+    layout = WindowLayout.fit((3, 5, 7), (2, 4, 4))
+    windows = layout.partition(x)
+    assert windows.shape == (2 * 2 * 2 * 2, 2 * 4 * 4, 4)
+    assert torch.equal(layout.reverse(windows, 2), x)
+    assert layout.key_mask(2, x.device).sum() == 2 * 3 * 5 * 7
+    assert WindowLayout.fit((4, 8, 8), (2, 4, 4)).key_mask(2, x.device) is None  # fast path: no mask
+    assert WindowLayout.fit((1, 2, 8), (2, 4, 4)).window == (1, 2, 4)
+
+
+def test_gradient_checkpointing_gives_same_gradients() -> None:
+    torch.manual_seed(0)
+    model = VideoUNet(UNetConfig.tiny(attention="swap"))
+    randomize_zero_params(model, seed=9)
+    x = inputs(model.config, t=2, h=4, w=4)
+
+    def grads() -> tuple[torch.Tensor, list[torch.Tensor]]:
+        model.zero_grad()
+        loss = model(*x).square().mean()
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in model.parameters()]
+
+    loss_plain, grads_plain = grads()
+    model.set_gradient_checkpointing(True)
+    assert model.config.gradient_checkpointing
+    loss_ckpt, grads_ckpt = grads()
+    torch.testing.assert_close(loss_ckpt, loss_plain)
+    for a, b in zip(grads_ckpt, grads_plain, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-4)
+
+
+def test_tiny_model_overfits_one_batch() -> None:
+    torch.manual_seed(0)
+    model = VideoUNet(UNetConfig.tiny(attention="swap"))
+    latents, steps, text = inputs(model.config, b=1, t=2, h=8, w=8)
+    target = torch.randn_like(latents, generator=torch.Generator().manual_seed(2))
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    losses = []
+    for _ in range(50):
+        loss = torch.nn.functional.mse_loss(model(latents, steps, text), target)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.05 * losses[0], losses[::10]
+
+
+def test_config_json_round_trip_and_validation() -> None:
+    cfg = UNetConfig.tiny(attention="temporal_query", window=(1, 2, 4), attention_levels=(True, True),
+                          swap_every="block", extra={"source": "test"})
+    again = UNetConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
+    assert again == cfg
+    assert VideoUNet(again).state_dict().keys() == VideoUNet(cfg).state_dict().keys()
+    with pytest.raises(ValueError, match="swap, spatial_query, temporal_query, factorized, full3d"):
+        UNetConfig.tiny(attention="swapped")
+    with pytest.raises(ValueError, match="unknown field.*windw"):
+        UNetConfig.from_dict({**cfg.to_dict(), "windw": [2, 2, 2]})
+    with pytest.raises(ValueError, match="norm_num_groups"):
+        UNetConfig.tiny(block_channels=(32, 60))
+    with pytest.raises(ValueError, match="swap_every"):
+        UNetConfig.tiny(swap_every="frame")
+
+
+def test_bad_inputs_say_what_is_wrong() -> None:
+    model = VideoUNet(UNetConfig.tiny())
+    latents, steps, text = inputs(model.config, h=6, w=6)
+    with pytest.raises(ValueError, match="divisible by 2"):
+        model(latents[..., :5], steps, text)
+    with pytest.raises(ValueError, match="cross_attention_dim"):
+        model(latents, steps, text[..., :8])
+    assert model(latents, torch.tensor(10), text).shape == latents.shape  # a scalar timestep is broadcast

@@ -1,0 +1,119 @@
+"""The training loader: clip shape and size, short clips skipped, parts disjoint, corpora mixed, exact resume.
+
+Every test streams real shards written with the project's shard writer from ffmpeg-made clips.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+
+from tests.train_corpus import write_corpus
+from training.config import CorpusConfig, DataConfig
+from training.data import ClipSpec, ResumableLoader, resize_crop
+
+LONG, SHORT = 12, 5  # frames; the loader below needs 7 (4 frames at stride 2)
+
+
+@pytest.fixture(scope="module")
+def corpora(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, list[str]]]:
+    root = tmp_path_factory.mktemp("train-data")
+    return {
+        "four_shards": (root / "a", write_corpus(root / "a", [LONG] * 8, shards=4, name="a")),
+        "one_shard": (root / "b", write_corpus(root / "b", [LONG] * 8, shards=1, name="b")),
+        "with_short": (root / "c", write_corpus(root / "c", [LONG, SHORT, LONG, SHORT, LONG, LONG], shards=2,
+                                                name="c")),
+    }
+
+
+def data_config(*paths: Path, weights: list[float] | None = None, **overrides: object) -> DataConfig:
+    weights = weights or [1.0] * len(paths)
+    fields = dict(frames=4, stride=2, width=256, height=144, batch_size=2, workers=0, shuffle_buffer=4)
+    fields.update(overrides)
+    return DataConfig(corpora=[CorpusConfig(str(p), w) for p, w in zip(paths, weights)], **fields)
+
+
+def take(loader: ResumableLoader, batches: int) -> list[dict]:
+    return [next(loader) for _ in range(batches)]
+
+
+def test_batches_have_the_configured_shape_and_captions(corpora: dict) -> None:
+    path, keys = corpora["four_shards"]
+    batch = next(ResumableLoader(data_config(path), seed=0))
+    assert batch["video"].shape == (2, 4, 144, 256, 3) and batch["video"].dtype == torch.uint8
+    assert set(batch["key"]) <= set(keys)
+    patterns = {k: c.split(" clip ")[0] for k, c in zip(batch["key"], batch["caption"])}
+    assert all(c.endswith(f"clip {int(k[-4:])}") for k, c in zip(batch["key"], batch["caption"]))
+    assert len(patterns) == 2
+
+
+def test_frame_indices_by_stride_and_by_fps() -> None:
+    rng = random.Random(0)
+    by_stride = ClipSpec(4, 3, None, 256, 144).frame_indices(10, 25.0, rng)
+    assert by_stride == [0, 3, 6, 9]  # exactly fits: the only start is 0
+    by_fps = ClipSpec(5, None, 12.5, 256, 144).frame_indices(100, 25.0, rng)
+    assert np.diff(by_fps).tolist() == [2, 2, 2, 2]
+    assert ClipSpec(4, 3, None, 256, 144).frame_indices(9, 25.0, rng) is None
+
+
+def test_resize_crop_covers_then_crops_the_centre() -> None:
+    """A 4:3 frame with a green band in its top eighth: cropping to 16:9 cuts the band off."""
+    image = np.full((240, 320, 3), 128, np.uint8)
+    image[:30] = (0, 255, 0)
+    image[:, :160, 0] = 250  # left half reddish, so the crop must keep left on the left
+    out = resize_crop(av.VideoFrame.from_ndarray(image, format="rgb24"), 256, 144)
+    assert out.shape == (144, 256, 3)
+    assert out[:, :, 1].max() < 200  # no green left
+    assert out[:, :100, 0].min() > 240 and out[:, 160:, 0].max() < 140
+
+
+def test_short_clips_are_skipped_and_counted(corpora: dict) -> None:
+    path, keys = corpora["with_short"]
+    loader = ResumableLoader(data_config(path, batch_size=1), seed=0)
+    seen = [b["key"][0] for b in take(loader, 8)]  # two epochs of the 4 long clips
+    long_keys = {k for k, n in zip(keys, [LONG, SHORT, LONG, SHORT, LONG, LONG]) if n == LONG}
+    assert set(seen) == long_keys and len(seen) == 8
+    skipped = loader.skipped()
+    epoch, taken = loader.positions[0]["corpora"][0]
+    assert epoch == 1 and skipped["samples"] == 8 and skipped["bad"] == 0
+    assert skipped["short"] >= 2 and epoch * len(keys) + taken == 8 + skipped["short"]  # every draw accounted for
+
+
+@pytest.mark.parametrize("corpus", ["four_shards", "one_shard"])
+def test_ranks_and_workers_read_disjoint_parts(corpora: dict, corpus: str) -> None:
+    """2 ranks x 2 workers: one epoch of every part together is the corpus, each sample once."""
+    path, keys = corpora[corpus]
+    seen = []
+    for rank in range(2):
+        loader = ResumableLoader(data_config(path, batch_size=1, workers=2), seed=3, rank=rank, world=2)
+        seen += [b["key"][0] for b in take(loader, 4)]  # 2 per worker: one epoch of a quarter of 8
+        assert all(p["corpora"][0][0] == 0 for p in loader.positions)
+    assert sorted(seen) == sorted(keys)
+
+
+def test_corpora_are_mixed_by_weight(corpora: dict) -> None:
+    a, b = corpora["four_shards"][0], corpora["one_shard"][0]
+    loader = ResumableLoader(data_config(a, b, weights=[3.0, 1.0], batch_size=8, frames=1, stride=1), seed=0)
+    keys = [k for batch in take(loader, 20) for k in batch["key"]]
+    share = sum(k.startswith("a_") for k in keys) / len(keys)
+    assert 0.65 < share < 0.85, share
+
+
+def test_resume_continues_with_the_same_batches(corpora: dict) -> None:
+    """7 batches, state, 5 more == a fresh loader from that state's 5 (2 workers: the rotation matters)."""
+    path, _ = corpora["with_short"]
+    cfg = data_config(path, workers=2)
+    first = ResumableLoader(cfg, seed=1)
+    take(first, 7)
+    state = first.state_dict()
+    expected = take(first, 5)
+    resumed = take(ResumableLoader(cfg, seed=1, state=state), 5)
+    assert [b["key"] for b in resumed] == [b["key"] for b in expected]
+    assert all(torch.equal(r["video"], e["video"]) for r, e in zip(resumed, expected))
+    with pytest.raises(ValueError, match="same number"):
+        ResumableLoader(data_config(path, workers=1), seed=1, state=state)

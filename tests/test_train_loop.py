@@ -1,0 +1,131 @@
+"""The training loop on the tiny U-Net with UNTRAINED tiny encoders: it learns, resumes exactly, samples.
+
+The corpus is real (ffmpeg clips in shards written by the shard writer), the text encoder and VAE are
+real transformers/diffusers classes with random weights (training.tiny), loaded by the real code.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from jobs.sample import main as sample_main
+from jobs.train import main as train_main
+from tests.train_corpus import write_corpus
+from training.checkpoint import list_checkpoints, load_state
+from training.config import TrainConfig, config_from_dict, load_config, save_config
+from training.distributed import DistEnv
+from training.tiny import make_tiny_pretrained
+from training.trainer import Trainer
+
+ROOT = Path(__file__).resolve().parent.parent
+CPU = DistEnv(rank=0, world=1, local_rank=0, device=torch.device("cpu"))
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """One intra-op thread: on a shared 2-core machine two threads spin-wait each other ~15x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def material(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    root = tmp_path_factory.mktemp("train-loop")
+    return {"pretrained": make_tiny_pretrained(root / "pretrained"),
+            "two_clips": root / "two", "mixed": root / "mixed",
+            "keys": write_corpus(root / "two", [9, 9], shards=1, name="two"),
+            "mixed_keys": write_corpus(root / "mixed", [12, 5, 12, 12], shards=2, name="mixed")}
+
+
+def tiny_config(material: dict, corpus: Path, output: Path, **overrides: object) -> TrainConfig:
+    data = load_config(ROOT / "configs" / "train_tiny.yaml").to_dict()
+    data["data"]["corpora"] = [{"path": str(corpus), "weight": 1.0}]
+    data["model"].update(material["pretrained"])
+    data["output"] = str(output)
+    for dotted, value in overrides.items():
+        *parents, leaf = dotted.split("__")
+        section = data
+        for name in parents:
+            section = section[name]
+        section[leaf] = value
+    return config_from_dict(data)
+
+
+def test_a_tiny_model_overfits_two_clips(material: dict, tmp_path: Path) -> None:
+    cfg = tiny_config(material, material["two_clips"], tmp_path, steps=40, checkpoint_every=40, log_every=20,
+                      data__workers=0, diffusion__caption_dropout=0.0, optim__lr=5e-3, optim__warmup_steps=5)
+    losses = Trainer(cfg, CPU).train()
+    start, end = sum(losses[:5]) / 5, sum(losses[-10:]) / 10
+    assert end < 0.4 * start, (start, end)
+
+
+def test_two_n_steps_equal_n_steps_resume_n_steps(material: dict, tmp_path: Path) -> None:
+    """Same final weights, EMA and optimizer state, bit for bit (grad accumulation and a data worker on)."""
+    overrides = dict(steps=6, checkpoint_every=3, log_every=3, data__workers=1, optim__grad_accumulation=2)
+    straight = Trainer(tiny_config(material, material["mixed"], tmp_path / "a", **overrides), CPU)
+    straight.train()
+    Trainer(tiny_config(material, material["mixed"], tmp_path / "b", **{**overrides, "steps": 3}), CPU).train()
+    resumed = Trainer(tiny_config(material, material["mixed"], tmp_path / "b", **overrides), CPU)
+    assert resumed.step == 3
+    resumed.train()
+    a, b = list_checkpoints(tmp_path / "a")[-1], list_checkpoints(tmp_path / "b")[-1]
+    assert a.name == b.name == "step-00000006"
+    for name in ("model.safetensors", "ema.safetensors"):
+        wa, wb = load_file(a / name), load_file(b / name)
+        assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    sa, sb = load_state(a), load_state(b)
+    assert sa["data"] == sb["data"] and sa["step"] == sb["step"] == 6
+    assert all(torch.equal(x, y) for x, y in zip(sa["optimizer"]["state"][0].values(),
+                                                  sb["optimizer"]["state"][0].values()))
+    first = Trainer(tiny_config(material, material["mixed"], tmp_path / "c", **overrides), CPU)
+    assert not torch.equal(next(first.model.parameters()), next(resumed.model.parameters()))  # it did train
+
+
+def test_train_then_sample_through_the_clis(material: dict, tmp_path: Path) -> None:
+    cfg = tiny_config(material, material["two_clips"], tmp_path / "run", steps=2, checkpoint_every=2, log_every=1,
+                      gradient_checkpointing=True)
+    save_config(cfg, tmp_path / "tiny.yaml")
+    assert train_main(["--config", str(tmp_path / "tiny.yaml")]) == 0
+    events = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
+    events.Reload()
+    logged = set(events.Tags()["scalars"])
+    assert {"train/loss", "train/lr", "train/samples_per_s", "train/data_wait_share", "data/skipped_short"} <= logged
+    assert [e.step for e in events.Scalars("train/loss")] == [1, 2]
+    out = tmp_path / "video.mp4"
+    assert sample_main(["--checkpoint", str(tmp_path / "run"), "--prompt", "smptebars clip 1", "--out", str(out),
+                        "--steps", "3", "--guidance", "4", "--fps", "8"]) == 0
+    probe = subprocess.run(["ffprobe", "-v", "error", "-count_frames", "-show_entries",
+                            "stream=codec_name,width,height,nb_read_frames", "-of", "json", str(out)],
+                           capture_output=True, text=True, check=True)
+    stream = json.loads(probe.stdout)["streams"][0]
+    assert (stream["codec_name"], stream["width"], stream["height"]) == ("h264", 256, 144)
+    assert int(stream["nb_read_frames"]) == cfg.data.frames
+
+
+def test_user_mistakes_are_clear_errors(material: dict, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="unknown config key"):
+        config_from_dict({"optim": {"learning_rate": 1}})
+    missing = tiny_config(material, material["two_clips"], tmp_path, model__vae=str(tmp_path / "nowhere"))
+    with pytest.raises(FileNotFoundError, match="hf download"):
+        Trainer(missing, CPU)
+    mismatched = tiny_config(material, material["two_clips"], tmp_path, model__unet__cross_attention_dim=64)
+    with pytest.raises(ValueError, match="cross_attention_dim"):
+        Trainer(mismatched, CPU)
+    assert sample_main(["--checkpoint", str(tmp_path / "none"), "--prompt", "x"]) == 2
+
+
+def test_the_demo_trains_and_samples_on_a_corpus(material: dict, tmp_path: Path) -> None:
+    from jobs.train_demo import train_and_sample
+
+    video = train_and_sample(material["two_clips"], tmp_path, steps=2)
+    assert video.stat().st_size > 0 and list_checkpoints(tmp_path / "train-tiny")[-1].name == "step-00000002"

@@ -1,0 +1,97 @@
+"""Training checkpoints: one directory per step, written whole or not at all.
+
+``<output>/checkpoints/step-00000100/`` holds ``model.safetensors`` and ``ema.safetensors`` (the
+weights), ``state.pt`` (optimizer, step, RNG states, data positions: only tensors, ints, floats,
+lists and dicts, so it loads with ``torch.load(weights_only=True)``) and ``config.yaml`` (the whole
+training config, so sampling needs nothing else). The files are written into a hidden temporary
+directory that is renamed into place at the end: a crash never leaves a checkpoint that looks whole.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, load_model, save_file, save_model
+
+from training.config import TrainConfig, load_config, save_config
+
+MODEL_FILE, EMA_FILE, STATE_FILE, CONFIG_FILE = "model.safetensors", "ema.safetensors", "state.pt", "config.yaml"
+_STEP_DIR = re.compile(r"^step-(\d{8})$")
+
+
+def checkpoints_root(output: str | Path) -> Path:
+    return Path(output) / "checkpoints"
+
+
+def checkpoint_dir(output: str | Path, step: int) -> Path:
+    return checkpoints_root(output) / f"step-{step:08d}"
+
+
+def list_checkpoints(output: str | Path) -> list[Path]:
+    """Complete checkpoints under ``output``, oldest first."""
+    root = checkpoints_root(output)
+    found = [p for p in root.iterdir() if _STEP_DIR.match(p.name)] if root.is_dir() else []
+    return sorted(found)
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint directory, or the latest one of a training output directory."""
+    path = Path(path)
+    if (path / STATE_FILE).is_file():
+        return path
+    found = list_checkpoints(path)
+    if not found:
+        raise FileNotFoundError(f"{path} is neither a checkpoint (no {STATE_FILE}) nor a training output "
+                                "directory with checkpoints/step-*: train first with `videofactory train`")
+    return found[-1]
+
+
+def save_checkpoint(path: Path, model: torch.nn.Module, ema: dict[str, torch.Tensor] | None,
+                    state: dict[str, Any], cfg: TrainConfig) -> None:
+    """Write the checkpoint atomically (temporary directory, then ``os.replace``)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.parent / f".{path.name}.{os.getpid()}.tmp"
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir()
+    save_model(model, str(partial / MODEL_FILE))
+    if ema is not None:
+        save_file({k: v.contiguous() for k, v in ema.items()}, str(partial / EMA_FILE))
+    torch.save(state, partial / STATE_FILE)
+    save_config(cfg, partial / CONFIG_FILE)
+    if path.exists():  # the same step saved again (a resumed run that stopped right after saving)
+        shutil.rmtree(path)
+    os.replace(partial, path)
+
+
+def prune_checkpoints(output: str | Path, keep: int) -> None:
+    """Delete all but the newest ``keep`` checkpoints (0 keeps all)."""
+    if keep > 0:
+        for old in list_checkpoints(output)[:-keep]:
+            shutil.rmtree(old)
+
+
+def load_weights(path: Path, model: torch.nn.Module, ema: bool = False) -> None:
+    """Load the model (or, with ``ema``, the EMA) weights of checkpoint ``path`` into ``model``."""
+    if ema:
+        if not (path / EMA_FILE).is_file():
+            raise FileNotFoundError(f"{path} has no {EMA_FILE} (trained with optim.ema_decay 0): sample without EMA")
+        model.load_state_dict(load_file(str(path / EMA_FILE)))
+    else:
+        load_model(model, str(path / MODEL_FILE))
+
+
+def load_ema(path: Path) -> dict[str, torch.Tensor] | None:
+    return load_file(str(path / EMA_FILE)) if (path / EMA_FILE).is_file() else None
+
+
+def load_state(path: Path) -> dict[str, Any]:
+    return torch.load(path / STATE_FILE, weights_only=True)
+
+
+def load_checkpoint_config(path: Path) -> TrainConfig:
+    return load_config(path / CONFIG_FILE)

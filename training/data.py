@@ -1,0 +1,215 @@
+"""Training clips streamed from corpus shards: shuffled, split across ranks and workers, mixed, resumable.
+
+Every DataLoader worker of every rank reads its own *part* of each corpus (its share of the shards,
+or, when a corpus has fewer shards than there are parts, every ``parts``-th sample of all of them),
+through webdataset's tar reader and a shuffle buffer. Shard order and shuffle buffer are seeded from
+(seed, corpus, epoch, part), and the corpus each next sample comes from, and where its frames start,
+from (seed, part, draw number). So the stream of every worker is a pure function of its position:
+per corpus ``(epoch, samples taken this epoch)`` plus the number of draws.
+
+Resuming: each batch carries its worker's position after the batch. The trainer keeps the position
+of the last batch it *consumed* from each worker (prefetched batches do not count) and saves it in
+the checkpoint. A resumed worker replays its epoch's shuffled stream without decoding the videos
+(it only re-reads the tar bytes up to its position) and continues exactly where it stopped.
+DataLoader takes batches from its workers round-robin, so on resume the workers are renumbered
+(``rotation``) so that the one whose turn was next comes first: the batches after a resume are the
+batches an uninterrupted run would have had. The number of ranks and workers must stay the same.
+
+Samples whose clip is shorter than the frames asked for, or that do not decode, are skipped and
+counted (``short``, ``bad`` in the position), never silently lost.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import logging
+import math
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import av
+import numpy as np
+import torch
+import webdataset as wds
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from shards.layout import shard_paths
+from training.config import DataConfig
+
+log = logging.getLogger("videofactory.train")
+
+
+@dataclass(frozen=True)
+class ClipSpec:
+    """How a decoded video becomes T frames of the training size."""
+
+    frames: int
+    stride: int | None
+    fps: float | None
+    width: int
+    height: int
+
+    @classmethod
+    def of(cls, cfg: DataConfig) -> ClipSpec:
+        return cls(cfg.frames, cfg.stride, cfg.fps, cfg.width, cfg.height)
+
+    def frame_indices(self, available: int, source_fps: float, rng: random.Random) -> list[int] | None:
+        """Indices of the frames to take from a clip of ``available`` frames; None when it is too short."""
+        step = float(self.stride) if self.fps is None else source_fps / self.fps
+        last_start = available - 1 - round((self.frames - 1) * step)
+        if last_start < 0:
+            return None
+        start = rng.randint(0, last_start)
+        return [start + round(i * step) for i in range(self.frames)]
+
+
+def resize_crop(frame: av.VideoFrame, width: int, height: int) -> np.ndarray:
+    """RGB (height, width, 3) uint8: scaled (area filter) to cover the size, then centre-cropped."""
+    scale = max(width / frame.width, height / frame.height)
+    sw, sh = max(width, math.ceil(frame.width * scale)), max(height, math.ceil(frame.height * scale))
+    rgb = frame.reformat(width=sw, height=sh, format="rgb24", interpolation="AREA").to_ndarray()
+    top, left = (sh - height) // 2, (sw - width) // 2
+    return rgb[top : top + height, left : left + width]
+
+
+def decode_clip(mp4: bytes, spec: ClipSpec, rng: random.Random) -> np.ndarray | None:
+    """(T, height, width, 3) uint8 frames of ``mp4``, or None when it has too few frames.
+
+    Decoding stops at the last frame needed. Raises ``av.FFmpegError`` for a file that does not decode.
+    """
+    with av.open(io.BytesIO(mp4)) as container:
+        stream = container.streams.video[0]
+        fps = float(stream.average_rate or stream.guessed_rate or 25)
+        frames: Iterator[av.VideoFrame] = container.decode(stream)
+        available = stream.frames
+        if available <= 0:  # no frame count in the header: count by decoding
+            decoded = list(frames)
+            available, frames = len(decoded), iter(decoded)
+        wanted = spec.frame_indices(available, fps, rng)
+        if wanted is None:
+            return None
+        picked: dict[int, np.ndarray] = {}
+        for index, frame in enumerate(frames):
+            if index in wanted:
+                picked[index] = resize_crop(frame, spec.width, spec.height)
+            if index >= wanted[-1]:
+                break
+        if len(picked) < len(set(wanted)):  # the header promised frames the stream does not have
+            return None
+        return np.stack([picked[i] for i in wanted])
+
+
+def initial_position(num_corpora: int) -> dict[str, Any]:
+    """A worker's position before its first sample (ints and lists only: it goes into checkpoints)."""
+    return {"corpora": [[0, 0] for _ in range(num_corpora)], "draws": 0, "samples": 0, "short": 0, "bad": 0}
+
+
+def corpus_part(shards: list[str], seed: int, corpus: int, part: int, parts: int, bufsize: int,
+                epoch: int, position: int) -> Iterator[tuple[int, int, dict[str, Any]]]:
+    """Endless raw samples of one part of a corpus, from (epoch, position): ``(epoch, position after, sample)``."""
+    while True:
+        order = list(shards)
+        random.Random(f"{seed}/shards/{corpus}/{epoch}").shuffle(order)
+        by_shard = len(order) >= parts
+        mine = order[part::parts] if by_shard else order
+        raw = wds.tarfile_to_samples()(iter([{"url": url} for url in mine]))
+        if not by_shard:
+            raw = (s for i, s in enumerate(raw) if i % parts == part)
+        rng = random.Random(f"{seed}/buffer/{corpus}/{epoch}/{part}")
+        taken = 0
+        for taken, sample in enumerate(wds.shuffle(bufsize, bufsize, rng=rng)(iter(raw)), start=1):
+            if taken > position:
+                yield epoch, taken, sample
+        if taken == 0:
+            raise ValueError(f"part {part} of {parts} of the corpus with shards {shards[:2]}... holds no samples: "
+                             "use fewer ranks or data.workers, or a larger corpus")
+        epoch, position = epoch + 1, 0
+
+
+class ClipStream(IterableDataset):
+    """Endless batches ``{"video": (B, T, H, W, 3) uint8, "caption", "key", "worker", "position"}``."""
+
+    def __init__(self, cfg: DataConfig, seed: int, rank: int = 0, world: int = 1,
+                 positions: list[dict[str, Any]] | None = None, rotation: int = 0) -> None:
+        self.shards = [[str(p) for p in shard_paths(c.path)] for c in cfg.corpora]
+        for corpus, shards in zip(cfg.corpora, self.shards):
+            if not shards:
+                raise FileNotFoundError(f"no shards in {corpus.path}/shards: is it a corpus written by "
+                                        "`videofactory curate`?")
+        self.weights = [c.weight for c in cfg.corpora]
+        self.spec, self.batch_size, self.bufsize = ClipSpec.of(cfg), cfg.batch_size, cfg.shuffle_buffer
+        self.seed, self.rank, self.world, self.workers = seed, rank, world, max(1, cfg.workers)
+        self.positions = positions or [initial_position(len(self.shards)) for _ in range(self.workers)]
+        self.rotation = rotation
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        info = get_worker_info()
+        worker = ((info.id if info else 0) + self.rotation) % self.workers
+        part, parts = self.rank * self.workers + worker, self.world * self.workers
+        position = copy.deepcopy(self.positions[worker])
+        streams = [corpus_part(shards, self.seed, c, part, parts, self.bufsize, *position["corpora"][c])
+                   for c, shards in enumerate(self.shards)]
+        while True:
+            clips, captions, keys = [], [], []
+            while len(clips) < self.batch_size:
+                rng = random.Random(f"{self.seed}/draw/{part}/{position['draws']}")
+                position["draws"] += 1
+                corpus = rng.choices(range(len(streams)), weights=self.weights)[0]
+                epoch, taken, sample = next(streams[corpus])
+                position["corpora"][corpus] = [epoch, taken]
+                try:
+                    clip = decode_clip(sample["mp4"], self.spec, rng)
+                except (av.FFmpegError, IndexError, KeyError) as exc:
+                    log.warning("skipping sample %s: it does not decode (%s)", sample.get("__key__"), exc)
+                    position["bad"] += 1
+                    continue
+                if clip is None:
+                    position["short"] += 1
+                    continue
+                clips.append(torch.from_numpy(clip))
+                captions.append(sample.get("txt", b"").decode("utf-8").strip())
+                keys.append(sample["__key__"])
+            position["samples"] += len(clips)
+            yield {"video": torch.stack(clips), "caption": captions, "key": keys, "worker": worker,
+                   "position": copy.deepcopy(position)}
+
+
+class ResumableLoader:
+    """A DataLoader over ``ClipStream`` that knows the data position of the batches consumed so far."""
+
+    def __init__(self, cfg: DataConfig, seed: int, rank: int = 0, world: int = 1,
+                 state: dict[str, Any] | None = None) -> None:
+        workers = max(1, cfg.workers)
+        if state is not None and len(state["workers"]) != workers:
+            raise ValueError(f"the checkpoint's data position is for {len(state['workers'])} data.workers per rank, "
+                             f"the config has {cfg.workers}: resume with the same number")
+        self.next_worker = state["next_worker"] if state else 0
+        dataset = ClipStream(cfg, seed, rank, world, state["workers"] if state else None, rotation=self.next_worker)
+        self.positions = copy.deepcopy(dataset.positions)  # of the last batch consumed from each worker
+        self.workers = workers
+        self.loader = DataLoader(dataset, batch_size=None, num_workers=cfg.workers,
+                                 prefetch_factor=2 if cfg.workers else None,
+                                 generator=torch.Generator().manual_seed(seed))  # leaves the global RNG alone
+        self._iter: Iterator[dict[str, Any]] | None = None
+
+    def __next__(self) -> dict[str, Any]:
+        if self._iter is None:
+            self._iter = iter(self.loader)
+        batch = next(self._iter)
+        self.positions[batch["worker"]] = batch["position"]
+        self.next_worker = (batch["worker"] + 1) % self.workers
+        return batch
+
+    def __iter__(self) -> ResumableLoader:
+        return self
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where the stream is: pass it back as ``state`` to continue with the next unseen batch."""
+        return {"next_worker": self.next_worker, "workers": copy.deepcopy(self.positions)}
+
+    def skipped(self) -> dict[str, int]:
+        """Samples skipped so far (too short, undecodable) and samples delivered, over all workers."""
+        return {k: sum(p[k] for p in self.positions) for k in ("samples", "short", "bad")}

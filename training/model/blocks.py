@@ -1,0 +1,127 @@
+"""Building blocks of the ModelScope-style 3D U-Net, all on video tensors (B, C, T, H, W).
+
+Image layers (2D convolutions, GroupNorm) run on every frame independently, so a pretrained image U-Net's
+weights keep their meaning; the temporal layers added next to them start as no-ops (zero-initialised last
+layer) so that the video model initially behaves like the image model applied frame by frame.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from training.model.attention import (
+    GlobalSpatiotemporalAttention,
+    SpatialTransformer,
+    SwapWindowCrossAttention,
+    TemporalTransformer,
+)
+
+
+def per_frame(layer: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """Apply a 2D ``layer`` to each frame of ``x`` (B, C, T, H, W) by folding frames into the batch."""
+    b, _, t, _, _ = x.shape
+    y = layer(x.transpose(1, 2).flatten(0, 1))
+    return y.view(b, t, *y.shape[1:]).transpose(1, 2)
+
+
+class TemporalConv(nn.Module):
+    """ModelScope's temporal convolution block: ``layers`` x (GroupNorm, SiLU, [dropout], Conv over time with
+    kernel 3), residual. The last convolution is zero-initialised, so the block is the identity at init."""
+
+    def __init__(self, channels: int, groups: int, layers: int, dropout: float):
+        super().__init__()
+        stages: list[nn.Module] = []
+        for i in range(layers):
+            stages += [nn.GroupNorm(groups, channels), nn.SiLU()]
+            if i > 0 and dropout:
+                stages.append(nn.Dropout(dropout))
+            stages.append(nn.Conv3d(channels, channels, kernel_size=(3, 1, 1), padding=(1, 0, 0)))
+        nn.init.zeros_(stages[-1].weight)
+        nn.init.zeros_(stages[-1].bias)
+        self.net = nn.Sequential(*stages)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.net(x)
+
+
+class ResBlock(nn.Module):
+    """Per-frame 2D ResNet block conditioned on the timestep embedding, followed by a temporal convolution
+    (ModelScope's ``ResBlock`` + ``TemporalConvBlock``)."""
+
+    def __init__(self, in_channels: int, out_channels: int, temb_channels: int, groups: int,
+                 temporal_layers: int, dropout: float):
+        super().__init__()
+        self.norm1 = nn.GroupNorm(groups, in_channels, eps=1e-5)
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
+        self.time_proj = nn.Linear(temb_channels, out_channels)
+        self.norm2 = nn.GroupNorm(groups, out_channels, eps=1e-5)
+        self.dropout = nn.Dropout(dropout)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
+        self.skip = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
+        self.temporal = TemporalConv(out_channels, groups, temporal_layers, dropout)
+
+    def forward(self, x: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
+        """``x`` (B, C, T, H, W), ``temb`` (B, temb_channels) -> (B, out_channels, T, H, W)."""
+        h = per_frame(lambda f: self.conv1(F.silu(self.norm1(f))), x)
+        h = h + self.time_proj(F.silu(temb))[:, :, None, None, None]
+        h = per_frame(lambda f: self.conv2(self.dropout(F.silu(self.norm2(f)))), h)
+        return self.temporal(per_frame(self.skip, x) + h)
+
+
+class Downsample(nn.Module):
+    """Halve H and W with a stride-2 3x3 convolution per frame; time is never downsampled."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return per_frame(self.conv, x)
+
+
+class Upsample(nn.Module):
+    """Double H and W (nearest neighbour, then a 3x3 convolution) per frame."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return per_frame(lambda f: self.conv(F.interpolate(f, scale_factor=2.0, mode="nearest")), x)
+
+
+class SpatioTemporalBlock(nn.Module):
+    """One transformer block of a U-Net level: spatial transformer -> temporal transformer -> fusion.
+
+    The spatial stream is the spatial transformer's output, the temporal stream the temporal transformer's
+    (which runs on the spatial stream, ModelScope's serial 2D + 1D order). ``fusion`` is the only part the
+    attention variants change: ``None`` (factorized), a ``SwapWindowCrossAttention`` (swap and the one-way
+    variants) or a ``GlobalSpatiotemporalAttention`` (full3d); its output is added to the temporal stream.
+    """
+
+    def __init__(self, channels: int, head_dim: int, context_dim: int, groups: int, fusion: nn.Module | None):
+        super().__init__()
+        self.spatial = SpatialTransformer(channels, head_dim, context_dim, groups)
+        self.temporal = TemporalTransformer(channels, head_dim, groups)
+        self.fusion = fusion
+
+    def forward(self, x: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        spatial = self.spatial(x, text)
+        temporal = self.temporal(spatial)
+        if self.fusion is None:
+            return temporal
+        return temporal + self.fusion(spatial, temporal)
+
+
+def make_fusion(attention: str, channels: int, head_dim: int, window: tuple[int, int, int],
+                query_stream: str) -> nn.Module | None:
+    """The fusion layer of one transformer block for an attention variant (see ``UNetConfig.attention``)."""
+    if attention == "factorized":
+        return None
+    if attention == "full3d":
+        return GlobalSpatiotemporalAttention(channels, head_dim)
+    return SwapWindowCrossAttention(channels, head_dim, window, query_stream)

@@ -1,0 +1,236 @@
+"""The training loop, nanoGPT-style: one plain loop, everything it does visible in one place.
+
+Per optimizer step: ``grad_accumulation`` micro-batches are streamed (``training.data``), encoded by
+the frozen VAE and text encoder (captions dropped to "" with ``caption_dropout`` so classifier-free
+guidance works), and their diffusion loss back-propagated (bf16 autocast on CUDA, DDP syncing only
+on the last micro-batch); then gradients are clipped, AdamW steps at the warm-up schedule's rate,
+and the EMA weights follow. Every ``checkpoint_every`` steps rank 0 writes a checkpoint holding
+everything needed to continue bit for bit: weights, EMA, optimizer, step, RNG states and every
+rank's data position. Randomness comes from the global torch RNG (seeded per rank and saved) and
+from the data stream's own seeded generators, so 2N steps equal N steps + resume + N steps.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from training.checkpoint import (
+    checkpoint_dir,
+    list_checkpoints,
+    load_ema,
+    load_state,
+    load_weights,
+    prune_checkpoints,
+    save_checkpoint,
+)
+from training.config import OptimConfig, TrainConfig
+from training.data import ResumableLoader
+from training.diffusion import diffusion_loss, make_scheduler
+from training.distributed import DistEnv, gather, mean_over_ranks
+from training.encoders import TextEncoder, VideoVAE
+from training.model import UNetConfig, VideoUNet
+
+log = logging.getLogger("videofactory.train")
+
+
+def build_unet(cfg: TrainConfig, text_hidden: int, latent_channels: int, latent_hw: tuple[int, int]) -> VideoUNet:
+    """The U-Net of the config, checked against the encoders and the frame size it will see."""
+    unet = UNetConfig.from_dict(cfg.model.unet)
+    if unet.cross_attention_dim != text_hidden:
+        raise ValueError(f"model.unet.cross_attention_dim is {unet.cross_attention_dim} but the text encoder's "
+                         f"hidden size is {text_hidden}: make them equal")
+    if unet.in_channels != latent_channels:
+        raise ValueError(f"model.unet.in_channels is {unet.in_channels} but the VAE has {latent_channels} latent "
+                         "channels: make them equal")
+    if any(n % unet.downsample_factor for n in latent_hw):
+        raise ValueError(f"the latent of data.width x data.height is {latent_hw[1]}x{latent_hw[0]}, which the "
+                         f"U-Net's {len(unet.block_channels)} levels cannot halve evenly: choose a size whose "
+                         f"latent divides by {unet.downsample_factor}")
+    return VideoUNet(unet)
+
+
+def learning_rate(step: int, cfg: OptimConfig) -> float:
+    """Linear warm-up over ``warmup_steps``, then constant."""
+    return cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup_steps))
+
+
+class EMA:
+    """Exponential moving average of the model's floating-point state, kept in float32."""
+
+    def __init__(self, model: torch.nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.state = {k: v.detach().float().clone() for k, v in model.state_dict().items()}
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        for key, value in model.state_dict().items():
+            if value.is_floating_point():
+                self.state[key].lerp_(value.float(), 1 - self.decay)
+            else:
+                self.state[key].copy_(value)
+
+
+def rng_state() -> dict[str, Any]:
+    return {"torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"]:
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class Trainer:
+    """Builds everything from a config (resuming from the latest checkpoint in ``output`` if any) and trains."""
+
+    def __init__(self, cfg: TrainConfig, env: DistEnv, resume: bool = True) -> None:
+        cfg.validate()
+        self.cfg, self.env = cfg, env
+        self.text = TextEncoder(cfg.model.text_encoder, cfg.model.tokenizer, cfg.data.max_caption_tokens, env.device)
+        self.vae = VideoVAE(cfg.model.vae, env.device)
+        f = self.vae.downsample
+        if cfg.data.width % f or cfg.data.height % f:
+            raise ValueError(f"data.width and data.height must be multiples of the VAE's factor {f}")
+        torch.manual_seed(cfg.seed)  # the same initial weights on every rank
+        self.model = build_unet(cfg, self.text.hidden_size, self.vae.channels,
+                                (cfg.data.height // f, cfg.data.width // f)).to(env.device)
+        self.model.set_gradient_checkpointing(cfg.gradient_checkpointing)
+        self.scheduler = make_scheduler(cfg.diffusion)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.optim.lr, betas=tuple(cfg.optim.betas),
+                                           weight_decay=cfg.optim.weight_decay)
+        self.ema = EMA(self.model, cfg.optim.ema_decay) if cfg.optim.ema_decay > 0 else None
+        self.step = 0
+        torch.manual_seed(cfg.seed + env.rank)  # different noise, timesteps and dropout on each rank
+        data_state = None
+        found = list_checkpoints(cfg.output) if resume else []
+        if found:
+            data_state = self._restore(found[-1])
+        self.loader = ResumableLoader(cfg.data, cfg.seed, env.rank, env.world, data_state)
+        on_gpu = env.device.type == "cuda"
+        self.ddp = (DistributedDataParallel(self.model, device_ids=[env.device.index] if on_gpu else None)
+                    if env.world > 1 else None)
+        network = self.ddp if self.ddp is not None else self.model
+        self.network = torch.compile(network) if cfg.compile else network
+        self.losses: list[float] = []
+
+    def _restore(self, path: Path) -> dict[str, Any]:
+        """Load checkpoint ``path``; return this rank's data position."""
+        state = load_state(path)
+        if len(state["data"]) != self.env.world:
+            raise ValueError(f"{path} was written by {len(state['data'])} ranks, this run has {self.env.world}: "
+                             "resume with the same number of processes (or a new output directory)")
+        load_weights(path, self.model)
+        if self.ema is not None:
+            ema = load_ema(path)
+            if ema is not None:
+                self.ema.state = {k: v.to(self.env.device) for k, v in ema.items()}
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step = int(state["step"])
+        set_rng_state(state["rng"][self.env.rank])
+        log.info("resumed from %s at step %d", path, self.step)
+        return state["data"][self.env.rank]
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        on_gpu = self.env.device.type == "cuda" and self.cfg.bf16
+        return torch.autocast("cuda", dtype=torch.bfloat16) if on_gpu else contextlib.nullcontext()
+
+    def _micro_step(self, last: bool) -> tuple[float, float, int]:
+        """One micro-batch forward and backward: (loss, seconds waiting for data, samples)."""
+        started = time.perf_counter()
+        batch = next(self.loader)
+        waited = time.perf_counter() - started
+        latents = self.vae.encode(batch["video"])
+        keep = torch.rand(len(batch["caption"])) >= self.cfg.diffusion.caption_dropout
+        text = self.text([c if k else "" for c, k in zip(batch["caption"], keep.tolist())])
+        sync = contextlib.nullcontext() if last or self.ddp is None else self.ddp.no_sync()
+        with sync:
+            with self._autocast():
+                loss = diffusion_loss(self.network, self.scheduler, latents, text)
+            (loss / self.cfg.optim.grad_accumulation).backward()
+        return loss.item(), waited, latents.shape[0]
+
+    def train_step(self) -> dict[str, float]:
+        """One optimizer step; returns its loss, time waiting for data, total time and samples."""
+        started = time.perf_counter()
+        lr = learning_rate(self.step, self.cfg.optim)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        accumulation = self.cfg.optim.grad_accumulation
+        results = [self._micro_step(i == accumulation - 1) for i in range(accumulation)]
+        if self.cfg.optim.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.ema is not None:
+            self.ema.update(self.model)
+        self.step += 1
+        return {"loss": sum(r[0] for r in results) / accumulation, "wait": sum(r[1] for r in results),
+                "seconds": time.perf_counter() - started, "samples": sum(r[2] for r in results), "lr": lr}
+
+    def save(self) -> None:
+        """Write a checkpoint (rank 0), with every rank's RNG state and data position."""
+        ranks_rng, ranks_data = gather(rng_state(), self.env), gather(self.loader.state_dict(), self.env)
+        if self.env.main:
+            state = {"step": self.step, "optimizer": self.optimizer.state_dict(), "rng": ranks_rng, "data": ranks_data}
+            save_checkpoint(checkpoint_dir(self.cfg.output, self.step), self.model,
+                            self.ema.state if self.ema else None, state, self.cfg)
+            prune_checkpoints(self.cfg.output, self.cfg.keep_checkpoints)
+        if self.env.world > 1:
+            torch.distributed.barrier()
+
+    def train(self) -> list[float]:
+        """Train up to ``cfg.steps``; return this rank's loss at every step it ran."""
+        cfg, env = self.cfg, self.env
+        writer = SummaryWriter(f"{cfg.output}/tensorboard") if env.main else None
+        window: list[dict[str, float]] = []
+        with logging_redirect_tqdm(), tqdm(total=cfg.steps, initial=self.step, disable=not env.main,
+                                           desc="train", unit="step", dynamic_ncols=True) as bar:
+            while self.step < cfg.steps:
+                result = self.train_step()
+                window.append(result)
+                self.losses.append(result["loss"])
+                bar.update(1)
+                bar.set_postfix(loss=f"{result['loss']:.4f}", lr=f"{result['lr']:.2e}")
+                if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                    self._log(window, writer)
+                    window = []
+                if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
+                    self.save()
+        if writer is not None:
+            writer.close()
+        return self.losses
+
+    def _log(self, window: list[dict[str, float]], writer: SummaryWriter | None) -> None:
+        """Loss, learning rate, samples/s, share of time waiting for data and GPU memory over the last steps."""
+        seconds = sum(r["seconds"] for r in window)
+        metrics = {
+            "loss": mean_over_ranks(sum(r["loss"] for r in window) / len(window), self.env),
+            "lr": window[-1]["lr"],
+            "samples_per_s": sum(r["samples"] for r in window) * self.env.world / max(seconds, 1e-9),
+            "data_wait_share": sum(r["wait"] for r in window) / max(seconds, 1e-9),
+        }
+        if self.env.device.type == "cuda":
+            metrics["gpu_mem_gib"] = torch.cuda.max_memory_allocated(self.env.device) / 2**30
+        skipped = self.loader.skipped()
+        if writer is not None:
+            for name, value in metrics.items():
+                if math.isfinite(value):
+                    writer.add_scalar(f"train/{name}", value, self.step)
+            writer.add_scalar("data/skipped_short", skipped["short"], self.step)
+            writer.add_scalar("data/skipped_bad", skipped["bad"], self.step)
+            writer.flush()
+        if self.env.main:
+            log.info("step %d  %s  skipped: %d short, %d undecodable", self.step,
+                     "  ".join(f"{k} {v:.4g}" for k, v in metrics.items()), skipped["short"], skipped["bad"])
