@@ -1,0 +1,238 @@
+"""Dataset statistics: numbers checked against the index, the funnel's accounting, compare mode, CLI, browser."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import re
+import shutil
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from curation.ids import source_id
+from jobs.cli import main as cli_main
+from shards.layout import INDEX_FILE, MANIFEST_FILE, REJECTIONS_FILE
+from shards.reader import read_index, read_manifest, read_rejections
+from shards.schema import INDEX_SCHEMA, REJECTION_SCHEMA, normalise
+from stats.compute import compute_stats
+from stats.describe import QUANTILES
+from stats.report import REPORT_FILE, STATS_FILE, write_report
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = REPO_ROOT / "test-artifacts"
+
+#: Caption words of the derived corpus; captions repeat so that duplicates and frequent words exist.
+SUBJECTS = ("a red car", "a small dog", "the old man", "a red car")
+ACTIONS = ("drives along the coast", "runs on the beach", "walks in the park")
+MOTION_THRESHOLD = 0.5
+TEXT_THRESHOLD = 0.2
+
+
+@pytest.fixture(scope="module")
+def stats(curated_corpus) -> dict:
+    return compute_stats(curated_corpus["root"])
+
+
+@pytest.fixture(scope="module")
+def filtered_corpus(curated_corpus, tmp_path_factory) -> Path:
+    """The curated corpus as a filter and caption stage would leave it: scores and captions in the index,
+    clips whose motion score is under its threshold moved to the rejections (stage ``filter``)."""
+    root = tmp_path_factory.mktemp("filtered")
+    for name in (REJECTIONS_FILE, MANIFEST_FILE):
+        shutil.copy(curated_corpus["root"] / name, root / name)
+    rows = read_index(curated_corpus["root"]).to_pylist()
+    for n, row in enumerate(rows):
+        motion = round(0.15 + 0.3 * n, 3)
+        row["scores"] = json.dumps({"motion": {"score": motion, "threshold": MOTION_THRESHOLD,
+                                               "passed": motion >= MOTION_THRESHOLD}, "text_area": 0.05 * n})
+        row["caption"] = f"{SUBJECTS[n % len(SUBJECTS)]} {ACTIONS[n % len(ACTIONS)]}"
+    kept = [r for r in rows if json.loads(r["scores"])["motion"]["passed"]]
+    dropped = [{**r, "stage": "filter", "reason": "motion_below_threshold", "detail": "static clip"}
+               for r in rows if r not in kept]
+    assert kept and dropped
+    pq.write_table(pa.Table.from_pylist([normalise(r, INDEX_SCHEMA) for r in kept], schema=INDEX_SCHEMA),
+                   root / INDEX_FILE)
+    rejections = pa.concat_tables([read_rejections(root), pa.Table.from_pylist(
+        [normalise(r, REJECTION_SCHEMA) for r in dropped], schema=REJECTION_SCHEMA)])
+    pq.write_table(rejections, root / REJECTIONS_FILE)
+    manifest = read_manifest(root)
+    manifest["config"]["filter"] = {"text_area": {"threshold": TEXT_THRESHOLD}}
+    (root / MANIFEST_FILE).write_text(json.dumps(manifest))
+    return root
+
+
+def _quantiles(values: np.ndarray) -> dict[str, float]:
+    return {f"p{round(q * 100)}": float(np.quantile(values, q)) for q in QUANTILES}
+
+
+def test_totals_and_distributions_match_the_index(curated_corpus, stats):
+    index = read_index(curated_corpus["root"]).to_pandas()
+    manifest = read_manifest(curated_corpus["root"])
+    assert len(index) > 3
+    totals = stats["totals"]
+    assert totals["clips"] == len(index)
+    assert totals["hours"] == pytest.approx(index["clip_duration"].sum() / 3600)
+    assert totals["bytes"] == int(index["clip_bytes"].sum())
+    assert totals["shards"] == len(manifest["shards"]) == index["shard"].nunique()
+    assert totals["sources_with_clips"] == index["source_id"].nunique()
+
+    duration = stats["distributions"]["duration_s"]
+    assert duration["count"] == len(index)
+    assert duration["quantiles"] == pytest.approx(_quantiles(index["clip_duration"].to_numpy()))
+    assert duration["min"] == index["clip_duration"].min() and duration["max"] == index["clip_duration"].max()
+    assert sum(duration["histogram"]["counts"]) == len(index)
+    bitrate = (index["clip_bytes"] * 8e-6 / index["clip_duration"]).to_numpy()
+    assert stats["distributions"]["bitrate_mbps"]["mean"] == pytest.approx(bitrate.mean())
+    assert stats["distributions"]["bitrate_mbps"]["quantiles"] == pytest.approx(_quantiles(bitrate))
+    per_source = np.array(list(Counter(index["source_id"]).values()))
+    assert stats["distributions"]["clips_per_source"]["quantiles"] == pytest.approx(_quantiles(per_source))
+    resolutions = Counter(f"{w}x{h}" for w, h in zip(index["clip_width"], index["clip_height"]))
+    assert {v: n for v, n in stats["distributions"]["resolution"]["top"]} == resolutions
+    assert stats["distributions"]["fps"]["mean"] == pytest.approx(index["clip_fps"].mean())
+    assert stats["distributions"]["resolution"]["hd_share"] == pytest.approx(
+        (index[["clip_width", "clip_height"]].min(axis=1) >= 720).mean())
+
+
+def test_funnel_accounts_for_every_listed_source(curated_corpus, stats):
+    root = curated_corpus["root"]
+    index, rejections = read_index(root).to_pylist(), read_rejections(root).to_pylist()
+    listed_ids = [source_id(row["url"]) for row in curated_corpus["rows"]]
+    ended = {r["source_id"] for r in index} | {r["source_id"] for r in rejections}
+    # Nothing disappears, independently of the stats: each listed row (a repeat under its own id) ends somewhere.
+    assert set(listed_ids) <= ended and len(ended) == len(listed_ids)
+
+    whole = [r for r in rejections if r["key"] is None and r["start_time"] is None]
+    sources = stats["funnel"]["sources"]
+    assert sources["listed"] == len(listed_ids)
+    assert sources["rejected_whole"] == len(whole) >= 3  # truncated, audio-only, the duplicate listing
+    assert sources["with_clips"] == len({r["source_id"] for r in index})
+    assert sources["unaccounted"] == 0
+
+    steps = {s["step"]: s for s in stats["funnel"]["steps"]}
+    by_stage = Counter(r["stage"] for r in whole)
+    assert steps["after probe"]["count"] == (len(listed_ids) - by_stage["manifest"] - by_stage["download"]
+                                              - by_stage["probe"])
+    assert steps["after manifest"]["reasons"] == {"duplicate": 1}
+    assert steps["after probe"]["reasons"] == dict(Counter(r["reason"] for r in whole if r["stage"] == "probe"))
+    assert steps["clips cut"]["count"] == len(index) + sum(r["key"] is not None for r in rejections)
+    assert steps["in shards"]["count"] == len(index)
+    assert steps["captioned"]["count"] == 0 and stats["captions"]["note"] == "no captions yet"
+    assert stats["scores"] == {}
+
+
+def test_stage_times_from_the_manifest(curated_corpus, stats):
+    recorded = read_manifest(curated_corpus["root"])["stage_times"]
+    throughput = stats["throughput"]
+    assert throughput["recorded"] and throughput["wall_s"] > 0
+    assert throughput["stages"]["probe"]["results"] == recorded["probe"]["results"]
+    assert throughput["stages"]["extract"]["results"] == len(read_index(curated_corpus["root"]))
+    assert throughput["clip_seconds_per_s"] == pytest.approx(stats["totals"]["hours"] * 3600 / throughput["wall_s"])
+
+
+def test_scores_and_captions_match_the_index(filtered_corpus):
+    stats = compute_stats(filtered_corpus)
+    index = read_index(filtered_corpus).to_pylist()
+    motion = np.array([json.loads(r["scores"])["motion"]["score"] for r in index])
+    assert stats["scores"]["motion"]["quantiles"] == pytest.approx(_quantiles(motion))
+    assert stats["scores"]["motion"]["threshold"] == MOTION_THRESHOLD  # carried in the scores
+    assert stats["scores"]["motion"]["at_or_above"] == len(index)
+    assert stats["scores"]["text_area"]["threshold"] == TEXT_THRESHOLD  # found in the manifest's config
+    assert set(stats["scores"]) == {"motion", "text_area"}  # booleans and thresholds are not scores
+
+    captions = [r["caption"] for r in index]
+    words = [re.findall(r"[\w']+", c.lower()) for c in captions]
+    counted = Counter(w for ws in words for w in ws)
+    bigrams = Counter(" ".join(p) for ws in words for p in zip(ws, ws[1:]))
+    result = stats["captions"]
+    assert result["captioned"] == len(index)
+    assert result["vocabulary"] == len(counted)
+    assert result["words"]["mean"] == pytest.approx(np.mean([len(ws) for ws in words]))
+    assert all(counted[word] == n for word, n in result["top_words"])
+    assert [n for _, n in result["top_words"]] == sorted(counted.values(), reverse=True)[: len(result["top_words"])]
+    assert {b: n for b, n in result["top_bigrams"]} == {b: bigrams[b] for b, _ in result["top_bigrams"]}
+    assert result["duplicate_share"] == pytest.approx(1 - len(set(captions)) / len(captions))
+
+    steps = {s["step"]: s for s in stats["funnel"]["steps"]}
+    rejected = [r for r in read_rejections(filtered_corpus).to_pylist() if r["stage"] == "filter"]
+    assert steps["after filter"]["reasons"] == {"motion_below_threshold": len(rejected)}
+    assert steps["after filter"]["count"] == steps["in shards"]["count"] == len(index)
+    assert steps["captioned"]["count"] == len(index)
+    assert stats["funnel"]["sources"]["unaccounted"] == 0
+
+
+def test_compare_writes_both_corpora_side_by_side(curated_corpus, filtered_corpus, tmp_path):
+    out = write_report(curated_corpus["root"], compare=filtered_corpus, out=tmp_path / "report")
+    document = json.loads((out / STATS_FILE).read_text())
+    assert document["totals"]["clips"] == len(read_index(curated_corpus["root"]))
+    assert document["compare"]["totals"]["clips"] == len(read_index(filtered_corpus))
+    assert document["compare"]["totals"]["clips"] < document["totals"]["clips"]
+    assert document["label"] != document["compare"]["label"]
+    assert {"HD-VG-130M", "Panda-70M"} <= set(document["reference"])
+    page = (out / REPORT_FILE).read_text()
+    assert document["label"] in page and document["compare"]["label"] in page
+    assert "data-figure=\"score-motion\"" in page and "data-figure=\"words\"" in page
+
+
+def test_empty_corpus_is_summarised(curated_corpus, tmp_path):
+    shutil.copytree(curated_corpus["root"], tmp_path / "empty", ignore=shutil.ignore_patterns("work", "shards"))
+    pq.write_table(INDEX_SCHEMA.empty_table(), tmp_path / "empty" / INDEX_FILE)
+    out = write_report(tmp_path / "empty")
+    document = json.loads((out / STATS_FILE).read_text())
+    assert document["totals"]["clips"] == 0 and document["distributions"]["duration_s"] == {"count": 0}
+    assert out == tmp_path / "empty" / "stats"
+
+
+def test_cli_writes_into_the_corpus_and_explains_errors(curated_corpus, tmp_path, capsys, caplog):
+    copy = tmp_path / "corpus"
+    shutil.copytree(curated_corpus["root"], copy, ignore=shutil.ignore_patterns("work", "shards"))
+    assert cli_main(["stats", str(copy)]) == 0
+    assert (copy / "stats" / STATS_FILE).is_file() and (copy / "stats" / REPORT_FILE).is_file()
+    assert str(copy / "stats" / REPORT_FILE) in capsys.readouterr().out
+
+    assert cli_main(["stats", str(tmp_path / "missing")]) == 2
+    assert "does not exist" in caplog.text
+    assert cli_main(["stats", str(copy), "--compare", str(tmp_path)]) == 2
+    assert "not a finished corpus" in caplog.text
+    assert cli_main(["stats", str(copy), "--out", str(copy / INDEX_FILE)]) == 2
+    assert "give --out a directory" in caplog.text
+
+    job = subprocess.run([sys.executable, "-m", "jobs.stats", str(tmp_path / "missing")], cwd=REPO_ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert job.returncode == 2 and "does not exist" in job.stderr and "Traceback" not in job.stderr
+
+
+def test_report_renders_in_headless_chromium(curated_corpus, filtered_corpus, tmp_path):
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.skip("chromium not installed: run `bash scripts/setup.sh` (it installs Debian's chromium)")
+    out = write_report(filtered_corpus, compare=curated_corpus["root"], out=tmp_path / "report")
+    url = (out / REPORT_FILE).resolve().as_uri()
+    flags = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,2000"]
+    dom = subprocess.run([*flags, "--dump-dom", url], capture_output=True, text=True, timeout=120, check=True).stdout
+    images = re.findall(r'<img src="data:image/png;base64,([^"]+)" alt="[^"]*" data-figure="([^"]+)"', dom)
+    figures = {name for _, name in images}
+    assert {"funnel", "duration_s", "fps", "resolution", "score-motion", "caption-words", "bigrams"} <= figures
+    for data, name in images:
+        with Image.open(io.BytesIO(base64.b64decode(data))) as image:
+            image.load()
+            assert image.width > 100 and image.height > 100, name
+    assert "<h2>Funnel</h2>" in dom and "Panda-70M" in dom
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / "stats-report.png"
+    subprocess.run([*flags, f"--screenshot={shot}", url], capture_output=True, timeout=120, check=True)
+    with Image.open(shot) as image:
+        pixels = np.asarray(image.convert("L"))
+    assert pixels.shape == (2000, 1280)
+    assert pixels.std() > 20 and len(np.unique(pixels)) > 50  # text and figures, not a blank page
