@@ -1,0 +1,223 @@
+"""Captioning throughput: frames captioned per second by batch size, against one image at a time.
+
+1. Model throughput. The stage's own ``Captioner`` captions the same real video frames (from the
+   project's sample videos) in batches of 1, 2, 4, ... 64 images per ``generate`` call; the
+   baseline, in the same process, captions them in a plain loop of one image per call. Every
+   caption is exactly ``--tokens`` tokens long (``min_new_tokens = max_new_tokens``), so random
+   weights cost what trained ones do.
+   - ``--model tiny`` (the default without a GPU): the tiny untrained BLIP-2, loaded from disk by
+     ``Captioner.load``, float32 on the CPU.
+   - ``--model opt-2.7b`` (the default with a GPU): BLIP-2 OPT-2.7B's full architecture (ViT-g,
+     Q-Former, OPT-2.7B) built from its configuration with random weights, in float16 and bfloat16,
+     its Q-Former kept in float32 as ``from_pretrained`` keeps it.
+2. Pipeline (``--pipeline``): the curation job with captioning on over the sample videos, on a
+   local Ray; each caption actor records how long it captioned and how long it waited for input
+   (the tiny model unless ``--pipeline-model`` names a real checkpoint).
+
+Prints markdown tables; ``--record FILE`` appends them, with machine and date, to FILE.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import itertools
+import logging
+import os
+import platform
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from curation.caption import Captioner  # noqa: E402
+from curation.config import CaptionConfig  # noqa: E402
+
+log = logging.getLogger("bench_caption")
+
+#: BLIP-2 OPT-2.7B (Salesforce/blip2-opt-2.7b): the vision and Q-Former defaults of transformers' configs
+#: are that checkpoint's; these are its OPT-2.7B decoder's.
+OPT_2_7B = {"model_type": "opt", "vocab_size": 50304, "hidden_size": 2560, "num_hidden_layers": 32, "ffn_dim": 10240,
+            "num_attention_heads": 32, "word_embed_proj_dim": 2560, "max_position_embeddings": 2048,
+            "bos_token_id": 2, "eos_token_id": 50118, "pad_token_id": 1}
+
+
+def sample_images(scratch: Path, count: int) -> list[Image.Image]:
+    """``count`` real frames: evenly spaced frames of the project's sample videos, cycled."""
+    from curation.frames import sample_frames
+    from curation.sample_videos import make_sample_videos
+
+    videos = make_sample_videos(scratch / "videos")
+    frames = [f.image for video in videos for f in sample_frames(str(video), 8)]
+    return list(itertools.islice(itertools.cycle(frames), count))
+
+
+def tiny_captioner(scratch: Path, tokens: int) -> Captioner:
+    from curation.tiny_blip2 import build_tiny_blip2
+
+    model = build_tiny_blip2(scratch / "tiny-blip2")
+    return Captioner.load(CaptionConfig(model_path=str(model), dtype="float32", max_new_tokens=tokens))
+
+
+def full_size_captioner(dtype_name: str, tokens: int, layers: int | None) -> Captioner:
+    """BLIP-2 OPT-2.7B's architecture with random weights on the GPU (``layers``: fewer, for a quick check)."""
+    import torch
+    from transformers import Blip2Config, Blip2ForConditionalGeneration
+
+    from curation.tiny_blip2 import image_token_id, tiny_processor
+
+    processor = tiny_processor(image_size=224, num_query_tokens=32)  # the prompt is only BOS: any tokenizer will do
+    vision, text = {}, dict(OPT_2_7B)
+    if layers is not None:
+        vision["num_hidden_layers"] = text["num_hidden_layers"] = layers
+    config = Blip2Config(vision_config=vision, qformer_config={}, text_config=text, num_query_tokens=32,
+                         image_token_index=image_token_id(processor))
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = getattr(torch, dtype_name)
+    with torch.device(device):
+        model = Blip2ForConditionalGeneration(config).to(dtype)
+    model.qformer.float()  # as from_pretrained keeps _keep_in_fp32_modules
+    model.query_tokens.data = model.query_tokens.data.float()
+    cfg = CaptionConfig(model_path="(random weights)", dtype=dtype_name, max_new_tokens=tokens)
+    return Captioner(cfg, model, processor, name="blip2-opt-2.7b architecture, random weights", revision="none")
+
+
+def seconds_per_pass(captioner: Captioner, images: list[Image.Image], batch: int) -> float:
+    """Wall seconds to caption ``images``, ``batch`` per call."""
+    started = time.perf_counter()
+    for i in range(0, len(images), batch):
+        captioner.generate(images[i:i + batch])
+    return time.perf_counter() - started
+
+
+def throughput_table(captioner: Captioner, images: list[Image.Image], batch_sizes: list[int], label: str,
+                     repeats: int) -> str:
+    """Frames per second of the one-image loop (baseline) and of each batch size, the best of ``repeats`` rounds.
+
+    Each round measures every setting in turn, so a neighbour's load on a shared machine falls on all
+    of them alike, and the best round of each counts.
+    """
+    captioner.generation_config.min_new_tokens = captioner.generation_config.max_new_tokens
+    settings = [("baseline", 1)] + [(str(b), b) for b in batch_sizes]
+    for _, batch in settings:  # warm-up: every shape once
+        captioner.generate(images[:batch])
+    best = dict.fromkeys((name for name, _ in settings), float("inf"))
+    for _ in range(repeats):
+        for name, batch in settings:
+            best[name] = min(best[name], seconds_per_pass(captioner, images, batch))
+    rate = {name: len(images) / seconds for name, seconds in best.items()}
+    log.info("%s: %s frames/s", label, {k: round(v, 2) for k, v in rate.items()})
+    lines = [f"{label}: {len(images)} frames, {captioner.generation_config.max_new_tokens} tokens each, best of "
+             f"{repeats} rounds; baseline {rate['baseline']:.2f} frames/s (a loop of one image per call)", "",
+             "| batch | frames/s | x one-at-a-time |", "|---:|---:|---:|"]
+    lines += [f"| {name} | {rate[name]:.2f} | {rate[name] / rate['baseline']:.2f} |" for name, _ in settings[1:]]
+    return "\n".join(lines)
+
+
+def pipeline_table(scratch: Path, videos: Path | None, model: Path, actors: int, batch: int, cpus: int) -> str:
+    """Run the curation job with captioning on; report each caption actor's busy and waiting time."""
+    import ray
+
+    from curation.caption_stage import read_actor_times
+    from curation.config import load_config
+    from curation.pipeline import run_curation
+    from curation.sample_videos import make_sample_videos
+    from curation.stages import WorkArea
+
+    if videos is None:
+        videos = scratch / "pipeline-videos"
+        make_sample_videos(videos)
+    cfg = load_config(None, input=str(videos), output=str(scratch / "corpus"))
+    cfg.caption.model_path, cfg.caption.actors, cfg.caption.batch_size = str(model), actors, batch
+    ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+    try:
+        summary = run_curation(cfg)
+    finally:
+        ray.shutdown()
+    records = [r for r in read_actor_times(WorkArea(cfg.output)) if r["clips"]]
+    lines = [f"Pipeline over {videos}: {summary.corpus['clips']} clips from {summary.sources} videos, "
+             f"{summary.seconds:.1f} s, {cpus} Ray CPUs, {actors} caption actor(s), {batch} clips per batch", "",
+             "| actor | device | model load s | captioning s | waiting for input s | busy | clips | batches |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for n, r in enumerate(records):
+        busy = r["busy_s"] / max(r["busy_s"] + r["wait_s"], 1e-9)
+        lines.append(f"| {n} | {r['device']} {r['dtype']} | {r['load_s']:.1f} | {r['busy_s']:.1f} | {r['wait_s']:.1f} "
+                     f"| {100 * busy:.0f}% | {r['clips']} | {r['batches']} |")
+    return "\n".join(lines)
+
+
+def machine() -> str:
+    import torch
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return (f"{platform.node()}: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, {gpu}; "
+            f"torch {torch.__version__}, {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import torch
+
+    parser = argparse.ArgumentParser(prog="python benchmarks/bench_caption.py", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", choices=["tiny", "opt-2.7b"],
+                        default="opt-2.7b" if torch.cuda.is_available() else "tiny",
+                        help="tiny untrained model (CPU, float32) or BLIP-2 OPT-2.7B's architecture (GPU)")
+    parser.add_argument("--dtypes", default="float16,bfloat16", help="weight dtypes for --model opt-2.7b")
+    parser.add_argument("--batch-sizes", default="1,2,4,8,16,32,64", help="images per generate call")
+    parser.add_argument("--frames", type=int, default=128, help="frames captioned per measurement")
+    parser.add_argument("--repeats", type=int, default=3, help="rounds over every setting; the best of each counts")
+    parser.add_argument("--tokens", type=int, default=20, help="tokens generated per caption (fixed)")
+    parser.add_argument("--layers", type=int, default=None,
+                        help="opt-2.7b with this many vision and text layers: a quick check of the path, no figure")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads for --model tiny (a CPU caption actor has resources.caption_cpus: 1)")
+    parser.add_argument("--pipeline", action="store_true", help="also run the job and report actor waiting time")
+    parser.add_argument("--pipeline-input", help="videos for --pipeline (default: the project's sample videos)")
+    parser.add_argument("--pipeline-model", help="BLIP-2 directory for --pipeline (default: the tiny model)")
+    parser.add_argument("--actors", type=int, default=1, help="caption actors in --pipeline")
+    parser.add_argument("--caption-batch", type=int, default=4, help="clips per caption batch in --pipeline")
+    parser.add_argument("--cpus", type=int, default=os.cpu_count(), help="Ray CPUs in --pipeline")
+    parser.add_argument("--record", help="append the tables, with machine and date, to this markdown file")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+    batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
+
+    tables = []
+    with tempfile.TemporaryDirectory(prefix="bench-caption-") as tmp:
+        scratch = Path(tmp)
+        images = sample_images(scratch, args.frames)
+        if args.model == "tiny":
+            captioner = tiny_captioner(scratch, args.tokens)
+            torch.set_num_threads(args.threads)
+            label = f"tiny BLIP-2, float32, CPU, {args.threads} torch thread(s)"
+            tables.append(throughput_table(captioner, images, batch_sizes, label, args.repeats))
+        else:
+            for dtype in args.dtypes.split(","):
+                captioner = full_size_captioner(dtype, args.tokens, args.layers)
+                depth = "" if args.layers is None else f", cut to {args.layers} layer(s): a check, not a figure"
+                label = f"BLIP-2 OPT-2.7B architecture (random weights{depth}), {dtype}, {captioner.device}"
+                tables.append(throughput_table(captioner, images, batch_sizes, label, args.repeats))
+                del captioner
+                torch.cuda.empty_cache()
+        if args.pipeline:
+            from curation.tiny_blip2 import build_tiny_blip2
+
+            model = Path(args.pipeline_model) if args.pipeline_model else build_tiny_blip2(scratch / "pipe-blip2")
+            videos = Path(args.pipeline_input) if args.pipeline_input else None
+            tables.append(pipeline_table(scratch, videos, model, args.actors, args.caption_batch, args.cpus))
+    report = f"Machine: {machine()}\n\n" + "\n\n".join(tables) + "\n"
+    print(report)
+    if args.record:
+        with open(args.record, "a") as fh:
+            fh.write("\n" + report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,179 @@
+"""The caption stage on a tiny untrained BLIP-2, loaded by the real code, end to end through Ray Data.
+
+The tiny model (``curation.tiny_blip2``) has random weights, so its captions mean nothing; what is
+tested is that frames reach the model, captions reach ``<key>.txt``, the json and the index,
+every clip names its model, resume does not recompute, and failures cost one row.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from curation.caption import Captioner, clean_caption, model_identity
+from curation.caption_stage import caption_rows, read_actor_times
+from curation.config import CaptionConfig, CurationConfig, load_config
+from curation.frames import frame_times, middle_index, sample_frames
+from curation.pipeline import run_curation
+from curation.stages import WorkArea
+from curation.tiny_blip2 import TINY_MODEL_NAME, build_tiny_blip2
+from shards.reader import iter_samples, read_index, read_manifest
+from shards.validate import validate
+
+FRAMES = 3
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    return build_tiny_blip2(tmp_path_factory.mktemp("models") / "tiny-blip2")
+
+
+def caption_config(input_dir: Path, output: Path, model: Path, **caption):
+    cfg = load_config(None, input=str(input_dir), output=str(output))
+    cfg.split.min_duration = 1.0
+    cfg.caption.model_path = str(model)
+    cfg.caption.batch_size = 2
+    for key, value in caption.items():
+        setattr(cfg.caption, key, value)
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def videos(sample_videos: Path, tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("caption-input")
+    (folder / "three_scenes.mp4").symlink_to(sample_videos / "three_scenes.mp4")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def corpus(local_ray, videos: Path, tiny_model: Path, tmp_path_factory) -> Path:
+    output = tmp_path_factory.mktemp("captioned") / "corpus"
+    run_curation(caption_config(videos, output, tiny_model, frames=FRAMES))
+    return output
+
+
+def test_every_clip_gets_the_caption_of_its_middle_frame_from_the_model(corpus: Path, tiny_model: Path):
+    index = read_index(corpus).to_pylist()
+    assert len(index) >= 3
+    captioner = Captioner.load(CaptionConfig(model_path=str(tiny_model)))
+    work = WorkArea(corpus)
+    clip_paths = {r["key"]: r["clip_path"] for r in work.read_stage("caption").to_pylist()}
+    for row in index:
+        listed = json.loads(row["captions"])
+        frames = sample_frames(clip_paths[row["key"]], FRAMES)
+        assert [c["time"] for c in listed] == [f.time for f in frames]
+        wanted = frame_times(row["clip_duration"], FRAMES)
+        assert all(0 <= c["time"] - t < 1 / row["clip_fps"] + 1e-6 for c, t in zip(listed, wanted, strict=True))
+        assert [c["text"] for c in listed] == captioner.caption([f.image for f in frames])
+        assert row["caption"] == listed[middle_index(FRAMES)]["text"] != ""
+    assert len({row["caption"] for row in index}) > 1, "different frames must give different captions"
+
+
+def test_captions_land_in_txt_json_and_index_and_name_the_model(corpus: Path):
+    index = {row["key"]: row for row in read_index(corpus).to_pylist()}
+    samples = list(iter_samples(corpus))
+    assert {s["key"] for s in samples} == set(index)
+    for sample in samples:
+        row = index[sample["key"]]
+        assert sample["txt"] == row["caption"] == sample["json"]["caption"]
+        assert sample["json"]["caption_model"] == row["caption_model"] == TINY_MODEL_NAME
+        assert sample["json"]["caption_revision"] == "unknown"
+    assert validate(corpus).ok, validate(corpus).summary()
+
+
+def test_caption_actors_account_for_their_time(corpus: Path):
+    records = read_actor_times(WorkArea(corpus))
+    assert sum(r["clips"] for r in records) == read_manifest(corpus)["counts"]["clips"]
+    assert all(r["busy_s"] > 0 and r["wait_s"] >= 0 and r["device"] == "cpu" for r in records if r["clips"])
+
+
+def test_rerun_does_not_caption_again(corpus: Path):
+    results = sorted((corpus / "work" / "stages" / "caption").rglob("*.parquet"))
+    before = {p: p.stat().st_mtime_ns for p in results}
+    index = read_index(corpus)
+    run_curation(load_config(None, **read_manifest(corpus)["config"]))
+    assert {p: p.stat().st_mtime_ns for p in results} == before
+    assert read_index(corpus).equals(index)
+
+
+def test_missing_weights_stop_the_job_before_any_work(local_ray, videos: Path, tmp_path: Path):
+    cfg = caption_config(videos, tmp_path / "corpus", tmp_path / "no-such-model")
+    with pytest.raises(FileNotFoundError, match="hf download Salesforce/blip2-opt-2.7b --local-dir") as caught:
+        run_curation(cfg)
+    assert "caption.enabled: false" in str(caught.value)
+    assert not list((tmp_path / "corpus" / "work" / "stages").rglob("*.parquet")), "no stage ran"
+
+
+def test_gpus_asked_of_a_cluster_without_any_are_refused(local_ray, videos: Path, tiny_model: Path, tmp_path: Path):
+    with pytest.raises(ValueError, match="no GPU"):
+        run_curation(caption_config(videos, tmp_path / "corpus", tiny_model, num_gpus=1))
+
+
+def test_empty_and_unreadable_clips_cost_their_own_row(corpus: Path, tiny_model: Path, tmp_path: Path):
+    rows = [r for r in WorkArea(corpus).read_stage("extract").to_pylist() if r["status"] == "ok"][:2]
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"not a video at all")
+    rows.append({**rows[0], "key": "broken_0000", "clip_path": str(broken)})
+
+    captioner = Captioner.load(CaptionConfig(model_path=str(tiny_model)))
+    out = [r for produced in caption_rows(rows, captioner, captioner.cfg) for r in produced]
+    assert [r["status"] for r in out] == ["ok", "ok", "rejected"]
+    assert out[2]["reason"] == "frame_unreadable" and out[2]["stage"] == "caption"
+    assert all(r["caption"] for r in out[:2])
+
+    silent = Captioner.load(CaptionConfig(model_path=str(build_tiny_blip2(tmp_path / "silent", silent=True))))
+    out = [r for produced in caption_rows(rows[:2], silent, silent.cfg) for r in produced]
+    assert [(r["status"], r["reason"]) for r in out] == [("rejected", "empty_caption")] * 2
+    assert all("no usable text" in r["detail"] for r in out)
+
+
+def test_model_identity_reads_the_hub_commit_that_hf_download_records(tiny_model: Path, tmp_path: Path):
+    assert model_identity(tiny_model) == (TINY_MODEL_NAME, "unknown")
+    real = tmp_path / "blip2-opt-2.7b"
+    (real / ".cache" / "huggingface" / "download").mkdir(parents=True)
+    (real / "config.json").write_text(json.dumps({"model_type": "blip-2"}))
+    commit = "51572668da0eb669e01a189dc22abe6088589a24"
+    (real / ".cache" / "huggingface" / "download" / "config.json.metadata").write_text(f"{commit}\netag\n1700000000\n")
+    assert model_identity(real) == ("blip2-opt-2.7b", commit)
+
+
+@pytest.mark.parametrize(("raw", "prompt", "clean"), [
+    ("  a dog \n running  on   grass ", "", "a dog running on grass"),
+    ("a man riding a horse a man riding a horse", "", "a man riding a horse"),
+    ("a cat cat cat sitting on a sofa", "", "a cat sitting on a sofa"),
+    ("A video of a red car on a road", "a video of", "a red car on a road"),
+    ("a video of", "a video of", ""),
+    (" \n\t ", "", ""),
+    ("two dogs and two cats", "", "two dogs and two cats"),
+])
+def test_clean_caption(raw: str, prompt: str, clean: str):
+    assert clean_caption(raw, prompt) == clean
+
+
+def test_frame_times_split_the_clip_evenly_and_include_the_middle():
+    assert frame_times(4.0, 1) == [2.0]
+    assert frame_times(3.0, 3) == [0.5, 1.5, 2.5]
+    assert frame_times(3.0, 3)[middle_index(3)] == 1.5
+
+
+def test_caption_fingerprint_follows_what_captions_say_not_how_fast_they_come():
+    base = CurationConfig()
+    faster = CurationConfig(caption=CaptionConfig(batch_size=64, actors=8, num_gpus=1))
+    prompted = CurationConfig(caption=CaptionConfig(prompt="a video of"))
+    assert faster.fingerprint("caption") == base.fingerprint("caption")
+    assert prompted.fingerprint("caption") != base.fingerprint("caption")
+    assert prompted.fingerprint("write") != base.fingerprint("write")
+    assert prompted.fingerprint("extract") == base.fingerprint("extract")
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("dtype", "int8", "caption.dtype"), ("frames", 0, "caption.frames"), ("num_beams", 0, "caption.num_beams"),
+    ("num_gpus", -1, "caption.num_gpus"),
+])
+def test_bad_caption_settings_are_refused_with_what_to_fix(field: str, value, message: str):
+    cfg = CurationConfig(input="/in", output="/out")
+    setattr(cfg.caption, field, value)
+    with pytest.raises(ValueError, match=message):
+        cfg.validate()
