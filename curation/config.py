@@ -17,7 +17,10 @@ from typing import Any
 import yaml
 
 #: The stages, in the order data moves through them.
-STAGES: tuple[str, ...] = ("download", "probe", "split", "extract", "write")
+STAGES: tuple[str, ...] = ("download", "probe", "split", "extract", "caption", "write")
+
+#: Weight dtypes a caption actor may run in; "auto" is float16 on a GPU and float32 on a CPU.
+CAPTION_DTYPES: tuple[str, ...] = ("auto", "float16", "bfloat16", "float32")
 
 VIDEO_EXTENSIONS: tuple[str, ...] = (
     ".mp4", ".mkv", ".webm", ".mov", ".m4v", ".avi", ".ts", ".mts", ".flv", ".mpg", ".mpeg", ".wmv", ".3gp",
@@ -78,6 +81,35 @@ class ExtractConfig:
     threads: int = 1  # ffmpeg threads per clip; Ray runs one clip per declared CPU
 
 
+#: Where the documented download command puts the BLIP-2 OPT-2.7B weights (relative to where the job runs).
+DEFAULT_CAPTION_MODEL = "models/blip2-opt-2.7b"
+
+
+@dataclass
+class CaptionConfig:
+    """BLIP-2 captions, as HD-VG-130M made them: one caption from each clip's middle frame.
+
+    Captioning is on by default because a text-video corpus without text is rarely what anyone
+    wants; a job whose weights are missing stops at its start with the command that fetches them.
+    ``enabled: false`` builds a corpus without captions (empty ``<key>.txt``, ``caption_model``
+    "none"), for users without the weights or who caption elsewhere.
+    """
+
+    enabled: bool = True
+    model_path: str = DEFAULT_CAPTION_MODEL  # local directory of a BLIP-2 checkpoint (never downloaded at run time)
+    dtype: str = "auto"  # auto (float16 on a GPU, float32 on CPU) | float16 | bfloat16 | float32
+    frames: int = 1  # frames captioned per clip, evenly spaced; 1 = the middle frame (the main caption's frame)
+    prompt: str = ""  # optional text the captions continue, e.g. "a video of"; stripped from the caption
+    max_new_tokens: int = 30
+    num_beams: int = 1  # 1 = greedy decoding; more = beam search
+    batch_size: int = 16  # clips per model call (frames x batch_size images)
+    actors: int = 1  # caption actors (model replicas) in the pool
+    num_gpus: float | None = None  # GPUs per actor; None = 1 when the cluster has GPUs, else 0 (CPU actors)
+
+    #: Fields that decide how fast captions come, not what they say: left out of the resume fingerprint.
+    RESOURCE_FIELDS = ("batch_size", "actors", "num_gpus")
+
+
 @dataclass
 class WriteConfig:
     """WebDataset shards and the index."""
@@ -99,6 +131,7 @@ class ResourcesConfig:
     probe_cpus: float = 1.0
     split_cpus: float = 1.0
     extract_cpus: float = 1.0
+    caption_cpus: float = 1.0  # CPUs each caption actor holds (frame decoding, and the model itself on CPU)
     sources_per_block: int = 1  # sources processed together in one Ray task
 
 
@@ -115,6 +148,7 @@ class CurationConfig:
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
     extract: ExtractConfig = field(default_factory=ExtractConfig)
+    caption: CaptionConfig = field(default_factory=CaptionConfig)
     write: WriteConfig = field(default_factory=WriteConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
 
@@ -133,6 +167,17 @@ class CurationConfig:
             raise ValueError(f"extract.mode must be 'reencode' or 'copy', not {self.extract.mode!r}")
         if not 0 < self.split.min_duration <= self.split.max_duration:
             raise ValueError("need 0 < split.min_duration <= split.max_duration")
+        self._validate_caption()
+
+    def _validate_caption(self) -> None:
+        caption = self.caption
+        if caption.dtype not in CAPTION_DTYPES:
+            raise ValueError(f"caption.dtype must be one of {', '.join(CAPTION_DTYPES)}, not {caption.dtype!r}")
+        for name in ("frames", "max_new_tokens", "num_beams", "batch_size", "actors"):
+            if int(getattr(caption, name)) < 1:
+                raise ValueError(f"caption.{name} must be at least 1, not {getattr(caption, name)!r}")
+        if caption.num_gpus is not None and caption.num_gpus < 0:
+            raise ValueError(f"caption.num_gpus must be null (automatic) or >= 0, not {caption.num_gpus!r}")
 
     def ordered_stages(self) -> list[str]:
         """The selected stages in pipeline order."""
@@ -151,7 +196,8 @@ class CurationConfig:
         for name in STAGES[: STAGES.index(stage) + 1]:
             section = getattr(self, name, None)
             if section is not None:
-                parts[name] = dataclasses.asdict(section)
+                skipped = getattr(section, "RESOURCE_FIELDS", ())
+                parts[name] = {k: v for k, v in dataclasses.asdict(section).items() if k not in skipped}
         return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 

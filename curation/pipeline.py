@@ -7,6 +7,8 @@ the tasks over every node of whatever cluster the job was submitted to.
 
 A job may run any contiguous run of stages: the first reads the persisted output of the stage
 before it, which is how users split on CPU nodes in one job and caption on GPU nodes in another.
+The caption stage is the one operator that is not a plain function: a pool of actors that each
+load BLIP-2 once (``curation.caption_stage``).
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import ray
 
+from curation.caption import check_weights, weights_bytes
+from curation.caption_stage import CaptionActor, read_actor_times
 from curation.config import STAGES, CurationConfig
 from curation.ffmpeg import require_tools
 from curation.manifest import read_sources
@@ -32,6 +36,10 @@ from curation.write import write_corpus
 from shards.schema import STATUS_OK, STATUS_REJECTED
 
 log = logging.getLogger(__name__)
+
+#: Memory of a caption actor besides its model's weights: Python, torch, transformers, a batch of frames
+#: (Ray Data measured 0.6 GiB for the tiny model).
+ACTOR_RUNTIME_BYTES = 1024**3
 
 #: Upper bound on the number of input blocks, so huge manifests still make a sane number of tasks.
 MAX_INPUT_BLOCKS = 10_000
@@ -52,7 +60,7 @@ def run_curation(cfg: CurationConfig) -> RunSummary:
     """Run the configured stages on the configured input; resume whatever an earlier run left."""
     cfg.validate()
     require_tools()
-    started = time.monotonic()
+    started, wall_started = time.monotonic(), time.time()
     stages = cfg.ordered_stages()
     _check_contiguous(stages)
     work = WorkArea(cfg.output)
@@ -66,6 +74,9 @@ def run_curation(cfg: CurationConfig) -> RunSummary:
     if processing:
         dataset = _input_dataset(processing[0], sources, cfg, work)
         for stage in processing:
+            if stage == "caption" and cfg.caption.enabled:
+                dataset = _caption_operator(dataset, cfg)
+                continue
             dataset = dataset.map_batches(
                 _named_stage(stage, cfg.to_dict()),
                 batch_size=1,
@@ -73,10 +84,60 @@ def run_curation(cfg: CurationConfig) -> RunSummary:
                 num_cpus=getattr(cfg.resources, f"{stage}_cpus"),
             )
         _consume(dataset, summary)
+        if "caption" in processing and cfg.caption.enabled:
+            _log_caption_actors(work, since=wall_started)
     if "write" in stages:
         summary.corpus = write_corpus(cfg, work, sources)
     summary.seconds = time.monotonic() - started
     return summary
+
+
+def _caption_operator(dataset: ray.data.Dataset, cfg: CurationConfig) -> ray.data.Dataset:
+    """The caption stage: a pool of ``caption.actors`` actors, each holding one copy of the model.
+
+    The model directory is checked here, before any work starts, and handed to the actors as an
+    absolute path (they may run in another working directory than the driver).
+    """
+    config = cfg.to_dict()
+    model_dir = check_weights(cfg.caption.model_path)
+    config["caption"]["model_path"] = str(model_dir)
+    num_gpus = cfg.caption.num_gpus
+    cluster_gpus = ray.cluster_resources().get("GPU", 0)
+    if num_gpus is None:
+        num_gpus = 1 if cluster_gpus else 0
+    elif num_gpus > 0 and not cluster_gpus:
+        raise ValueError(f"caption.num_gpus is {num_gpus} but the Ray cluster has no GPU; the caption actors could "
+                         "never start. Set caption.num_gpus: 0 (or null) to caption on CPUs, or add GPU nodes.")
+    remote_args = {}
+    if not num_gpus:
+        # A CPU actor holds the model in RAM for its life: declared, Ray never packs more actors on a
+        # node than fit. It also keeps Ray Data from fusing the CPU stages upstream into the actors
+        # (equal resources would), which would run them on only ``caption.actors`` workers.
+        remote_args["memory"] = weights_bytes(model_dir) + ACTOR_RUNTIME_BYTES
+    log.info("caption stage: %d actor(s), %s GPU and %s CPU each, %d clips per batch", cfg.caption.actors,
+             num_gpus, cfg.resources.caption_cpus, cfg.caption.batch_size)
+    return dataset.map_batches(
+        CaptionActor,
+        fn_constructor_kwargs={"config": config},
+        batch_size=cfg.caption.batch_size,
+        batch_format="pyarrow",
+        concurrency=cfg.caption.actors,
+        num_cpus=cfg.resources.caption_cpus,
+        num_gpus=num_gpus,
+        **remote_args,
+    )
+
+
+def _log_caption_actors(work: WorkArea, since: float) -> None:
+    """How busy this run's caption actors (those that recorded after ``since``, a ``time.time()``) were.
+
+    Time spent waiting for input means the upstream stages starve them: add CPUs or split the job.
+    """
+    records = [r for r in read_actor_times(work) if r["clips"] and r["updated"] >= since]
+    busy, wait = sum(r["busy_s"] for r in records), sum(r["wait_s"] for r in records)
+    if records:
+        log.info("caption actors: %d clips in %.1f s captioning, %.1f s waiting for input (%.0f%% busy)",
+                 sum(r["clips"] for r in records), busy, wait, 100 * busy / max(busy + wait, 1e-9))
 
 
 def _named_stage(stage: str, config: dict[str, Any]) -> Callable[[pa.Table], pa.Table]:

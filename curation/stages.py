@@ -10,9 +10,10 @@ runner wraps it with the two guarantees the pipeline rests on:
   is returned instead of recomputed. A job killed at any point and resubmitted therefore redoes
   only the rows whose results were not yet written.
 
-Writing one small parquet file per source (per clip for extraction) is deliberate: it is the
-granularity of resume, and Ray Data's own writers write whole blocks under random names, which
-cannot tell a later run what was finished.
+Writing one small parquet file per source (per clip for extraction and captioning) is deliberate:
+it is the granularity of resume, and Ray Data's own writers write whole blocks under random names,
+which cannot tell a later run what was finished. Captioning computes a batch of clips at once
+(``resume_or_compute``) but still persists one file per clip.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
+from curation.caption import uncaptioned
 from curation.config import STAGES, CurationConfig, config_from_dict
 from curation.download import fetch
 from curation.errors import Rejection
@@ -40,7 +42,7 @@ from shards.schema import RECORD_SCHEMA, STATUS_OK, STATUS_REJECTED, to_table
 log = logging.getLogger(__name__)
 
 #: Stages whose results are stored per clip rather than per source.
-PER_CLIP_STAGES = {"extract"}
+PER_CLIP_STAGES = {"extract", "caption"}
 
 
 class WorkArea:
@@ -114,6 +116,8 @@ def apply_stage(stage: str, row: dict[str, Any], cfg: CurationConfig, work: Work
         return split(row, cfg.split)
     if stage == "extract":
         return [{**row, **extract(row, cfg.extract, work.clips)}]
+    if stage == "caption" and not cfg.caption.enabled:  # enabled, it runs batched in caption actors
+        return [{**row, **uncaptioned()}]
     raise ValueError(f"stage {stage!r} does not process rows")
 
 
@@ -131,26 +135,44 @@ def run_guarded(stage: str, row: dict[str, Any], work_fn: Callable[[], list[dict
     return [{**r, "stage": stage, "worker": worker, "status": r.get("status") or STATUS_OK} for r in produced]
 
 
-def run_stage(batch: pa.Table, stage: str, config: dict[str, Any]) -> pa.Table:
-    """Ray Data batch function: apply ``stage`` to the ok rows of ``batch``, resuming from disk.
+#: Computes the results of pending rows: one list of produced rows per input row, in order.
+RowsFn = Callable[[list[dict[str, Any]]], list[list[dict[str, Any]]]]
 
-    Rows rejected by an earlier stage pass through untouched (they are already persisted there).
+
+def resume_or_compute(batch: pa.Table, stage: str, work: WorkArea, compute: RowsFn) -> pa.Table:
+    """Rows of ``batch`` after ``stage``: passed through, read back from disk, or computed and persisted.
+
+    Rows rejected by an earlier stage pass through untouched (they are already persisted there);
+    rows whose results are on disk are not recomputed; ``compute`` gets all the others at once (so
+    a stage may batch them, as captioning does) and each row's results are written atomically.
     """
+    rows = batch.to_pylist()
+    results: list[list[dict[str, Any]]] = [[] for _ in rows]
+    pending: list[int] = []
+    for i, row in enumerate(rows):
+        path = work.result_path(stage, row) if row.get("status") != STATUS_REJECTED else None
+        if path is None:
+            results[i] = [row]
+        elif path.exists():
+            results[i] = pq.read_table(path).to_pylist()
+        else:
+            pending.append(i)
+    if pending:
+        for i, produced in zip(pending, compute([rows[i] for i in pending]), strict=True):
+            write_atomically(to_table(produced), work.result_path(stage, rows[i]))
+            results[i] = produced
+    return to_table(r for produced in results for r in produced)
+
+
+def run_stage(batch: pa.Table, stage: str, config: dict[str, Any]) -> pa.Table:
+    """Ray Data batch function: apply ``stage`` to the ok rows of ``batch`` one by one, resuming from disk."""
     cfg = config_from_dict(config)
     work = WorkArea(cfg.output)
-    out: list[dict[str, Any]] = []
-    for row in batch.to_pylist():
-        if row.get("status") == STATUS_REJECTED:
-            out.append(row)
-            continue
-        path = work.result_path(stage, row)
-        if path.exists():
-            out.extend(pq.read_table(path).to_pylist())
-            continue
-        produced = run_guarded(stage, row, functools.partial(apply_stage, stage, row, cfg, work))
-        write_atomically(to_table(produced), path)
-        out.extend(produced)
-    return to_table(out)
+
+    def compute(rows: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+        return [run_guarded(stage, row, functools.partial(apply_stage, stage, row, cfg, work)) for row in rows]
+
+    return resume_or_compute(batch, stage, work, compute)
 
 
 def previous_stage(stage: str) -> str:

@@ -13,6 +13,7 @@ import importlib.metadata
 import logging
 import platform
 import subprocess
+import time
 from collections import Counter, defaultdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.fs as pafs
 import ray
 
 from curation.config import STAGES, CurationConfig
@@ -33,11 +35,13 @@ log = logging.getLogger(__name__)
 #: Ray Data's own default partition count for a groupby; fewer when there are fewer shards.
 MAX_SHUFFLE_PARTITIONS = 200
 
-VERSIONED_PACKAGES = ("videofactory", "ray", "scenedetect-headless", "av", "pyarrow", "webdataset", "yt-dlp")
+VERSIONED_PACKAGES = ("videofactory", "ray", "scenedetect-headless", "av", "pyarrow", "webdataset", "yt-dlp", "torch",
+                      "transformers")
 
 
 def write_corpus(cfg: CurationConfig, work: WorkArea, sources: pa.Table) -> dict[str, Any]:
     """Write shards, ``index.parquet``, ``rejections.parquet`` and ``manifest.json``; return the counts."""
+    started = time.monotonic()
     content_stages = list(STAGES[: STAGES.index("write")])
     current = sources["source_id"]
     per_stage = {s: _restrict(work.read_stage(s), current) for s in content_stages}
@@ -63,6 +67,8 @@ def write_corpus(cfg: CurationConfig, work: WorkArea, sources: pa.Table) -> dict
         "counts": counts,
         "shards": shards,
         "workers": _workers(per_stage),
+        "stage_times": {**_stage_windows(work, content_stages),
+                        "write": {"seconds": round(time.monotonic() - started, 3)}},
     })
     log.info("corpus written to %s: %d clips in %d shards, %d rejections",
              work.root, counts["clips"], len(shards), counts["rejections"])
@@ -132,6 +138,28 @@ def _workers(per_stage: dict[str, pa.Table]) -> dict[str, dict[str, int]]:
     for stage, table in per_stage.items():
         out[stage] = dict(Counter(w for w in table["worker"].to_pylist() if w))
     return dict(out)
+
+
+def _stage_windows(work: WorkArea, stages: list[str]) -> dict[str, dict[str, Any]]:
+    """When each stage wrote its persisted results: first and last file time, and how many files.
+
+    Stages run fused and concurrently (and possibly in several jobs), so a stage's own CPU time is not
+    observable here; the window in which its results appeared is, from one listing of the work area.
+    """
+    fs = pafs.LocalFileSystem()
+    windows: dict[str, dict[str, Any]] = {}
+    for stage in stages:
+        directory = work.stage_dir(stage)
+        if not directory.is_dir():
+            continue
+        infos = fs.get_file_info(pafs.FileSelector(str(directory), recursive=True))
+        times = [i.mtime for i in infos if i.type == pafs.FileType.File and i.base_name.endswith(".parquet")]
+        if times:
+            first, last = min(times), max(times)
+            windows[stage] = {"results": len(times), "first": first.isoformat(timespec="seconds"),
+                              "last": last.isoformat(timespec="seconds"),
+                              "seconds": round((last - first).total_seconds(), 3)}
+    return windows
 
 
 def _versions() -> dict[str, str]:

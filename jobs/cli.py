@@ -6,7 +6,11 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from jobs.curate import add_curate_arguments, curate, log, setup_logging
+from jobs.curate import add_curate_arguments, curate
+from jobs.entry import log, setup_logging
+from jobs.sample import add_sample_arguments, sample
+from jobs.stats import add_stats_arguments, stats
+from jobs.train import add_train_arguments, train
 
 
 def validate(args: argparse.Namespace) -> int:
@@ -38,6 +42,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     validate_parser.add_argument("corpus", help="corpus directory written by `videofactory curate`")
     validate_parser.set_defaults(func=validate)
+    stats_parser = commands.add_parser(
+        "stats", help="dataset statistics: the funnel, distributions, scores, captions, throughput (JSON + HTML)",
+        description="Summarise a corpus from its index, rejections and manifest (never the videos) into "
+                    "CORPUS/stats/stats.json and a self-contained CORPUS/stats/report.html.",
+    )
+    add_stats_arguments(stats_parser)
+    stats_parser.set_defaults(func=stats)
+    train_parser = commands.add_parser(
+        "train", help="train the swap-attention video diffusion model on corpora (DDP under torchrun, or --ray)",
+        description="Stream the corpora's shards and train; resumes from the latest checkpoint in the output.",
+    )
+    add_train_arguments(train_parser)
+    train_parser.set_defaults(func=train)
+    sample_parser = commands.add_parser(
+        "sample", help="generate an mp4 from a trained checkpoint and a prompt (DDIM, classifier-free guidance)",
+        description="Denoise latents with DDIM and classifier-free guidance, decode them with the VAE, write mp4.",
+    )
+    add_sample_arguments(sample_parser)
+    sample_parser.set_defaults(func=sample)
     return parser
 
 

@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
 from collections.abc import Sequence
 
 from curation.config import STAGES, load_config
-
-log = logging.getLogger("videofactory")
+from jobs.entry import log, run_entry_point
 
 
 def add_curate_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,12 +26,7 @@ def add_curate_arguments(parser: argparse.ArgumentParser) -> None:
                                          "must be a path every node of the cluster can reach")
     parser.add_argument("--stages", help=f"comma-separated contiguous stages to run (default: all of "
                                          f"{','.join(STAGES)}); e.g. download,probe,split in one job and "
-                                         "extract,write in another")
-
-
-def setup_logging() -> None:
-    logging.basicConfig(level=os.environ.get("VIDEOFACTORY_LOG", "INFO"),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+                                         "extract,caption,write in another")
 
 
 def curate(args: argparse.Namespace) -> int:
@@ -58,15 +51,7 @@ def curate(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jobs.curate", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_curate_arguments(parser)
-    setup_logging()
-    try:
-        return curate(parser.parse_args(argv))
-    except (ValueError, FileNotFoundError, RuntimeError) as exc:
-        log.error("%s", exc)
-        return 2
+    return run_entry_point("python -m jobs.curate", __doc__, add_curate_arguments, curate, argv)
 
 
 if __name__ == "__main__":

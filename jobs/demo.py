@@ -3,6 +3,13 @@
 Starts a local Ray head on loopback, submits the curation job to it with ``ray job submit`` over
 the shared test videos (``../shared/testvideos``; where that folder is absent, over a few videos
 made here with ffmpeg), validates the corpus, prints where it is, and stops the head.
+Then it trains a few steps of the tiny U-Net on the corpus, with UNTRAINED tiny text encoder and VAE,
+and samples one video (``jobs.train_demo``): a test of the machinery, not a video model.
+
+Captions come from BLIP-2 OPT-2.7B when its weights are at the documented ``models/blip2-opt-2.7b``.
+Without them the demo captions with a tiny untrained BLIP-2 (``curation.tiny_blip2``) so that every
+stage still runs, says so in its output, and every clip's ``caption_model`` names that model as
+untrained: its captions are meaningless.
 """
 
 from __future__ import annotations
@@ -15,9 +22,12 @@ from pathlib import Path
 
 import yaml
 
-from curation.config import load_config
+from curation.caption import DEFAULT_REPO, check_weights
+from curation.config import DEFAULT_CAPTION_MODEL, load_config
 from curation.sample_videos import make_sample_videos
+from curation.tiny_blip2 import TINY_MODEL_NAME, build_tiny_blip2
 from jobs.local_cluster import LocalRayCluster
+from jobs.train_demo import train_and_sample
 from shards.reader import read_manifest
 from shards.validate import validate
 
@@ -37,9 +47,21 @@ def demo_input(outputs: Path) -> Path:
     return videos
 
 
-def write_job_config(outputs: Path, input_dir: Path, corpus: Path) -> Path:
-    """The job's YAML: the documented defaults with absolute input and output paths."""
+def caption_model(outputs: Path) -> tuple[Path, bool]:
+    """(model directory, whether it is real): the BLIP-2 weights if downloaded, else the tiny untrained model."""
+    try:
+        return check_weights(ROOT / DEFAULT_CAPTION_MODEL), True
+    except FileNotFoundError:
+        log.warning("no BLIP-2 weights in %s: captioning with a tiny UNTRAINED model instead, whose captions are "
+                    "meaningless (get the real ones with `hf download %s --local-dir %s`)",
+                    ROOT / DEFAULT_CAPTION_MODEL, DEFAULT_REPO, DEFAULT_CAPTION_MODEL)
+        return build_tiny_blip2(outputs / "tiny-blip2-untrained"), False
+
+
+def write_job_config(outputs: Path, input_dir: Path, corpus: Path, model: Path) -> Path:
+    """The job's YAML: the documented defaults with absolute input, output and caption model paths."""
     cfg = load_config(ROOT / "configs" / "default.yaml", input=str(input_dir.resolve()), output=str(corpus.resolve()))
+    cfg.caption.model_path = str(model)
     path = outputs / "demo.yaml"
     path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     return path
@@ -51,13 +73,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--outputs", default=str(ROOT / "outputs"), help="where the corpus, config and Ray logs go")
     parser.add_argument("--port", type=int, default=6379, help="Ray head's GCS port")
     parser.add_argument("--dashboard-port", type=int, default=8265, help="Ray dashboard / job API port")
+    parser.add_argument("--train-steps", type=int, default=20,
+                        help="steps of the tiny model (untrained encoders) to train on the corpus before sampling "
+                             "one video; 0 skips training")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     outputs = Path(args.outputs).resolve()
     outputs.mkdir(parents=True, exist_ok=True)
     corpus = outputs / "demo-corpus"
-    config = write_job_config(outputs, demo_input(outputs), corpus)
+    model, real_model = caption_model(outputs)
+    config = write_job_config(outputs, demo_input(outputs), corpus, model)
     with LocalRayCluster(outputs / "ray", port=args.port, dashboard_port=args.dashboard_port) as cluster:
         log.info("submitting the curation job to %s", cluster.dashboard_url)
         job = cluster.submit(["python", "-m", "jobs.curate", "--config", str(config)], ROOT, stream=True)
@@ -71,6 +97,13 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"{counts['sources_with_clips']}/{counts['sources']} sources in {corpus / 'shards'}\n"
           f"  index: {corpus / 'index.parquet'}\n  rejections: {corpus / 'rejections.parquet'} "
           f"({counts['rejections']})")
+    if real_model:
+        print(f"  captions: BLIP-2 from {model}")
+    else:
+        print(f"  captions: made by a tiny UNTRAINED test model ({TINY_MODEL_NAME}); they are meaningless.\n"
+              f"  For real BLIP-2 captions: hf download {DEFAULT_REPO} --local-dir {DEFAULT_CAPTION_MODEL}")
+    if report.ok and args.train_steps > 0:
+        train_and_sample(corpus, outputs, steps=args.train_steps)
     return 0 if report.ok else 1
 
 

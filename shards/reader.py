@@ -9,7 +9,6 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-import webdataset as wds
 
 from shards.layout import INDEX_FILE, MANIFEST_FILE, REJECTIONS_FILE, shard_paths
 
@@ -28,6 +27,8 @@ def read_manifest(root: str | Path) -> dict[str, Any]:
 
 def iter_samples(root: str | Path) -> Iterator[dict[str, Any]]:
     """Every sample of the corpus in shard order: ``{"key", "mp4" (bytes), "txt" (str), "json" (dict)}``."""
+    import webdataset as wds  # here, not at the top: it imports torch, which readers of the index never need
+
     urls = [str(p) for p in shard_paths(root)]
     if not urls:
         return

@@ -79,9 +79,16 @@ EXTRACT_FIELDS: list[pa.Field] = [
     pa.field("keyframe_snapped", pa.bool_()),  # copy mode: the start moved to a keyframe
 ]
 
+#: Columns filled in by the caption stage (BLIP-2; see curation/caption.py).
+CAPTION_FIELDS: list[pa.Field] = [
+    pa.field("caption", pa.string()),  # the caption of the clip's middle frame ("" when captioning is off)
+    pa.field("captions", pa.string()),  # JSON list of {"time": s from the clip start, "text": ...}, one per frame
+    pa.field("caption_model", pa.string()),  # model name; "none" when captioning is off
+    pa.field("caption_revision", pa.string()),  # Hub commit of the weights when known, else "unknown"
+]
+
 #: Columns filled in by the shard writer and later stages.
 OUTPUT_FIELDS: list[pa.Field] = [
-    pa.field("caption", pa.string()),
     pa.field("scores", pa.string()),  # JSON object: filter name -> score, thresholds met
     pa.field("shard", pa.string()),
 ]
@@ -101,6 +108,7 @@ RECORD_SCHEMA = pa.schema(
     + PROBE_FIELDS
     + CLIP_FIELDS
     + EXTRACT_FIELDS
+    + CAPTION_FIELDS
     + OUTPUT_FIELDS
     + STATUS_FIELDS
 )

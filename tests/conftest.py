@@ -64,3 +64,32 @@ def shared_videos() -> Path:
     if not SHARED_VIDEOS.is_dir():
         pytest.skip(f"../shared/testvideos not found: expected the shared test videos at {SHARED_VIDEOS}")
     return SHARED_VIDEOS
+
+
+@pytest.fixture(scope="session")
+def curated_corpus(local_ray, sample_videos: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A small corpus made by the real pipeline, for tests that read corpora (stats, ...).
+
+    Its CSV manifest lists the sample videos (one of them twice), a truncated file and an audio-only
+    file, so the corpus has clips, whole-source rejections of two stages and a duplicate listing.
+    """
+    import csv
+
+    from curation.config import load_config
+    from curation.pipeline import run_curation
+    from tests import media
+
+    root = tmp_path_factory.mktemp("curated")
+    bad = [media.truncated(root), media.audio_only(root)]
+    rows = [{"url": str(p), "license": "cc-by"} for p in sorted(sample_videos.glob("*.*"))]
+    rows += [{"url": str(p), "license": "test"} for p in bad] + [dict(rows[0])]
+    manifest = root / "manifest.csv"
+    with open(manifest, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=["url", "license"])
+        writer.writeheader()
+        writer.writerows(rows)
+    cfg = load_config(None, input=str(manifest), output=str(root / "corpus"))
+    cfg.split.min_duration = 1.0
+    cfg.caption.enabled = False  # no BLIP-2 weights in tests
+    run_curation(cfg)
+    return {"root": root / "corpus", "rows": rows}

@@ -58,6 +58,7 @@ def test_demo_makes_its_own_videos_when_the_shared_ones_are_absent(tmp_path: Pat
     monkeypatch.setattr(demo, "SHARED_VIDEOS", tmp_path / "absent")
     videos = demo.demo_input(tmp_path)
     assert sorted(p.name for p in videos.iterdir()) == ["long_scene.mp4", "three_scenes.mp4", "with_audio.mkv"]
-    config = demo.write_job_config(tmp_path, videos, tmp_path / "corpus")
+    config = demo.write_job_config(tmp_path, videos, tmp_path / "corpus", tmp_path / "model")
     text = config.read_text()
     assert str(videos.resolve()) in text and str((tmp_path / "corpus").resolve()) in text
+    assert str(tmp_path / "model") in text

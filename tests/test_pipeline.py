@@ -49,6 +49,7 @@ def _config(input_path: Path, output: Path, **overrides):
     cfg.download.max_backoff_s = 1.5
     cfg.download.retries = 2
     cfg.download.timeout_s = 5.0
+    cfg.caption.enabled = False  # no weights here; tests/test_caption.py runs the stage on a tiny model
     for key, value in overrides.items():
         setattr(cfg, key, value)
     return cfg
@@ -131,7 +132,8 @@ def test_clip_metadata_carries_manifest_columns_and_probe_fields(mixed_corpus):
         assert json.loads(meta["extra"])["license"] in {"cc-by", "served"}
         assert meta["key"].startswith(source_id(meta["source"]))
         assert meta["display_width"] > 0 and meta["fps"] > 0 and meta["end_time"] > meta["start_time"]
-        assert samples[row["key"]]["txt"] == ""  # captions come with the captioning stage
+        assert samples[row["key"]]["txt"] == "" == meta["caption"]  # captioning is off in these tests
+        assert meta["caption_model"] == "none" and meta["captions"] == "[]"
 
 
 def test_corpus_validates_and_manifest_lists_shards(mixed_corpus):
@@ -167,7 +169,7 @@ def test_stages_in_separate_jobs_equal_one_job(local_ray, sample_videos: Path, t
     run_curation(_config(videos, tmp_path / "one"))
     run_curation(_config(videos, tmp_path / "two", stages=["download", "probe", "split"]))
     assert not (tmp_path / "two" / "index.parquet").exists()
-    run_curation(_config(videos, tmp_path / "two", stages=["extract", "write"]))
+    run_curation(_config(videos, tmp_path / "two", stages=["extract", "caption", "write"]))
     assert read_index(tmp_path / "two").equals(read_index(tmp_path / "one"))
     assert validate(tmp_path / "two").ok
 

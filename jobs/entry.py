@@ -1,0 +1,30 @@
+"""The shape every ``python -m jobs.X`` entry point shares: parse, set up logging, turn user errors into exit 2."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from collections.abc import Callable, Sequence
+
+log = logging.getLogger("videofactory")
+
+
+def setup_logging() -> None:
+    """Readable logs on stderr; ``VIDEOFACTORY_LOG=DEBUG`` (or WARNING, ...) sets the level."""
+    logging.basicConfig(level=os.environ.get("VIDEOFACTORY_LOG", "INFO"),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def run_entry_point(prog: str, doc: str | None, add_arguments: Callable[[argparse.ArgumentParser], None],
+                    handler: Callable[[argparse.Namespace], int], argv: Sequence[str] | None) -> int:
+    """Run ``handler`` on the parsed ``argv``; a ValueError, FileNotFoundError or RuntimeError is logged, exit 2."""
+    parser = argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    setup_logging()
+    try:
+        return handler(args)
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+        log.error("%s", exc)
+        return 2
