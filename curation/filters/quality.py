@@ -1,0 +1,68 @@
+"""Basic quality: high definition, widescreen, long enough, not black or blank, decodable.
+
+Resolution and aspect are judged on the SOURCE's display size from the probe (``display_width`` and
+``display_height``: sample aspect ratio and rotation applied), not on the extracted clip's size:
+the clip is cut from that picture and carries the same aspect, so the two agree unless the user
+asked extraction to scale down (``extract.short_side``), a training-size choice that must not turn
+an HD source into a rejection. It also needs no decoding, so the stage checks it before decoding.
+Blank frames and broken decoding are judged on the clip's decoded frames.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from curation.frames import FrameSample
+
+#: Rec. 601 luma weights of R, G, B.
+LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+
+@dataclass
+class QualityFilterConfig:
+    """Options of the quality filter (``filter.quality`` in the job config)."""
+
+    enabled: bool = True
+    min_short_side: int = 720  # display short side in pixels (720 = HD)
+    aspect: float = 16 / 9  # wanted display aspect (width / height)
+    aspect_tolerance: float = 0.05  # allowed |aspect / wanted - 1|: 16:9 and 1.85:1 pass; 16:10, 4:3, 2.39:1 do not
+    min_duration: float = 2.0  # seconds of clip
+    max_duration: float | None = None  # seconds; None = no bound (split.max_duration already caps clips)
+    black_luma: float = 12.0  # a frame whose mean luma (0-255) is at most this is black
+    blank_std: float = 3.0  # a frame whose luma standard deviation is at most this is blank (one flat colour)
+    max_blank_share: float = 0.3  # reject a clip when more than this share of its sampled frames is black or blank
+
+
+def geometry_scores(row: dict[str, Any], cfg: QualityFilterConfig) -> dict[str, Any]:
+    """Scores of the source's display size and the clip's duration (no decoding needed)."""
+    width, height = int(row["display_width"]), int(row["display_height"])
+    aspect = width / height
+    duration = row.get("clip_duration") or (float(row["end_time"]) - float(row["start_time"]))
+    return {
+        "short_side": min(width, height),
+        "display_aspect": round(aspect, 4),
+        "aspect_deviation": round(abs(aspect / cfg.aspect - 1), 4),
+        "duration": round(float(duration), 3),
+    }
+
+
+def decode_scores(sample: FrameSample) -> dict[str, Any]:
+    """How many of the frames asked for decoded: fewer means decoding stopped early (a broken clip)."""
+    return {"frames_decoded": len(sample.frames), "frames_wanted": sample.wanted}
+
+
+def frame_scores(sample: FrameSample, cfg: QualityFilterConfig) -> dict[str, Any]:
+    """Scores of the decoded frames: the share that is black or blank, and the darkest and flattest frame."""
+    lumas = [frame.astype(np.float32) @ LUMA for frame in sample.frames]
+    means = [float(y.mean()) for y in lumas]
+    stds = [float(y.std()) for y in lumas]
+    blank = [m <= cfg.black_luma or s <= cfg.blank_std for m, s in zip(means, stds, strict=True)]
+    return {
+        "blank_share": round(sum(blank) / len(blank), 4) if blank else 1.0,
+        "luma_mean_min": round(min(means, default=math.nan), 2),
+        "luma_std_min": round(min(stds, default=math.nan), 2),
+    }
