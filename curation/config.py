@@ -16,8 +16,13 @@ from typing import Any
 
 import yaml
 
+from curation.filters.motion import MotionFilterConfig
+from curation.filters.quality import QualityFilterConfig
+from curation.filters.text import TextFilterConfig
+from curation.filters.watermark import WatermarkFilterConfig
+
 #: The stages, in the order data moves through them.
-STAGES: tuple[str, ...] = ("download", "probe", "split", "extract", "caption", "write")
+STAGES: tuple[str, ...] = ("download", "probe", "split", "extract", "filter", "caption", "write")
 
 #: Weight dtypes a caption actor may run in; "auto" is float16 on a GPU and float32 on a CPU.
 CAPTION_DTYPES: tuple[str, ...] = ("auto", "float16", "bfloat16", "float32")
@@ -81,6 +86,31 @@ class ExtractConfig:
     threads: int = 1  # ffmpeg threads per clip; Ray runs one clip per declared CPU
 
 
+@dataclass
+class FilterConfig:
+    """The filter stage: one decode per clip feeding quality, motion, text and watermark filters.
+
+    Each filter returns scores; the stage compares them with the thresholds below and rejects a clip
+    at the first filter it fails (cheap ones first: the resolution check needs no decoding, and
+    text detection only runs on clips that passed everything else). ``score_only`` computes every
+    score of every clip and rejects nothing, to choose thresholds from a corpus's score histograms.
+    """
+
+    enabled: bool = True  # false: no filter runs; clips pass with empty scores
+    score_only: bool = False  # compute every score, reject nothing (a clip with no decodable frame still fails)
+    frames: int = 8  # evenly spaced frames sampled per clip; the middle frame is added when this is even
+    threads: int = 1  # decoder threads per clip; Ray runs one clip per declared CPU
+    num_gpus: float | None = None  # GPUs per filter actor; None = 1 if one is left after this job's caption actors
+    actors: int = 1  # filter actors when they hold GPUs (on CPUs the stage is a plain fused task)
+    quality: QualityFilterConfig = field(default_factory=QualityFilterConfig)
+    motion: MotionFilterConfig = field(default_factory=MotionFilterConfig)
+    text: TextFilterConfig = field(default_factory=TextFilterConfig)
+    watermark: WatermarkFilterConfig = field(default_factory=WatermarkFilterConfig)
+
+    #: Fields that decide how fast filtering goes, not its results: left out of the resume fingerprint.
+    RESOURCE_FIELDS = ("threads", "num_gpus", "actors")
+
+
 #: Where the documented download command puts the BLIP-2 OPT-2.7B weights (relative to where the job runs).
 DEFAULT_CAPTION_MODEL = "models/blip2-opt-2.7b"
 
@@ -131,6 +161,7 @@ class ResourcesConfig:
     probe_cpus: float = 1.0
     split_cpus: float = 1.0
     extract_cpus: float = 1.0
+    filter_cpus: float = 1.0  # CPUs of each filter task (decoding, flow, text detection on CPU)
     caption_cpus: float = 1.0  # CPUs each caption actor holds (frame decoding, and the model itself on CPU)
     sources_per_block: int = 1  # sources processed together in one Ray task
 
@@ -148,6 +179,7 @@ class CurationConfig:
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
     extract: ExtractConfig = field(default_factory=ExtractConfig)
+    filter: FilterConfig = field(default_factory=FilterConfig)
     caption: CaptionConfig = field(default_factory=CaptionConfig)
     write: WriteConfig = field(default_factory=WriteConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
@@ -168,6 +200,18 @@ class CurationConfig:
         if not 0 < self.split.min_duration <= self.split.max_duration:
             raise ValueError("need 0 < split.min_duration <= split.max_duration")
         self._validate_caption()
+        self._validate_filter()
+
+    def _validate_filter(self) -> None:
+        cfg = self.filter
+        if int(cfg.frames) < 2:
+            raise ValueError(f"filter.frames must be at least 2 (motion needs several moments), not {cfg.frames!r}")
+        if cfg.num_gpus is not None and cfg.num_gpus < 0:
+            raise ValueError(f"filter.num_gpus must be null (automatic) or >= 0, not {cfg.num_gpus!r}")
+        if cfg.motion.gap_s <= 0 or cfg.motion.width < 16:
+            raise ValueError("filter.motion.gap_s must be > 0 and filter.motion.width at least 16")
+        if not 0 < cfg.quality.aspect or cfg.quality.aspect_tolerance < 0:
+            raise ValueError("filter.quality.aspect must be > 0 and filter.quality.aspect_tolerance >= 0")
 
     def _validate_caption(self) -> None:
         caption = self.caption

@@ -7,8 +7,9 @@ the tasks over every node of whatever cluster the job was submitted to.
 
 A job may run any contiguous run of stages: the first reads the persisted output of the stage
 before it, which is how users split on CPU nodes in one job and caption on GPU nodes in another.
-The caption stage is the one operator that is not a plain function: a pool of actors that each
-load BLIP-2 once (``curation.caption_stage``).
+The caption stage is an operator that is not a plain function: a pool of actors that each load
+BLIP-2 once (``curation.caption_stage``); so is the filter stage when its text detector gets GPUs
+(``curation.filter_stage``).
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from curation.caption import check_weights, weights_bytes
 from curation.caption_stage import CaptionActor, read_actor_times
 from curation.config import STAGES, CurationConfig
 from curation.ffmpeg import require_tools
+from curation.filter_stage import FilterActor
+from curation.filters.text import model_dir as text_model_dir
 from curation.manifest import read_sources
 from curation.stages import WorkArea, previous_stage, run_stage, write_atomically
 from curation.write import write_corpus
@@ -64,6 +67,8 @@ def run_curation(cfg: CurationConfig) -> RunSummary:
     stages = cfg.ordered_stages()
     _check_contiguous(stages)
     work = WorkArea(cfg.output)
+    if "filter" in stages and cfg.filter.enabled and cfg.filter.text.enabled:
+        text_model_dir()  # missing OCR weights stop the job here, with the package to install
     for stage in stages:
         work.check_fingerprint(stage, cfg.fingerprint(stage))
     summary = RunSummary(stages=stages)
@@ -76,6 +81,10 @@ def run_curation(cfg: CurationConfig) -> RunSummary:
         for stage in processing:
             if stage == "caption" and cfg.caption.enabled:
                 dataset = _caption_operator(dataset, cfg)
+                continue
+            filter_gpus = _filter_gpus(cfg, processing) if stage == "filter" else 0
+            if filter_gpus:
+                dataset = _filter_operator(dataset, cfg, filter_gpus)
                 continue
             dataset = dataset.map_batches(
                 _named_stage(stage, cfg.to_dict()),
@@ -101,13 +110,7 @@ def _caption_operator(dataset: ray.data.Dataset, cfg: CurationConfig) -> ray.dat
     config = cfg.to_dict()
     model_dir = check_weights(cfg.caption.model_path)
     config["caption"]["model_path"] = str(model_dir)
-    num_gpus = cfg.caption.num_gpus
-    cluster_gpus = ray.cluster_resources().get("GPU", 0)
-    if num_gpus is None:
-        num_gpus = 1 if cluster_gpus else 0
-    elif num_gpus > 0 and not cluster_gpus:
-        raise ValueError(f"caption.num_gpus is {num_gpus} but the Ray cluster has no GPU; the caption actors could "
-                         "never start. Set caption.num_gpus: 0 (or null) to caption on CPUs, or add GPU nodes.")
+    num_gpus = _stage_gpus(cfg.caption.num_gpus, "caption.num_gpus")
     remote_args = {}
     if not num_gpus:
         # A CPU actor holds the model in RAM for its life: declared, Ray never packs more actors on a
@@ -126,6 +129,47 @@ def _caption_operator(dataset: ray.data.Dataset, cfg: CurationConfig) -> ray.dat
         num_gpus=num_gpus,
         **remote_args,
     )
+
+
+def _stage_gpus(requested: float | None, option: str) -> float:
+    """GPUs per actor of a stage: ``requested``, or (None) one when the cluster has GPUs; refused if it has none."""
+    cluster_gpus = ray.cluster_resources().get("GPU", 0)
+    if requested is None:
+        return 1 if cluster_gpus else 0
+    if requested > 0 and not cluster_gpus:
+        raise ValueError(f"{option} is {requested} but the Ray cluster has no GPU; the actors could never start. "
+                         f"Set {option}: 0 (or null) to run on CPUs, or add GPU nodes.")
+    return requested
+
+
+def _filter_gpus(cfg: CurationConfig, stages: list[str]) -> float:
+    """GPUs per filter actor; 0 when the stage runs as plain CPU tasks (see ``curation.filter_stage``).
+
+    Automatic (``filter.num_gpus: null``): one GPU, if the cluster has one left after the caption
+    actors of the same job took theirs. Both pools hold their GPUs for the whole job, so on a
+    one-GPU machine a filter actor would keep the caption actors from ever starting: there the
+    filter detects text on CPUs, unless it runs in a job of its own (``--stages ...,filter``).
+    """
+    if not (cfg.filter.enabled and cfg.filter.text.enabled):
+        return 0
+    if cfg.filter.num_gpus is not None:
+        return _stage_gpus(cfg.filter.num_gpus, "filter.num_gpus")
+    captioning = "caption" in stages and cfg.caption.enabled
+    held = cfg.caption.actors * _stage_gpus(cfg.caption.num_gpus, "caption.num_gpus") if captioning else 0
+    free = ray.cluster_resources().get("GPU", 0) - held
+    if ray.cluster_resources().get("GPU", 0) and free < 1:
+        log.info("filter stage: the cluster's GPUs go to the caption actors, so text detection runs on CPUs; run "
+                 "the filter in a job of its own, or set filter.num_gpus, to detect text on a GPU")
+    return 1 if free >= 1 else 0
+
+
+def _filter_operator(dataset: ray.data.Dataset, cfg: CurationConfig, num_gpus: float) -> ray.data.Dataset:
+    """The filter stage on GPUs: ``filter.actors`` actors, each loading the text detector once on its GPU."""
+    log.info("filter stage: %d actor(s), %s GPU and %s CPU each", cfg.filter.actors, num_gpus,
+             cfg.resources.filter_cpus)
+    return dataset.map_batches(FilterActor, fn_constructor_kwargs={"config": cfg.to_dict()}, batch_size=1,
+                               batch_format="pyarrow", concurrency=cfg.filter.actors,
+                               num_cpus=cfg.resources.filter_cpus, num_gpus=num_gpus)
 
 
 def _log_caption_actors(work: WorkArea, since: float) -> None:

@@ -10,7 +10,7 @@ runner wraps it with the two guarantees the pipeline rests on:
   is returned instead of recomputed. A job killed at any point and resubmitted therefore redoes
   only the rows whose results were not yet written.
 
-Writing one small parquet file per source (per clip for extraction and captioning) is deliberate:
+Writing one small parquet file per source (per clip for extraction, filtering and captioning) is deliberate:
 it is the granularity of resume, and Ray Data's own writers write whole blocks under random names,
 which cannot tell a later run what was finished. Captioning computes a batch of clips at once
 (``resume_or_compute``) but still persists one file per clip.
@@ -35,6 +35,7 @@ from curation.config import STAGES, CurationConfig, config_from_dict
 from curation.download import fetch
 from curation.errors import Rejection
 from curation.extract import extract
+from curation.filtering import filter_row
 from curation.probe import probe
 from curation.split import split
 from shards.schema import RECORD_SCHEMA, STATUS_OK, STATUS_REJECTED, to_table
@@ -42,7 +43,7 @@ from shards.schema import RECORD_SCHEMA, STATUS_OK, STATUS_REJECTED, to_table
 log = logging.getLogger(__name__)
 
 #: Stages whose results are stored per clip rather than per source.
-PER_CLIP_STAGES = {"extract", "caption"}
+PER_CLIP_STAGES = {"extract", "filter", "caption"}
 
 
 class WorkArea:
@@ -116,6 +117,8 @@ def apply_stage(stage: str, row: dict[str, Any], cfg: CurationConfig, work: Work
         return split(row, cfg.split)
     if stage == "extract":
         return [{**row, **extract(row, cfg.extract, work.clips)}]
+    if stage == "filter":  # with GPUs it runs in filter actors (curation.filter_stage) instead
+        return filter_row(row, cfg.filter)
     if stage == "caption" and not cfg.caption.enabled:  # enabled, it runs batched in caption actors
         return [{**row, **uncaptioned()}]
     raise ValueError(f"stage {stage!r} does not process rows")

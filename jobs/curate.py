@@ -26,7 +26,7 @@ def add_curate_arguments(parser: argparse.ArgumentParser) -> None:
                                          "must be a path every node of the cluster can reach")
     parser.add_argument("--stages", help=f"comma-separated contiguous stages to run (default: all of "
                                          f"{','.join(STAGES)}); e.g. download,probe,split in one job and "
-                                         "extract,caption,write in another")
+                                         "extract,filter,caption,write in another")
 
 
 def curate(args: argparse.Namespace) -> int:

@@ -1,8 +1,9 @@
 """The README's main command: build a real corpus with a real Ray cluster on this machine.
 
-Starts a local Ray head on loopback, submits the curation job to it with ``ray job submit`` over
-the shared test videos (``../shared/testvideos``; where that folder is absent, over a few videos
-made here with ffmpeg), validates the corpus, prints where it is, and stops the head.
+Starts a local Ray head on loopback, submits the curation job (the documented defaults, filters
+included) to it with ``ray job submit`` over the shared test videos (``../shared/testvideos``; where
+that folder is absent, over a few videos made here with ffmpeg), validates the corpus, prints where
+it is and what the filters rejected, and stops the head.
 Then it trains a few steps of the tiny U-Net on the corpus, with UNTRAINED tiny text encoder and VAE,
 and samples one video (``jobs.train_demo``): a test of the machinery, not a video model.
 
@@ -67,6 +68,15 @@ def write_job_config(outputs: Path, input_dir: Path, corpus: Path, model: Path) 
     return path
 
 
+def print_filter_funnel(counts: dict) -> None:
+    """What the default filters (HD, 16:9, moving, no burned-in text) rejected, by reason."""
+    rejected = {reason.removeprefix("filter/"): n for reason, n in counts["rejections_by_reason"].items()
+                if reason.startswith("filter/")}
+    listed = ", ".join(f"{reason} {n}" for reason, n in sorted(rejected.items(), key=lambda item: -item[1]))
+    print(f"  filters (the defaults: HD, 16:9, moving, no burned-in text): kept {counts['clips']} of "
+          f"{counts['clips'] + sum(rejected.values())} clips; rejected: {listed or 'none'}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m jobs.demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -97,6 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"{counts['sources_with_clips']}/{counts['sources']} sources in {corpus / 'shards'}\n"
           f"  index: {corpus / 'index.parquet'}\n  rejections: {corpus / 'rejections.parquet'} "
           f"({counts['rejections']})")
+    print_filter_funnel(counts)
     if real_model:
         print(f"  captions: BLIP-2 from {model}")
     else:

@@ -91,5 +91,6 @@ def curated_corpus(local_ray, sample_videos: Path, tmp_path_factory: pytest.Temp
     cfg = load_config(None, input=str(manifest), output=str(root / "corpus"))
     cfg.split.min_duration = 1.0
     cfg.caption.enabled = False  # no BLIP-2 weights in tests
+    cfg.filter.enabled = False  # a corpus of every clip; tests/test_filters.py runs the filters
     run_curation(cfg)
     return {"root": root / "corpus", "rows": rows}

@@ -50,6 +50,7 @@ def _config(input_path: Path, output: Path, **overrides):
     cfg.download.retries = 2
     cfg.download.timeout_s = 5.0
     cfg.caption.enabled = False  # no weights here; tests/test_caption.py runs the stage on a tiny model
+    cfg.filter.enabled = False  # the served clips are 320x180: tests/test_filters.py runs the filters
     for key, value in overrides.items():
         setattr(cfg, key, value)
     return cfg
@@ -169,7 +170,7 @@ def test_stages_in_separate_jobs_equal_one_job(local_ray, sample_videos: Path, t
     run_curation(_config(videos, tmp_path / "one"))
     run_curation(_config(videos, tmp_path / "two", stages=["download", "probe", "split"]))
     assert not (tmp_path / "two" / "index.parquet").exists()
-    run_curation(_config(videos, tmp_path / "two", stages=["extract", "caption", "write"]))
+    run_curation(_config(videos, tmp_path / "two", stages=["extract", "filter", "caption", "write"]))
     assert read_index(tmp_path / "two").equals(read_index(tmp_path / "one"))
     assert validate(tmp_path / "two").ok
 

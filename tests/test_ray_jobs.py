@@ -39,6 +39,7 @@ def job_config(input_dir: Path, output: Path) -> Path:
     """A job YAML with absolute paths (the job runs from its uploaded copy of the project)."""
     cfg = load_config(None, input=str(input_dir), output=str(output))
     cfg.caption.enabled = False  # no weights here; tests/test_caption.py runs the stage on a tiny model
+    cfg.filter.enabled = False  # tests/test_filters.py runs the filters
     path = output.parent / f"{output.name}.yaml"
     path.write_text(yaml.safe_dump(cfg.to_dict()))
     return path
