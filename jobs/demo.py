@@ -2,8 +2,8 @@
 
 Starts a local Ray head on loopback, submits the curation job (the documented defaults, filters
 included) to it with ``ray job submit`` over the shared test videos (``../shared/testvideos``; where
-that folder is absent, over a few videos made here with ffmpeg), validates the corpus, prints where
-it is and what the filters rejected, and stops the head.
+that folder is absent, over a few videos made here with ffmpeg), stops the head, validates the
+corpus, prints where it is and what the filters rejected, and writes its statistics report.
 Then it trains a few steps of the tiny U-Net on the corpus, with UNTRAINED tiny text encoder and VAE,
 and samples one video (``jobs.train_demo``): a test of the machinery, not a video model.
 
@@ -31,6 +31,7 @@ from jobs.local_cluster import LocalRayCluster
 from jobs.train_demo import train_and_sample
 from shards.reader import read_manifest
 from shards.validate import validate
+from stats.report import REPORT_FILE, STATS_FILE, write_report
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_VIDEOS = ROOT.parent / "shared" / "testvideos"
@@ -108,6 +109,8 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"  index: {corpus / 'index.parquet'}\n  rejections: {corpus / 'rejections.parquet'} "
           f"({counts['rejections']})")
     print_filter_funnel(counts)
+    statistics = write_report(corpus)
+    print(f"  statistics: {statistics / REPORT_FILE} (open it in a browser), {statistics / STATS_FILE}")
     if real_model:
         print(f"  captions: BLIP-2 from {model}")
     else:
