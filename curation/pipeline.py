@@ -156,8 +156,9 @@ def _filter_gpus(cfg: CurationConfig, stages: list[str]) -> float:
         return _stage_gpus(cfg.filter.num_gpus, "filter.num_gpus")
     captioning = "caption" in stages and cfg.caption.enabled
     held = cfg.caption.actors * _stage_gpus(cfg.caption.num_gpus, "caption.num_gpus") if captioning else 0
-    free = ray.cluster_resources().get("GPU", 0) - held
-    if ray.cluster_resources().get("GPU", 0) and free < 1:
+    cluster_gpus = ray.cluster_resources().get("GPU", 0)
+    free = cluster_gpus - held
+    if cluster_gpus and free < 1:
         log.info("filter stage: the cluster's GPUs go to the caption actors, so text detection runs on CPUs; run "
                  "the filter in a job of its own, or set filter.num_gpus, to detect text on a GPU")
     return 1 if free >= 1 else 0

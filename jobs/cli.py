@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from jobs.curate import add_curate_arguments, curate
-from jobs.entry import log, setup_logging
+from jobs.entry import run_handler
 from jobs.sample import add_sample_arguments, sample
 from jobs.stats import add_stats_arguments, stats
 from jobs.train import add_train_arguments, train
@@ -66,12 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    setup_logging()
-    try:
-        return args.func(args)
-    except (ValueError, FileNotFoundError, RuntimeError) as exc:
-        log.error("%s", exc)
-        return 2
+    return run_handler(args.func, args)
 
 
 if __name__ == "__main__":

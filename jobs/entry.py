@@ -21,7 +21,12 @@ def run_entry_point(prog: str, doc: str | None, add_arguments: Callable[[argpars
     """Run ``handler`` on the parsed ``argv``; a ValueError, FileNotFoundError or RuntimeError is logged, exit 2."""
     parser = argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(parser)
-    args = parser.parse_args(argv)
+    return run_handler(handler, parser.parse_args(argv))
+
+
+def run_handler(handler: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    """Set up logging and run ``handler``; a user's mistake (ValueError, FileNotFoundError, RuntimeError) is one
+    logged line and exit status 2, not a traceback."""
     setup_logging()
     try:
         return handler(args)

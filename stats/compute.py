@@ -67,11 +67,11 @@ def _distributions(corpus: Corpus) -> tuple[dict[str, Any], dict[str, Any]]:
     out["bitrate_mbps"] = describe(pc.divide(pc.multiply(pc.cast(size, pa.float64()), 8e-6), duration))
     del duration, size
     width, height = corpus.column("clip_width"), corpus.column("clip_height")
-    out["short_side_px"] = describe(pc.min_element_wise(width, height))
+    short_side = pc.min_element_wise(width, height)
+    out["short_side_px"] = describe(short_side)
     resolution = pc.binary_join_element_wise(pc.cast(width, pa.string()), pc.cast(height, pa.string()), "x")
-    out["resolution"] = {"top": top_values(resolution), "hd_share": _share(
-        pc.greater_equal(pc.min_element_wise(width, height), HD_SHORT_SIDE))}
-    del width, height, resolution
+    out["resolution"] = {"top": top_values(resolution), "hd_share": _share(pc.greater_equal(short_side, HD_SHORT_SIDE))}
+    del width, height, short_side, resolution
     aspect = corpus.column("display_aspect")
     out["display_aspect"] = describe(aspect)
     out["display_aspect"]["top"] = top_values(pc.round(aspect, 2))
