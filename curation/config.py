@@ -144,8 +144,17 @@ class CaptionConfig:
 class WriteConfig:
     """WebDataset shards and the index."""
 
-    name: str = "corpus"  # shards are shards/<name>-000000.tar, ...
+    name: str = "corpus"  # shards are shards/<name>-p00042-000000.tar, ...
     target_shard_bytes: int = 1024**3
+    # Sources are hashed into partitions; a partition's shards are written as soon as all its sources are
+    # done, and only partitions whose sources changed are rewritten. Fixed at a corpus's first run.
+    partitions: int | None = None  # None: the power of two nearest above sources / sources_per_partition
+    sources_per_partition: int = 256  # sizing of the automatic partition count
+    keep_clips: bool = False  # keep work/clips/ after their shard is written and verified (they are in the shards)
+    write_cpus: float = 0.25  # CPUs of a partition-writing task (tar building and uploads: mostly I/O)
+
+    #: Fields that decide how the job runs, not what it writes: left out of the resume fingerprint.
+    RESOURCE_FIELDS = ("keep_clips", "write_cpus", "sources_per_partition")
 
 
 @dataclass

@@ -19,7 +19,6 @@ scores computed until then. In score-only mode every group runs and nothing is r
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -180,23 +179,3 @@ def _rejected(row: dict[str, Any], record: dict[str, Any], reason: str, detail: 
     record["rejected_by"] = reason
     return {**row, "scores": json.dumps(record), "status": STATUS_REJECTED, "reason": reason, "detail": detail}
 
-
-#: One ClipFilter per worker process and config: Ray reuses worker processes across tasks, so the text
-#: detector loads once per process rather than once per clip.
-_CACHED: dict[str, ClipFilter] = {}
-
-
-def cached_filter(cfg: FilterConfig) -> ClipFilter:
-    """This process's ClipFilter for ``cfg`` (CPU)."""
-    key = json.dumps(dataclasses.asdict(cfg), sort_keys=True)
-    if key not in _CACHED:
-        _CACHED.clear()
-        _CACHED[key] = ClipFilter(cfg)
-    return _CACHED[key]
-
-
-def filter_row(row: dict[str, Any], cfg: FilterConfig) -> list[dict[str, Any]]:
-    """The filter stage's work on one clip (``curation.stages.apply_stage``): judged, or passed when off."""
-    if not cfg.enabled:
-        return [{**row, "scores": json.dumps({})}]
-    return cached_filter(cfg).judge(row)

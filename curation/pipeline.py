@@ -1,51 +1,53 @@
-"""The curation job: the selected stages as one streaming Ray Data pipeline, then the shard writer.
+"""The curation job: ingest, the stages as one streaming Ray Data pipeline, partitions written as they finish.
 
 ``run_curation`` is what both ``videofactory curate`` and ``python -m jobs.curate`` (under
-``ray job submit``) call. Stages run as ``map_batches`` operators with the CPUs the config declares,
-so Ray Data streams sources through download, probe, split and extraction concurrently and spreads
-the tasks over every node of whatever cluster the job was submitted to.
+``ray job submit``) call. The driver only steers:
 
-A job may run any contiguous run of stages: the first reads the persisted output of the stage
-before it, which is how users split on CPU nodes in one job and caption on GPU nodes in another.
-The caption stage is an operator that is not a plain function: a pool of actors that each load
-BLIP-2 once (``curation.caption_stage``); so is the filter stage when its text detector gets GPUs
-(``curation.filter_stage``).
+1. **Ingest** (``curation.ingest``): the input is read, partitioned and de-duplicated by Ray Data
+   and written as one sources object per partition.
+2. **Stages**: one Ray Data dataset whose input is the list of partitions still to do; a first
+   operator expands each into its rows as far as earlier runs took them (``runner.frontier``), in
+   blocks of ``resources.sources_per_block`` sources, and the job's stages follow as operators
+   (``runner.plan_operators``). Partitions go in order, so they also finish roughly in order.
+3. **Write**: the driver sorts the rows leaving the pipeline by partition; as soon as every source
+   of a partition is in, a Ray task writes that partition (``curation.write``). The driver holds
+   only the rows of partitions still open, never the corpus.
+4. **Manifest** (``curation.summary``): the partitions' records summed up.
+
+A job may run any contiguous run of stages: the first reads what the job before it persisted.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import ray
+from tqdm import tqdm
 
-from curation.caption import check_weights, weights_bytes
-from curation.caption_stage import CaptionActor, read_actor_times
 from curation.config import STAGES, CurationConfig
 from curation.ffmpeg import require_tools
-from curation.filter_stage import FilterActor
-from curation.filters.text import model_dir as text_model_dir
-from curation.manifest import read_sources
-from curation.stages import WorkArea, previous_stage, run_stage, write_atomically
-from curation.write import write_corpus
-from shards.schema import STATUS_OK, STATUS_REJECTED
+from curation.ingest import ingest
+from curation.runner import Operator, OperatorWorker, expand_partitions, plan_operators, run_block
+from curation.stage import JobResources
+from curation.stages import stage_class
+from curation.stages.caption import read_actor_times
+from curation.summary import write_manifest
+from curation.workarea import WorkArea
+from curation.write import write_partition
+from shards.schema import STATUS_OK, STATUS_REJECTED, to_table
+from storage import Location, check_access
 
 log = logging.getLogger(__name__)
 
-#: Memory of a caption actor besides its model's weights: Python, torch, transformers, a batch of frames
-#: (Ray Data measured 0.6 GiB for the tiny model).
-ACTOR_RUNTIME_BYTES = 1024**3
-
-#: Upper bound on the number of input blocks, so huge manifests still make a sane number of tasks.
-MAX_INPUT_BLOCKS = 10_000
+#: Partition-writing tasks in flight before the driver waits for one (each holds one partition's rows).
+MAX_WRITES_IN_FLIGHT = 16
 
 
 @dataclass
@@ -54,8 +56,9 @@ class RunSummary:
 
     stages: list[str]
     sources: int = 0
+    partitions: int = 0  # partitions this run processed (the others were already written)
     rows: Counter = field(default_factory=Counter)  # (stage, status) -> rows seen leaving the pipeline
-    corpus: dict[str, Any] = field(default_factory=dict)  # the write stage's manifest counts
+    corpus: dict[str, Any] = field(default_factory=dict)  # the manifest's counts
     seconds: float = 0.0
 
 
@@ -66,118 +69,166 @@ def run_curation(cfg: CurationConfig) -> RunSummary:
     started, wall_started = time.monotonic(), time.time()
     stages = cfg.ordered_stages()
     _check_contiguous(stages)
-    work = WorkArea(cfg.output)
-    if "filter" in stages and cfg.filter.enabled and cfg.filter.text.enabled:
-        text_model_dir()  # missing OCR weights stop the job here, with the package to install
+    work = WorkArea(Location(cfg.output))
+    check_access(work.output, write=True)
+    content = [s for s in stages if s != "write"]
+    for stage in content:
+        stage_class(stage).check(cfg)
+    if "download" in stages:
+        partitions, count = ingest(cfg, work)
+    else:
+        partitions = work.read_partition_table()
+        count = work.partitions(cfg.write.partitions, int(sum(partitions["sources"].to_pylist())),
+                                cfg.write.sources_per_partition)
+    cfg.write.partitions = count
     for stage in stages:
         work.check_fingerprint(stage, cfg.fingerprint(stage))
-    summary = RunSummary(stages=stages)
+    summary = RunSummary(stages=stages, sources=int(sum(partitions["sources"].to_pylist())))
 
-    sources = _sources(cfg, work, fresh="download" in stages)
-    summary.sources = sources.num_rows
-    processing = [s for s in stages if s != "write"]
-    if processing:
-        dataset = _input_dataset(processing[0], sources, cfg, work)
-        for stage in processing:
-            if stage == "caption" and cfg.caption.enabled:
-                dataset = _caption_operator(dataset, cfg)
-                continue
-            filter_gpus = _filter_gpus(cfg, processing) if stage == "filter" else 0
-            if filter_gpus:
-                dataset = _filter_operator(dataset, cfg, filter_gpus)
-                continue
-            dataset = dataset.map_batches(
-                _named_stage(stage, cfg.to_dict()),
-                batch_size=1,
-                batch_format="pyarrow",
-                num_cpus=getattr(cfg.resources, f"{stage}_cpus"),
-            )
-        _consume(dataset, summary)
-        if "caption" in processing and cfg.caption.enabled:
+    writing = "write" in stages
+    digests = {p: f"{cfg.fingerprint('write')}{d}"[:32] for p, d in
+               zip(partitions["partition"].to_pylist(), partitions["digest"].to_pylist(), strict=True)}
+    expected = dict(zip(partitions["partition"].to_pylist(), partitions["sources"].to_pylist(), strict=True))
+    written = {p: d for p, (d, _) in work.written_records().items()} if writing else {}
+    todo = [p for p in sorted(expected) if written.get(p) != digests[p]]
+    summary.partitions = len(todo)
+    log.info("%d partition(s) of %d to process (%d already written)", len(todo), len(expected),
+             len(expected) - len(todo))
+    stage_times: dict[str, Any] = {}
+    if todo:
+        operators = plan_operators(cfg, content, JobResources(ray.cluster_resources().get("GPU", 0), tuple(stages)))
+        log.info("operators: %s", ", ".join(f"{op.name} ({_describe(op)})" for op in operators) or "none")
+        dataset = _dataset(cfg, work, operators, todo, stages[0])
+        writer = _PartitionWriter(cfg, {p: expected[p] for p in todo}, digests) if writing else None
+        stage_times = _consume(dataset, summary, writer)
+        if writer is not None:
+            stage_times["write"] = writer.finish()
+        if "caption" in content and cfg.caption.enabled:
             _log_caption_actors(work, since=wall_started)
-    if "write" in stages:
-        summary.corpus = write_corpus(cfg, work, sources)
+    if writing:
+        summary.corpus = write_manifest(cfg, work, partitions, count, stage_times)
     summary.seconds = time.monotonic() - started
     return summary
 
 
-def _caption_operator(dataset: ray.data.Dataset, cfg: CurationConfig) -> ray.data.Dataset:
-    """The caption stage: a pool of ``caption.actors`` actors, each holding one copy of the model.
+def _describe(op: Operator) -> str:
+    r = op.resources
+    pool = f"{r.actors} actor(s)" if r.actors is not None else "tasks"
+    return f"{pool}, {r.num_cpus} CPU, {r.num_gpus} GPU, {op.batch_size} row(s) a call"
 
-    The model directory is checked here, before any work starts, and handed to the actors as an
-    absolute path (they may run in another working directory than the driver).
-    """
+
+def _dataset(cfg: CurationConfig, work: WorkArea, operators: list[Operator], todo: list[int],
+             first_stage: str) -> ray.data.Dataset:
+    """The pipeline: partitions expanded into resumed rows, then every operator of the job."""
+    # Every source is a block of its own (a few hundred bytes of metadata), so each is its own task
+    # and the cluster stays busy; blocks otherwise coalesce up to Ray Data's 128 MiB target.
+    ray.data.DataContext.get_current().target_max_block_size = 1
     config = cfg.to_dict()
-    model_dir = check_weights(cfg.caption.model_path)
-    config["caption"]["model_path"] = str(model_dir)
-    num_gpus = _stage_gpus(cfg.caption.num_gpus, "caption.num_gpus")
-    remote_args = {}
-    if not num_gpus:
-        # A CPU actor holds the model in RAM for its life: declared, Ray never packs more actors on a
-        # node than fit. It also keeps Ray Data from fusing the CPU stages upstream into the actors
-        # (equal resources would), which would run them on only ``caption.actors`` workers.
-        remote_args["memory"] = weights_bytes(model_dir) + ACTOR_RUNTIME_BYTES
-    log.info("caption stage: %d actor(s), %s GPU and %s CPU each, %d clips per batch", cfg.caption.actors,
-             num_gpus, cfg.resources.caption_cpus, cfg.caption.batch_size)
-    return dataset.map_batches(
-        CaptionActor,
-        fn_constructor_kwargs={"config": config},
-        batch_size=cfg.caption.batch_size,
-        batch_format="pyarrow",
-        concurrency=cfg.caption.actors,
-        num_cpus=cfg.resources.caption_cpus,
-        num_gpus=num_gpus,
-        **remote_args,
-    )
+    dataset = ray.data.from_items([{"partition": p} for p in todo]).map_batches(
+        expand_partitions, batch_size=1, batch_format="pyarrow", num_cpus=0.25,
+        fn_kwargs={"output": work.output.uri, "first_stage": first_stage,
+                   "operators": [{"stages": list(op.stages), "per_clip": op.per_clip} for op in operators],
+                   "sources_per_block": cfg.resources.sources_per_block})
+    for op in operators:
+        r = op.resources
+        remote = {"num_cpus": r.num_cpus, "num_gpus": r.num_gpus or None}
+        if r.memory is not None:
+            remote["memory"] = r.memory
+        args = {"config": config, "stages": op.stages, "per_clip": op.per_clip}
+        if r.actors is not None:
+            dataset = dataset.map_batches(OperatorWorker, fn_constructor_kwargs=args, batch_size=op.batch_size,
+                                          batch_format="pyarrow", concurrency=r.actors, **remote)
+        else:
+            dataset = dataset.map_batches(_named(op.name), fn_kwargs=args, batch_size=op.batch_size,
+                                          batch_format="pyarrow", **remote)
+    return dataset
 
 
-def _stage_gpus(requested: float | None, option: str) -> float:
-    """GPUs per actor of a stage: ``requested``, or (None) one when the cluster has GPUs; refused if it has none."""
-    cluster_gpus = ray.cluster_resources().get("GPU", 0)
-    if requested is None:
-        return 1 if cluster_gpus else 0
-    if requested > 0 and not cluster_gpus:
-        raise ValueError(f"{option} is {requested} but the Ray cluster has no GPU; the actors could never start. "
-                         f"Set {option}: 0 (or null) to run on CPUs, or add GPU nodes.")
-    return requested
+def _named(name: str) -> Callable[..., pa.Table]:
+    """``run_block`` under the operator's name, so Ray Data's progress bars and logs say which is which."""
+
+    def block_fn(batch: pa.Table, **kwargs: Any) -> pa.Table:
+        return run_block(batch, **kwargs)
+
+    block_fn.__name__ = block_fn.__qualname__ = name
+    return block_fn
 
 
-def _filter_gpus(cfg: CurationConfig, stages: list[str]) -> float:
-    """GPUs per filter actor; 0 when the stage runs as plain CPU tasks (see ``curation.filter_stage``).
+class _PartitionWriter:
+    """Collects the pipeline's rows by partition; writes each partition in a Ray task once all its sources are in."""
 
-    Automatic (``filter.num_gpus: null``): one GPU, if the cluster has one left after the caption
-    actors of the same job took theirs. Both pools hold their GPUs for the whole job, so on a
-    one-GPU machine a filter actor would keep the caption actors from ever starting: there the
-    filter detects text on CPUs, unless it runs in a job of its own (``--stages ...,filter``).
-    """
-    if not (cfg.filter.enabled and cfg.filter.text.enabled):
-        return 0
-    if cfg.filter.num_gpus is not None:
-        return _stage_gpus(cfg.filter.num_gpus, "filter.num_gpus")
-    captioning = "caption" in stages and cfg.caption.enabled
-    held = cfg.caption.actors * _stage_gpus(cfg.caption.num_gpus, "caption.num_gpus") if captioning else 0
-    cluster_gpus = ray.cluster_resources().get("GPU", 0)
-    free = cluster_gpus - held
-    if cluster_gpus and free < 1:
-        log.info("filter stage: the cluster's GPUs go to the caption actors, so text detection runs on CPUs; run "
-                 "the filter in a job of its own, or set filter.num_gpus, to detect text on a GPU")
-    return 1 if free >= 1 else 0
+    def __init__(self, cfg: CurationConfig, expected: dict[int, int], digests: dict[int, str]) -> None:
+        self.config = cfg.to_dict()
+        self.expected, self.digests = expected, digests
+        self.task = ray.remote(write_partition).options(num_cpus=cfg.write.write_cpus)
+        self.rows: dict[int, list[dict[str, Any]]] = defaultdict(list)
+        self.seen: Counter = Counter()  # rows seen of each source still open
+        self.done: Counter = Counter()  # finished sources of each partition
+        self.in_flight: list[ray.ObjectRef] = []
+        self.seconds = 0.0
+        self.progress = tqdm(total=len(expected), desc="partitions written", unit="partition", leave=True)
+
+    def add(self, batch: pa.Table) -> None:
+        for row in batch.to_pylist():
+            partition, source = row["partition"], row["source_id"]
+            self.rows[partition].append(row)
+            self.seen[source] += 1
+            if self.seen[source] >= (row["source_rows"] or 1):
+                del self.seen[source]
+                self.done[partition] += 1
+                if self.done[partition] == self.expected[partition]:
+                    self._submit(partition)
+
+    def _submit(self, partition: int) -> None:
+        rows = to_table(self.rows.pop(partition, []))
+        self.in_flight.append(self.task.remote(self.config, partition, rows, self.digests[partition]))
+        while len(self.in_flight) > MAX_WRITES_IN_FLIGHT:
+            self._collect(1)
+
+    def _collect(self, n: int) -> None:
+        ready, self.in_flight = ray.wait(self.in_flight, num_returns=n)
+        for record in ray.get(ready):
+            self.seconds += record["seconds"]
+            self.progress.update(1)
+            self.progress.set_postfix_str(f"p{record['partition']:05d}: {record['clips']} clips, "
+                                          f"{len(record['shards'])} shard(s)")
+
+    def finish(self) -> dict[str, Any]:
+        """Write the partitions still open (sources without a full result become ``no_result``); wait for all."""
+        for partition in [p for p in self.expected if p not in self.done or self.done[p] < self.expected[p]]:
+            log.warning("partition %d: %d of %d sources finished; writing it with the others as no_result",
+                        partition, self.done[partition], self.expected[partition])
+            self._submit(partition)
+        self._collect(len(self.in_flight))
+        self.progress.close()
+        return {"seconds": round(self.seconds, 3), "results": len(self.expected)}
 
 
-def _filter_operator(dataset: ray.data.Dataset, cfg: CurationConfig, num_gpus: float) -> ray.data.Dataset:
-    """The filter stage on GPUs: ``filter.actors`` actors, each loading the text detector once on its GPU."""
-    log.info("filter stage: %d actor(s), %s GPU and %s CPU each", cfg.filter.actors, num_gpus,
-             cfg.resources.filter_cpus)
-    return dataset.map_batches(FilterActor, fn_constructor_kwargs={"config": cfg.to_dict()}, batch_size=1,
-                               batch_format="pyarrow", concurrency=cfg.filter.actors,
-                               num_cpus=cfg.resources.filter_cpus, num_gpus=num_gpus)
+def _consume(dataset: ray.data.Dataset, summary: RunSummary, writer: _PartitionWriter | None) -> dict[str, Any]:
+    """Pull rows through the pipeline, hand them to the writer, and time when each stage's rows left it."""
+    first: dict[str, datetime] = {}
+    last: dict[str, datetime] = {}
+    for batch in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
+        now = datetime.now(UTC)
+        for stage, status in zip(batch["stage"].to_pylist(), batch["status"].to_pylist(), strict=True):
+            summary.rows[(stage, status)] += 1
+            first.setdefault(stage, now)
+            last[stage] = now
+        if writer is not None:
+            writer.add(batch)
+    ok = sum(n for (_, status), n in summary.rows.items() if status == STATUS_OK)
+    rejected = {stage: n for (stage, status), n in summary.rows.items() if status == STATUS_REJECTED}
+    log.info("pipeline done: %d clips ready, rejections by stage: %s", ok, rejected or "none")
+    results: Counter = Counter()
+    for (stage, _), n in summary.rows.items():
+        results[stage] += n
+    return {stage: {"results": results[stage], "first": first[stage].isoformat(timespec="seconds"),
+                    "last": last[stage].isoformat(timespec="seconds"),
+                    "seconds": round((last[stage] - first[stage]).total_seconds(), 3)} for stage in first}
 
 
 def _log_caption_actors(work: WorkArea, since: float) -> None:
-    """How busy this run's caption actors (those that recorded after ``since``, a ``time.time()``) were.
-
-    Time spent waiting for input means the upstream stages starve them: add CPUs or split the job.
-    """
+    """How busy this run's caption actors were: time spent waiting means the upstream stages starve them."""
     records = [r for r in read_actor_times(work) if r["clips"] and r["updated"] >= since]
     busy, wait = sum(r["busy_s"] for r in records), sum(r["wait_s"] for r in records)
     if records:
@@ -185,52 +236,7 @@ def _log_caption_actors(work: WorkArea, since: float) -> None:
                  sum(r["clips"] for r in records), busy, wait, 100 * busy / max(busy + wait, 1e-9))
 
 
-def _named_stage(stage: str, config: dict[str, Any]) -> Callable[[pa.Table], pa.Table]:
-    """``run_stage`` for one stage, named after it so Ray Data's progress bars and logs say which is which."""
-
-    def batch_fn(batch: pa.Table) -> pa.Table:
-        return run_stage(batch, stage, config)
-
-    batch_fn.__name__ = batch_fn.__qualname__ = stage
-    return batch_fn
-
-
 def _check_contiguous(stages: list[str]) -> None:
     indices = [STAGES.index(s) for s in stages]
     if indices != list(range(indices[0], indices[0] + len(indices))):
         raise ValueError(f"stages {stages} skip a stage in between; run a contiguous range of {', '.join(STAGES)}")
-
-
-def _sources(cfg: CurationConfig, work: WorkArea, fresh: bool) -> pa.Table:
-    """The job's sources: read from the input when downloading, else the ones a download job recorded."""
-    if fresh or not work.sources.exists():
-        table = read_sources(cfg)
-        write_atomically(table, work.sources)
-        log.info("input %s: %d sources", cfg.input, table.num_rows)
-        return table
-    return pq.read_table(work.sources)
-
-
-def _input_dataset(first: str, sources: pa.Table, cfg: CurationConfig, work: WorkArea) -> ray.data.Dataset:
-    """Rows the first stage of this job starts from, in enough blocks to keep the cluster busy."""
-    if first == "download":
-        table = sources.filter(pc.equal(sources["status"], STATUS_OK))
-    else:
-        table = work.read_stage(previous_stage(first))
-        table = table.filter(pc.and_(pc.equal(table["status"], STATUS_OK),
-                                     pc.is_in(table["source_id"], value_set=sources["source_id"])))
-        if table.num_rows == 0:
-            raise ValueError(f"stage '{previous_stage(first)}' has no results in {work.root}; run it first")
-    rows_per_block = max(cfg.resources.sources_per_block, math.ceil(table.num_rows / MAX_INPUT_BLOCKS))
-    blocks = [table.slice(i, rows_per_block) for i in range(0, table.num_rows, rows_per_block)]
-    return ray.data.from_arrow(blocks or [table])
-
-
-def _consume(dataset: ray.data.Dataset, summary: RunSummary) -> None:
-    """Pull rows through the pipeline, logging what leaves it."""
-    for batch in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
-        for stage, status in zip(batch["stage"].to_pylist(), batch["status"].to_pylist()):
-            summary.rows[(stage, status)] += 1
-    ok = sum(n for (_, status), n in summary.rows.items() if status == STATUS_OK)
-    rejected = {stage: n for (stage, status), n in summary.rows.items() if status == STATUS_REJECTED}
-    log.info("pipeline done: %d clips ready, rejections by stage: %s", ok, rejected or "none")

@@ -140,7 +140,7 @@ def split(row: dict[str, Any], cfg: SplitConfig) -> list[dict[str, Any]]:
     for span, why in dropped:
         out.append({**row, **_span_columns(span), "detector": cfg.detector, "status": "rejected",
                      "reason": "too_short", "detail": why})
-    return out
+    return [{**r, "source_rows": len(out)} for r in out]
 
 
 def _check_decoded_length(detection: Detection, announced: float) -> None:

@@ -1,18 +1,28 @@
-"""Write stage: turn the persisted clip results into WebDataset shards, the index and the manifest.
+"""Writing one partition: its shards, its index and rejection files, its record; then its clips leave the work area.
 
-It reads what the stages persisted (not what one job happened to stream), so it gives the same
-corpus whether the stages ran in one job, in several, or across a crash and a resume. Its
-accounting closes the promise that nothing disappears: every source of the input ends with at
-least one clip or at least one rejection, and a source with neither (its worker died every time)
-is recorded as ``no_result`` so a rerun retries it.
+A worker runs this as soon as the driver has seen every row of every source of the partition, so
+shards appear while the job runs. Everything it writes is decided by the partition's rows alone:
+
+* clips sorted by key and planned into shards by size, named ``<name>-p00042-000000.tar``; a shard
+  whose content (keys, clip sha256s, captions, metadata) equals what the partition's previous record
+  says it holds is kept as it is, so a rerun rewrites nothing and an incremental run rewrites only
+  the partitions its new sources fall in;
+* ``index/p00042.parquet`` and ``rejections/p00042.parquet``, rows sorted;
+* ``work/written/p00042-<digest>.json``, the record the manifest is aggregated from and by which a
+  rerun skips the partition (the digest covers the partition's sources and the configuration).
+
+Each clip is checked against its sha256 as it goes into its shard, and the shard's size once
+stored; only then are the partition's clips removed from ``work/clips`` (unless
+``write.keep_clips``). A clip that is no longer in the work area (an incremental run) is read back
+from the shard that held it before.
 """
 
 from __future__ import annotations
 
-import importlib.metadata
+import hashlib
+import json
 import logging
-import platform
-import subprocess
+import tarfile
 import time
 from collections import Counter, defaultdict
 from datetime import UTC, datetime
@@ -20,155 +30,165 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.fs as pafs
-import ray
 
-from curation.config import STAGES, CurationConfig
-from curation.stages import WorkArea
-from shards.layout import SHARDS_DIR, shard_name
-from shards.schema import RECORD_SCHEMA, STATUS_OK, STATUS_REJECTED, to_table
-from shards.writer import plan_shards, remove_stale_shards, sample_from_row, write_index, write_manifest, write_shard
+from curation.config import STAGES, config_from_dict
+from curation.workarea import WorkArea
+from shards.hashing import file_sha256
+from shards.layout import SHARDS_DIR, index_location, partition_name, rejections_location, shard_name
+from shards.schema import INDEX_SCHEMA, REJECTION_SCHEMA, STATUS_OK, STATUS_REJECTED, to_table
+from shards.writer import content_digest, plan_shards, sample_from_row, write_shard
+from storage import Location
+from storage.scratch import scratch_dir
 
 log = logging.getLogger(__name__)
 
-#: Ray Data's own default partition count for a groupby; fewer when there are fewer shards.
-MAX_SHUFFLE_PARTITIONS = 200
+#: The stage whose rows are a finished clip.
+FINAL_STAGE = STAGES[STAGES.index("write") - 1]
 
-VERSIONED_PACKAGES = ("videofactory", "ray", "scenedetect-headless", "av", "pyarrow", "webdataset", "yt-dlp", "torch",
-                      "transformers")
+NO_RESULT_DETAIL = ("no stage recorded a result for this source (its worker died, or an earlier stage has not run on "
+                    "it yet); rerun the job to retry it")
 
 
-def write_corpus(cfg: CurationConfig, work: WorkArea, sources: pa.Table) -> dict[str, Any]:
-    """Write shards, ``index.parquet``, ``rejections.parquet`` and ``manifest.json``; return the counts."""
+def write_partition(config: dict[str, Any], partition: int, rows: pa.Table, digest: str) -> dict[str, Any]:
+    """Write ``partition`` from its final ``rows``; return its record (what the manifest aggregates)."""
     started = time.monotonic()
-    content_stages = list(STAGES[: STAGES.index("write")])
-    current = sources["source_id"]
-    per_stage = {s: _restrict(work.read_stage(s), current) for s in content_stages}
-    final = per_stage[content_stages[-1]]
-    clips = final.filter(pc.equal(final["status"], STATUS_OK)).sort_by("key")
-    rejections = _rejections(sources, per_stage, clips)
-
-    plan = plan_shards(clips["clip_bytes"].to_pylist(), cfg.write.target_shard_bytes)
-    shard_of = [shard_name(cfg.write.name, n) for n in plan]
-    clips = clips.set_column(clips.schema.get_field_index("shard"), "shard", pa.array(shard_of, pa.string()))
-    shards = _write_shards(clips, work.root / SHARDS_DIR)
-    stale = remove_stale_shards(work.root, {s["name"] for s in shards})
-    if stale:
-        log.info("removed %d shard(s) of an earlier write that the current plan no longer has", len(stale))
-    write_index(work.root, clips, rejections)
-
-    counts = _counts(sources, clips, rejections)
-    write_manifest(work.root, {
-        "format": "videofactory-webdataset/1",
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "config": cfg.to_dict(),
-        "versions": _versions(),
-        "counts": counts,
+    cfg = config_from_dict(config)
+    work = WorkArea.of(cfg.output)
+    root = work.output
+    clips, rejections = _split_outcomes(rows.to_pylist() + _missing_sources(work, partition, rows))
+    previous = _previous_record(work, partition)
+    with scratch_dir(f"write-{partition_name(partition)}", work.scratch_parent()) as scratch:
+        shards = _write_shards(cfg.write.name, cfg.write.target_shard_bytes, partition, clips, previous, root,
+                               scratch)
+    index_rows = [{**row, "shard": shard["name"]} for shard in shards for row in shard.pop("rows")]
+    (index_location(root) / f"{partition_name(partition)}.parquet").write_table(to_table(index_rows, INDEX_SCHEMA))
+    (rejections_location(root) / f"{partition_name(partition)}.parquet").write_table(
+        to_table(rejections, REJECTION_SCHEMA))
+    for name in {s["name"] for s in previous.get("shards", [])} - {s["name"] for s in shards}:
+        (root / SHARDS_DIR / name).delete()
+    complete = not any(r["reason"] == "no_result" for r in rejections)
+    record = {
+        "partition": partition, "digest": digest if complete else "incomplete", "complete": complete,
+        "sources": len({r["source_id"] for r in clips} | {r["source_id"] for r in rejections}),
+        "sources_with_clips": len({r["source_id"] for r in clips}),
+        "clips": len(clips),
+        "clip_seconds": round(sum(r["end_time"] - r["start_time"] for r in clips), 6),
+        "rejections": len(rejections),
+        "rejections_by_reason": dict(Counter(f"{r['stage']}/{r['reason']}" for r in rejections)),
+        "workers": _workers(rows),
         "shards": shards,
-        "workers": _workers(per_stage),
-        "stage_times": {**_stage_windows(work, content_stages),
-                        "write": {"seconds": round(time.monotonic() - started, 3)}},
-    })
-    log.info("corpus written to %s: %d clips in %d shards, %d rejections",
-             work.root, counts["clips"], len(shards), counts["rejections"])
-    return counts
-
-
-def _restrict(table: pa.Table, source_ids: pa.ChunkedArray) -> pa.Table:
-    """Rows of the current input only (a work area may hold results of sources since removed)."""
-    return table.filter(pc.is_in(table["source_id"], value_set=source_ids))
-
-
-def _rejections(sources: pa.Table, per_stage: dict[str, pa.Table], clips: pa.Table) -> pa.Table:
-    """Every rejection of every stage, plus ``no_result`` for sources that ended with nothing."""
-    parts = [sources.filter(pc.equal(sources["status"], STATUS_REJECTED))]
-    parts += [t.filter(pc.equal(t["status"], STATUS_REJECTED)) for t in per_stage.values()]
-    rejected = pa.concat_tables([p.select(RECORD_SCHEMA.names).cast(RECORD_SCHEMA) for p in parts])
-    accounted = set(clips["source_id"].to_pylist()) | set(rejected["source_id"].to_pylist())
-    lost = [
-        {**row, "status": STATUS_REJECTED, "stage": "write", "reason": "no_result",
-         "detail": "no stage recorded a result for this source (its worker died, or an earlier stage has not "
-                   "run on it yet); rerun the job to retry it"}
-        for row in sources.to_pylist() if row["source_id"] not in accounted
-    ]
-    if lost:
-        log.warning("%d source(s) have no result from any stage; recorded as no_result", len(lost))
-    everything = pa.concat_tables([rejected, to_table(lost)])
-    return everything.sort_by([("source_id", "ascending"), ("start_time", "ascending")])
-
-
-def _write_shards(clips: pa.Table, shards_dir: Path) -> list[dict[str, Any]]:
-    """Write every shard with Ray Data, one task per shard; return the manifest entries in order."""
-    if clips.num_rows == 0:
-        return []
-    written = (
-        ray.data.from_arrow(clips)
-        .groupby("shard", num_partitions=min(len(set(clips["shard"].to_pylist())), MAX_SHUFFLE_PARTITIONS))
-        .map_groups(_write_shard_group, batch_format="pyarrow", fn_kwargs={"shards_dir": str(shards_dir)})
-        .take_all()
-    )
-    return sorted(written, key=lambda s: s["name"])
-
-
-def _write_shard_group(group: pa.Table, shards_dir: str) -> pa.Table:
-    """Ray Data group function: write the shard whose rows ``group`` holds."""
-    rows = sorted(group.to_pylist(), key=lambda r: r["key"])
-    entry = write_shard(Path(shards_dir) / rows[0]["shard"], [sample_from_row(r) for r in rows])
-    return pa.Table.from_pylist([entry])
-
-
-def _counts(sources: pa.Table, clips: pa.Table, rejections: pa.Table) -> dict[str, Any]:
-    by_reason = Counter(f"{r['stage']}/{r['reason']}" for r in rejections.select(["stage", "reason"]).to_pylist())
-    with_clips = set(clips["source_id"].to_pylist())
-    return {
-        "sources": sources.num_rows,
-        "sources_with_clips": len(with_clips),
-        "sources_without_clips": sources.num_rows - len(with_clips),
-        "clips": clips.num_rows,
-        "clip_seconds": round(pc.sum(pc.subtract(clips["end_time"], clips["start_time"])).as_py() or 0.0, 3),
-        "rejections": rejections.num_rows,
-        "rejections_by_reason": dict(sorted(by_reason.items())),
+        "written": datetime.now(UTC).isoformat(timespec="seconds"),
+        "seconds": round(time.monotonic() - started, 3),
     }
+    location = work.written_record(partition, record["digest"])
+    location.write_text(json.dumps(record, indent=1, sort_keys=True))
+    if previous.get("location") and previous["location"] != location.uri:
+        Location(previous["location"]).delete()
+    if not cfg.write.keep_clips:
+        for row in clips:
+            work.clip_location(row["source_id"], row["key"]).delete()
+    return record
 
 
-def _workers(per_stage: dict[str, pa.Table]) -> dict[str, dict[str, int]]:
-    """Which Ray node ran how many rows of each stage (the job's own record of where work ran)."""
-    out: dict[str, dict[str, int]] = defaultdict(dict)
-    for stage, table in per_stage.items():
-        out[stage] = dict(Counter(w for w in table["worker"].to_pylist() if w))
-    return dict(out)
+def _missing_sources(work: WorkArea, partition: int, rows: pa.Table) -> list[dict[str, Any]]:
+    """The partition's sources that have no row at all (their tasks failed for good), as rows to record."""
+    present = set(rows["source_id"].to_pylist())
+    return [row for row in work.read_sources(partition).to_pylist() if row["source_id"] not in present]
 
 
-def _stage_windows(work: WorkArea, stages: list[str]) -> dict[str, dict[str, Any]]:
-    """When each stage wrote its persisted results: first and last file time, and how many files.
-
-    Stages run fused and concurrently (and possibly in several jobs), so a stage's own CPU time is not
-    observable here; the window in which its results appeared is, from one listing of the work area.
-    """
-    fs = pafs.LocalFileSystem()
-    windows: dict[str, dict[str, Any]] = {}
-    for stage in stages:
-        directory = work.stage_dir(stage)
-        if not directory.is_dir():
-            continue
-        infos = fs.get_file_info(pafs.FileSelector(str(directory), recursive=True))
-        times = [i.mtime for i in infos if i.type == pafs.FileType.File and i.base_name.endswith(".parquet")]
-        if times:
-            first, last = min(times), max(times)
-            windows[stage] = {"results": len(times), "first": first.isoformat(timespec="seconds"),
-                              "last": last.isoformat(timespec="seconds"),
-                              "seconds": round((last - first).total_seconds(), 3)}
-    return windows
+def _split_outcomes(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Finished clips (sorted by key) and rejections (sorted); a row stopped short of the end is ``no_result``."""
+    clips, rejections = [], []
+    for row in rows:
+        if row["status"] == STATUS_OK and row["stage"] == FINAL_STAGE:
+            clips.append(row)
+        elif row["status"] == STATUS_REJECTED:
+            rejections.append(row)
+        else:
+            rejections.append({**row, "status": STATUS_REJECTED, "stage": "write", "reason": "no_result",
+                               "detail": NO_RESULT_DETAIL})
+    clips.sort(key=lambda r: r["key"])
+    rejections.sort(key=lambda r: (r["source_id"], r["start_time"] if r["start_time"] is not None else -1.0,
+                                   r["key"] or ""))
+    return clips, rejections
 
 
-def _versions() -> dict[str, str]:
-    versions = {"python": platform.python_version()}
-    for package in VERSIONED_PACKAGES:
-        try:
-            versions[package] = importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            versions[package] = "not installed"
-    proc = subprocess.run(["ffmpeg", "-version"], capture_output=True, text=True, check=False)
-    versions["ffmpeg"] = (proc.stdout.splitlines() or ["unknown"])[0]
-    return versions
+def _previous_record(work: WorkArea, partition: int) -> dict[str, Any]:
+    """The partition's last record (with its location), or {} when it was never written."""
+    found = work.written_records().get(partition) if work.written.exists() else None
+    if found is None:
+        return {}
+    return {**json.loads(found[1].read_text()), "location": found[1].uri}
+
+
+def _write_shards(name: str, target_bytes: int, partition: int, clips: list[dict[str, Any]],
+                  previous: dict[str, Any], root: Location, scratch: Path) -> list[dict[str, Any]]:
+    """Write (or keep) each planned shard of the partition; return their entries, each with its ``rows``."""
+    plan = plan_shards([r["clip_bytes"] for r in clips], target_bytes)
+    planned: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for number, row in zip(plan, clips, strict=True):
+        planned[number].append(row)
+    kept = {s["name"]: s for s in previous.get("shards", [])}
+    old_clips = _OldClips(root, previous, scratch)
+    entries = []
+    for number in sorted(planned):
+        rows = planned[number]
+        shard = shard_name(name, partition, number)
+        samples = [sample_from_row({**r, "shard": shard}) for r in rows]
+        content = content_digest(samples, [r["clip_sha256"] for r in rows])
+        dest = root / SHARDS_DIR / shard
+        old = kept.get(shard)
+        if not (old and old.get("content") == content and dest.exists() and dest.size() == old["bytes"]):
+            local = scratch / shard
+            write_shard(local, ((s, old_clips.video(r)) for s, r in zip(samples, rows, strict=True)))
+            old = {"bytes": local.stat().st_size, "sha256": file_sha256(local)}
+            dest.upload_from(local)
+            if dest.size() != old["bytes"]:
+                raise OSError(f"{dest.uri}: stored {dest.size()} bytes of {old['bytes']}; rerun the job")
+        entries.append({"name": shard, "partition": partition, "samples": len(rows), "bytes": old["bytes"],
+                        "sha256": old["sha256"], "content": content, "rows": rows})
+    return entries
+
+
+class _OldClips:
+    """Clip bytes, from the work area, or from the partition's previous shards for clips already moved out."""
+
+    def __init__(self, root: Location, previous: dict[str, Any], scratch: Path) -> None:
+        self.root, self.previous, self.scratch = root, previous, scratch
+        self.extracted: dict[str, Path] | None = None
+
+    def video(self, row: dict[str, Any]) -> bytes:
+        location = Location(row["clip_path"]) if row.get("clip_path") else None
+        if location is not None and location.exists():
+            data = location.read_bytes()
+        else:
+            data = self._from_previous_shards(row["key"])
+        if hashlib.sha256(data).hexdigest() != row["clip_sha256"]:
+            raise OSError(f"clip {row['key']} read back with a sha256 other than its extraction's; rerun the job")
+        return data
+
+    def _from_previous_shards(self, key: str) -> bytes:
+        if self.extracted is None:  # once: every previous shard's videos into the scratch directory
+            self.extracted = {}
+            for shard in self.previous.get("shards", []):
+                with (self.root / SHARDS_DIR / shard["name"]).open() as handle, tarfile.open(fileobj=handle) as tar:
+                    for member in tar:
+                        sample, _, ext = member.name.partition(".")
+                        if ext == "mp4":
+                            path = self.scratch / "previous" / f"{sample}.mp4"
+                            path.parent.mkdir(parents=True, exist_ok=True)
+                            path.write_bytes(tar.extractfile(member).read())
+                            self.extracted[sample] = path
+        if key not in self.extracted:
+            raise FileNotFoundError(f"clip {key} is neither in the work area nor in the partition's shards; delete "
+                                    "its state under work/state/ and rerun to extract it again")
+        return self.extracted[key].read_bytes()
+
+
+def _workers(rows: pa.Table) -> dict[str, dict[str, int]]:
+    """Which Ray node produced how many of the partition's final rows, by stage (provenance)."""
+    counts: dict[str, Counter] = defaultdict(Counter)
+    for row in rows.select(["stage", "worker"]).to_pylist():
+        if row["worker"]:
+            counts[row["stage"]][row["worker"]] += 1
+    return {stage: dict(c) for stage, c in counts.items()}

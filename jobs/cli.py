@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="check a corpus: shards open, samples complete, everything matches index and manifest",
         description="Exit status 0 when the corpus is consistent, 1 with a list of problems otherwise.",
     )
-    validate_parser.add_argument("corpus", help="corpus directory written by `videofactory curate`")
+    validate_parser.add_argument("corpus", help="corpus written by `videofactory curate`: a directory or s3://bucket/prefix")
     validate_parser.set_defaults(func=validate)
     stats_parser = commands.add_parser(
         "stats", help="dataset statistics: the funnel, distributions, scores, captions, throughput (JSON + HTML)",

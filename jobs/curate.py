@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from curation.config import STAGES, load_config
+from storage import Location
 from jobs.entry import log, run_entry_point
 
 
@@ -37,7 +38,7 @@ def curate(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, input=args.input, output=args.output, stages=args.stages)
     cfg.validate()
-    cfg.output = os.path.abspath(cfg.output)
+    cfg.input, cfg.output = (str(Location(p)) for p in (cfg.input, cfg.output))  # absolute, or a store URI
     # Inside `ray job submit` RAY_ADDRESS names the cluster; otherwise start a private local Ray
     # ("local"), rather than joining whatever cluster a stale address file on this machine names.
     ray.init(address=os.environ.get("RAY_ADDRESS") or "local", log_to_driver=True)

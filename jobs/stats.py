@@ -1,8 +1,10 @@
-"""Entry point of the statistics job: ``python -m jobs.stats CORPUS_DIR [--compare OTHER_DIR] [--out DIR]``.
+"""Entry point of the statistics job: ``python -m jobs.stats CORPUS [--compare OTHER] [--out DIR]``.
 
-It reads only ``index.parquet``, ``rejections.parquet`` and ``manifest.json`` and needs no Ray:
-``ray job submit --working-dir . -- python -m jobs.stats /shared/corpus`` simply runs it on the
-cluster's head (where the corpus path must be reachable). ``videofactory stats`` runs the same code.
+It reads only ``index/``, ``rejections/`` and ``manifest.json`` and needs no Ray: ``ray job submit
+--working-dir . -- python -m jobs.stats s3://bucket/corpus`` simply runs it on the cluster's head
+(where the corpus must be reachable). Corpora and ``--out`` may be local directories or object-store
+prefixes; the output defaults to ``CORPUS/stats``, written into the store when the corpus is there.
+``videofactory stats`` runs the same code.
 """
 
 from __future__ import annotations
@@ -16,12 +18,15 @@ from jobs.entry import run_entry_point
 
 def add_stats_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of the statistics job (shared by ``videofactory stats`` and ``python -m jobs.stats``)."""
-    parser.add_argument("corpus", help="corpus directory written by `videofactory curate` (holds index.parquet)")
-    parser.add_argument("--compare", metavar="OTHER_DIR",
+    parser.add_argument("corpus", help="corpus written by `videofactory curate`: a directory or an object-store "
+                                       "prefix such as s3://bucket/corpus (holds index/ and manifest.json)")
+    parser.add_argument("--compare", metavar="OTHER",
                         help="a second corpus to set beside the first in stats.json and report.html, e.g. the "
                              "same input curated with another threshold")
     parser.add_argument("--out", metavar="DIR",
-                        help="where to write stats.json and report.html (default: CORPUS/stats)")
+                        help="where to write stats.json and report.html: a directory or an object-store prefix "
+                             "(default: CORPUS/stats, in the object store when the corpus is there; give a "
+                             "local DIR to read the report without the store)")
 
 
 def stats(args: argparse.Namespace) -> int:

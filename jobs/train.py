@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from jobs.entry import run_entry_point, setup_logging
+from storage import Location
 from training.config import TrainConfig, config_from_dict, load_config
 
 
@@ -46,7 +47,7 @@ def absolute_paths(cfg: TrainConfig) -> TrainConfig:
     """The config with corpus, model and output paths made absolute (workers may run elsewhere)."""
     data = cfg.to_dict()
     for corpus in data["data"]["corpora"]:
-        corpus["path"] = os.path.abspath(corpus["path"])
+        corpus["path"] = Location(corpus["path"]).uri  # absolute when local; s3://... as it is
     for name in ("text_encoder", "tokenizer", "vae"):
         data["model"][name] = os.path.abspath(data["model"][name]) if data["model"][name] else ""
     data["output"] = os.path.abspath(data["output"])

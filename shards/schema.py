@@ -22,6 +22,7 @@ SOURCE_FIELDS: list[pa.Field] = [
     pa.field("source_id", pa.string()),
     pa.field("source", pa.string()),
     pa.field("extra", pa.string()),  # JSON object of the manifest's extra columns
+    pa.field("partition", pa.int32()),  # shards.layout.partition_of(source_id): where its clips are written
 ]
 
 #: Columns filled in by the download stage.
@@ -63,6 +64,7 @@ CLIP_FIELDS: list[pa.Field] = [
     pa.field("start_frame", pa.int64()),  # on the detector's (nominal frame rate) timeline
     pa.field("end_frame", pa.int64()),  # exclusive
     pa.field("detector", pa.string()),
+    pa.field("source_rows", pa.int32()),  # rows the source's split produced: how a consumer knows it has them all
 ]
 
 #: Columns filled in by clip extraction.
@@ -114,7 +116,7 @@ RECORD_SCHEMA = pa.schema(
 )
 
 #: Internal columns that do not belong in the published index (they point into the work area).
-INTERNAL_COLUMNS = ("local_path", "clip_path", "status", "worker")
+INTERNAL_COLUMNS = ("local_path", "clip_path", "status", "worker", "source_rows")
 
 #: ``index.parquet``: one row per published clip.
 INDEX_SCHEMA = pa.schema([f for f in RECORD_SCHEMA if f.name not in INTERNAL_COLUMNS])

@@ -1,0 +1,136 @@
+"""Caption stage: a pool of actors that each load BLIP-2 once and caption batches of clips.
+
+Each actor reads the frames of a batch of ``caption.batch_size`` clips and captions them all in
+one model call; if that call fails (say, out of GPU memory on one odd frame size) the batch is
+captioned clip by clip, so the failure lands on the clip that causes it. A clip whose main frame
+gets no caption is rejected as ``empty_caption``.
+
+Each actor also accounts for its time (model loading, captioning, waiting for input) in
+``work/state/caption/_actors/``: a GPU actor that mostly waits is starved by the stages upstream.
+With ``caption.enabled: false`` the stage is a plain task that gives every clip empty captions.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from curation.caption import Captioner, check_weights, uncaptioned, weights_bytes
+from curation.config import CurationConfig
+from curation.errors import Rejection
+from curation.frames import Frame, middle_index, sample_frames
+from curation.stage import JobResources, Resources, Row, Stage, StageContext, reject
+from curation.workarea import WorkArea
+
+log = logging.getLogger(__name__)
+
+#: Memory of a caption actor besides its model's weights: Python, torch, transformers, a batch of frames
+#: (Ray Data measured 0.6 GiB for the tiny model).
+ACTOR_RUNTIME_BYTES = 1024**3
+
+
+@dataclass
+class ActorTimes:
+    """Where one caption actor's wall time went, in seconds."""
+
+    load_s: float = 0.0  # loading the model
+    busy_s: float = 0.0  # inside batches: reading frames, captioning
+    wait_s: float = 0.0  # between batches (and before the first): waiting for the upstream stages
+    batches: int = 0
+    clips: int = 0
+    frames: int = 0  # clips x caption.frames
+
+
+class Caption(Stage):
+    name = "caption"
+    per_clip = True
+
+    @classmethod
+    def check(cls, cfg: CurationConfig) -> None:
+        if cfg.caption.enabled:
+            # Actors may run in another working directory than the driver: hand them an absolute path.
+            cfg.caption.model_path = str(check_weights(cfg.caption.model_path))
+
+    @classmethod
+    def batch_size(cls, cfg: CurationConfig) -> int:
+        return cfg.caption.batch_size if cfg.caption.enabled else 1
+
+    @classmethod
+    def resources(cls, cfg: CurationConfig, job: JobResources) -> Resources:
+        if not cfg.caption.enabled:
+            return super().resources(cfg, job)
+        gpus = job.gpus(cfg.caption.num_gpus, "caption.num_gpus")
+        # A CPU actor holds the model in RAM for its life: declared, Ray never packs more actors on a node
+        # than fit. It also keeps Ray Data from fusing the CPU stages upstream into the actors.
+        memory = None if gpus else weights_bytes(check_weights(cfg.caption.model_path)) + ACTOR_RUNTIME_BYTES
+        log.info("caption stage: %d actor(s), %s GPU and %s CPU each, %d clips per batch", cfg.caption.actors,
+                 gpus, cfg.resources.caption_cpus, cfg.caption.batch_size)
+        return Resources(num_cpus=cfg.resources.caption_cpus, num_gpus=gpus, memory=memory, actors=cfg.caption.actors)
+
+    def setup(self) -> None:
+        if not self.cfg.caption.enabled:
+            return
+        created = time.monotonic()
+        self.captioner = Captioner.load(self.cfg.caption)
+        self.times = ActorTimes(load_s=time.monotonic() - created)
+        self.idle_since = time.monotonic()
+        work = WorkArea.of(self.cfg.output)
+        self.record = work.stage_dir(self.name) / "_actors" / f"{socket.gethostname()}-{os.getpid()}.json"
+
+    def process(self, rows: list[Row], ctx: StageContext) -> list[Row]:
+        if not self.cfg.caption.enabled:
+            return [{**row, **uncaptioned()} for row in rows]
+        started = time.monotonic()
+        self.times.wait_s += started - self.idle_since
+        out = self._caption(rows, ctx)
+        self.idle_since = time.monotonic()
+        self.times.busy_s += self.idle_since - started
+        self.times.batches += 1
+        self.times.clips += len(rows)
+        self.times.frames += len(rows) * self.cfg.caption.frames
+        self.record.write_text(json.dumps({**asdict(self.times), "updated": time.time(),
+                                           "device": str(self.captioner.device),
+                                           "dtype": str(self.captioner.dtype).removeprefix("torch.")}))
+        return out
+
+    def _caption(self, rows: list[Row], ctx: StageContext) -> list[Row]:
+        """Every frame of the batch in one model call; a clip whose frames cannot be read is rejected alone."""
+        frames: list[list[Frame] | None] = []
+        out: list[Row | None] = []
+        for row in rows:
+            try:
+                frames.append(sample_frames(str(ctx.local(row["clip_path"])), self.cfg.caption.frames))
+                out.append(None)
+            except Rejection as exc:  # the clip, not the batch, is unreadable
+                frames.append(None)
+                out.append(reject(row, exc.reason, exc.detail))
+        readable = [f for f in frames if f is not None]
+        flat = self.captioner.caption([frame.image for clip in readable for frame in clip]) if readable else []
+        texts = iter(flat)
+        for i, clip in enumerate(frames):
+            if clip is not None:
+                out[i] = self._captioned(rows[i], clip, [next(texts) for _ in clip])
+        return [r for r in out if r is not None]
+
+    def _captioned(self, row: Row, clip: list[Frame], captions: list[str]) -> Row:
+        main = captions[middle_index(len(captions))]
+        if not main:
+            return reject(row, "empty_caption", f"{self.captioner.name} generated no usable text for the frame "
+                                                f"at {clip[middle_index(len(clip))].time:.3f} s of the clip")
+        listed = [{"time": frame.time, "text": text} for frame, text in zip(clip, captions, strict=True)]
+        return {**row, "caption": main, "captions": json.dumps(listed, ensure_ascii=False),
+                "caption_model": self.captioner.name, "caption_revision": self.captioner.revision}
+
+
+def read_actor_times(work: WorkArea) -> list[dict[str, Any]]:
+    """What every caption actor of the runs on this work area recorded about its time."""
+    return [json.loads(f.read_text()) for f in (work.stage_dir(Caption.name) / "_actors").files()
+            if f.name.endswith(".json")]
+
+
+STAGE = Caption
