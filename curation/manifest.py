@@ -29,7 +29,8 @@ from storage import Location
 MANIFEST_READERS = {
     ".parquet": ray.data.read_parquet,
     ".csv": ray.data.read_csv,
-    ".jsonl": lambda path, **kw: ray.data.read_json(path, lines=True, **kw),
+    # Arrow's JSON reader reads line-delimited JSON; Ray's ``lines=True`` (pandas) refuses a ``filesystem``.
+    ".jsonl": ray.data.read_json,
     ".json": ray.data.read_json,
     ".txt": ray.data.read_text,
 }
@@ -57,6 +58,8 @@ def source_dataset(cfg: CurationConfig) -> ray.data.Dataset:
         raise ValueError(f"{cfg.input}: unknown manifest type; use .parquet, .csv, .jsonl, .json or .txt")
     dataset = reader(location.path, filesystem=location.fs)
     columns = dataset.columns() or []
+    if not columns:  # no row at all (a CSV with its header only): Ray Data knows no schema
+        raise ValueError(f"input {cfg.input} lists no source (an empty manifest?): nothing to curate")
     url_column = "text" if suffix == ".txt" else cfg.url_column
     if url_column not in columns:
         raise ValueError(f"{cfg.input}: no column {cfg.url_column!r} (columns: {sorted(columns)}); set url_column "

@@ -7,8 +7,10 @@ Ray Data's readers take its file systems directly. Credentials and endpoints nev
 config files.
 
 Writes are atomic everywhere: a local file is written under a name unique to its writer and renamed
-into place; an object-store PUT (or multipart upload) only becomes visible when it completes, and
-an upload that fails part-way is aborted, never completed. So a reader sees a whole object or none.
+into place; an object is uploaded under a name unique to its writer and copied into place (one
+server-side copy, atomic) only once the upload is complete, so an upload that fails part-way never
+reaches its real name. (pyarrow cannot abort an upload: its output streams complete the upload with
+what was written when they are closed or collected.) So a reader sees a whole object or none.
 
 Errors of the store itself (unreachable endpoint, refused credentials, missing bucket, a fault that
 outlived the retries) surface as ``StorageError``: an *environment* error that fails the job
@@ -213,15 +215,27 @@ class Location:
                 if os.path.exists(partial):
                     os.unlink(partial)
             return
+        if isinstance(chunks, list) and len(chunks) == 1:
+            # Bytes already in memory: nothing can fail between the writes, and a failed upload is
+            # never completed, so one upload under the real name is atomic (and costs one request).
+            with translated(self), fs.open_output_stream(path) as stream:
+                stream.write(chunks[0])
+            return
+        # A stream (a file being read) may fail part-way, and pyarrow's S3 output stream has no abort:
+        # closing it, or dropping it, completes the upload with the bytes written so far. So a stream
+        # goes to a staging name and is moved into place (CopyObject: atomic; at most 5 GB on AWS)
+        # only when whole; a failed one is deleted.
+        staging = posixpath.join(posixpath.dirname(path), f".{posixpath.basename(path)}.{uuid.uuid4().hex}.part")
         with translated(self):
-            stream = fs.open_output_stream(path)
+            stream = fs.open_output_stream(staging)
             try:
                 for chunk in chunks:
                     stream.write(chunk)
+                stream.close()
+                fs.move(staging, path)
             except BaseException:
-                _abort(stream)
+                _discard(fs, stream, staging)
                 raise
-            stream.close()
 
     # -- deleting -------------------------------------------------------------------------------
     def delete(self) -> None:
@@ -239,13 +253,13 @@ class Location:
                 self.fs.delete_dir(self.path)
 
 
-def _abort(stream: Any) -> None:
-    """Abandon an object-store upload so the half-written object never appears."""
-    abort = getattr(stream, "abort", None)
-    if abort is not None:
-        abort()
-    # Without abort (older pyarrow) leave the stream unclosed: an unfinished multipart upload never
-    # becomes an object, and the store's lifecycle rules clean it up.
+def _discard(fs: pafs.FileSystem, stream: Any, staging: str) -> None:
+    """Remove a failed upload's staging object (closing the stream makes it an object first)."""
+    for step in (stream.close, lambda: fs.delete_file(staging)):
+        try:
+            step()
+        except Exception:  # the store may be down: the staging name is hidden, the real one untouched
+            pass
 
 
 def _describe(exc: BaseException, location: Location) -> str | None:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.http_server import VideoServer
+from tests.s3_server import S3Server, s3_client_env
 
 # --- download: a real HTTP server and small videos for it to serve (tests/http_server.py) ---------
 
@@ -94,3 +95,26 @@ def curated_corpus(local_ray, sample_videos: Path, tmp_path_factory: pytest.Temp
     cfg.filter.enabled = False  # a corpus of every clip; tests/test_filters.py runs the filters
     run_curation(cfg)
     return {"root": root / "corpus", "rows": rows}
+
+
+# --- object store: moto's S3 API on loopback (tests/s3_server.py) -----------------------------------
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    """One ``moto_server`` for the session, with this process's environment pointing pyarrow at it.
+
+    The AWS variables are set before anything builds an S3 client, and ``storage.location``'s
+    cached client is dropped on both sides, so every ``s3://`` Location of a test goes to moto.
+    Processes started after this fixture (a CLI, ``ray start``, ``ray.init``) inherit the variables;
+    a Ray started *before* it does not: start that Ray after requesting this fixture, or hand
+    ``s3_server.env()`` to it (``runtime_env={"env_vars": ...}`` or ``subprocess`` ``env=``).
+    """
+    with S3Server() as server, s3_client_env(server.env()):
+        yield server
+
+
+@pytest.fixture
+def s3_bucket(s3_server: S3Server) -> str:
+    """A fresh, uniquely named, empty bucket on ``s3_server``, as ``s3://<bucket>``."""
+    return f"s3://{s3_server.create_bucket()}"

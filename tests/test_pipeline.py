@@ -149,11 +149,27 @@ def test_corpus_validates_and_manifest_lists_shards(mixed_corpus):
 def test_rerun_resumes_without_redoing_or_duplicating(mixed_corpus):
     corpus = mixed_corpus["root"]
     before = read_index(corpus)
-    clip_mtimes = {p: p.stat().st_mtime_ns for p in (corpus / "work" / "clips").rglob("*.mp4")}
+    written = {p: p.stat().st_mtime_ns for p in corpus.rglob("*") if p.is_file() and "scratch" not in p.parts
+               and p.name != "manifest.json"}
     cfg = load_config(None, **read_manifest(corpus)["config"])
-    run_curation(cfg)
+    summary = run_curation(cfg)
+    assert summary.partitions == 0  # every partition was written: nothing to process
     assert read_index(corpus).equals(before)
-    assert {p: p.stat().st_mtime_ns for p in (corpus / "work" / "clips").rglob("*.mp4")} == clip_mtimes
+    after = {p: p.stat().st_mtime_ns for p in corpus.rglob("*") if p.is_file() and "scratch" not in p.parts
+             and p.name != "manifest.json"}
+    changed = {p for p in set(written) | set(after) if written.get(p) != after.get(p)}
+    assert {p.relative_to(corpus).parts[:2] for p in changed} <= {("work", "sources")}  # only the re-read input
+
+
+def test_state_is_one_object_per_source_and_clips_leave_the_work_area(mixed_corpus):
+    corpus = mixed_corpus["root"]
+    state = [p for p in (corpus / "work" / "state").rglob("*.parquet")]
+    sources = read_manifest(corpus)["counts"]["sources"]
+    duplicates = read_manifest(corpus)["counts"]["rejections_by_reason"]["manifest/duplicate"]
+    assert len(state) == sources - duplicates  # one task per source, whatever its clip count
+    assert read_index(corpus).num_rows > len(state) / 2
+    assert not list((corpus / "work" / "clips").rglob("*.mp4")), "clips are kept once: in their shards"
+    assert not list((corpus / "work").rglob("*.part")) and not list((corpus / "work" / "scratch").rglob("*"))
 
 
 def test_changed_settings_are_refused_on_the_same_output(mixed_corpus):
@@ -169,12 +185,12 @@ def test_stages_in_separate_jobs_equal_one_job(local_ray, sample_videos: Path, t
     (videos / "three_scenes.mp4").symlink_to(sample_videos / "three_scenes.mp4")
     run_curation(_config(videos, tmp_path / "one"))
     run_curation(_config(videos, tmp_path / "two", stages=["download", "probe", "split"]))
-    assert not (tmp_path / "two" / "index.parquet").exists()
+    assert not (tmp_path / "two" / "index").exists() and not (tmp_path / "two" / "shards").exists()
     run_curation(_config(videos, tmp_path / "two", stages=["extract", "filter", "caption", "write"]))
     assert read_index(tmp_path / "two").equals(read_index(tmp_path / "one"))
     assert validate(tmp_path / "two").ok
 
 
 def test_a_stage_without_its_input_says_what_to_run(local_ray, sample_videos: Path, tmp_path: Path):
-    with pytest.raises(ValueError, match="run it first"):
+    with pytest.raises(ValueError, match="starts with the download stage"):
         run_curation(_config(sample_videos, tmp_path / "c", stages=["extract"]))
