@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import secrets
 import signal
 import socket
@@ -111,6 +112,16 @@ class LocalRayCluster:
         """Another ``ray job`` subcommand (``status``, ``stop``, ``logs``) against this cluster."""
         return subprocess.run([self.ray, "job", *args, "--address", self.dashboard_url], env=self.env(),
                               capture_output=True, text=True, timeout=120, check=False)
+
+    def wait_for(self, submission_id: str, timeout_s: float = 600.0) -> str:
+        """Wait until the job ends; its final status (SUCCEEDED, FAILED or STOPPED)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            final = re.search(r"\b(SUCCEEDED|FAILED|STOPPED)\b", self.job("status", submission_id).stdout)
+            if final:
+                return final.group(1)
+            time.sleep(1.0)
+        raise TimeoutError(f"job {submission_id} still running after {timeout_s:.0f} s")
 
     def stop(self, timeout_s: float = 60.0) -> None:
         """Stop every node this object started, workers first, by pid."""

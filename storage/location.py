@@ -35,7 +35,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 #: Attempts of one S3 request (the AWS standard strategy: exponential backoff with jitter on 5xx,
-#: SlowDown and throttling answers, and on connection errors).
+#: SlowDown and throttling answers, and on connection errors); ``VIDEOFACTORY_S3_MAX_ATTEMPTS`` overrides.
 S3_MAX_ATTEMPTS = 10
 
 #: Bytes read or written per call when streaming a file to or from the store.
@@ -59,7 +59,11 @@ def _s3() -> pafs.S3FileSystem:
     # A bucket's region is only looked up when no endpoint is set.
     endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
     return pafs.S3FileSystem(endpoint_override=endpoint,
-                             retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=S3_MAX_ATTEMPTS))
+                             retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=_max_attempts()))
+
+
+def _max_attempts() -> int:
+    return int(os.environ.get("VIDEOFACTORY_S3_MAX_ATTEMPTS") or S3_MAX_ATTEMPTS)
 
 
 def _resolve(uri: str) -> tuple[pafs.FileSystem, str]:

@@ -160,3 +160,17 @@ def test_a_missing_bucket_is_a_clear_error_at_start(s3_server, tmp_path: Path):
     assert result.returncode == 2, result.stderr[-2000:]
     assert "does not exist" in result.stderr and "no-such-bucket-here" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_refused_credentials_are_a_clear_error_at_start(tmp_path: Path):
+    from tests.s3_server import S3Server
+
+    make_videos(tmp_path / "videos", ["one"])
+    with S3Server() as server:
+        bucket = server.create_bucket()
+        server.enforce_auth()
+        result = run_cli("curate", "--input", str(tmp_path / "videos"), "--output", f"s3://{bucket}/out",
+                         env={**os.environ, **server.env()}, timeout=300)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "refused access" in result.stderr and "AWS_ACCESS_KEY_ID" in result.stderr
+    assert "Traceback" not in result.stderr
