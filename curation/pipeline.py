@@ -34,6 +34,7 @@ from tqdm import tqdm
 from curation.config import STAGES, CurationConfig
 from curation.ffmpeg import require_tools
 from curation.ingest import ingest
+from curation.lease import Lease, acquire
 from curation.runner import Operator, OperatorWorker, expand_partitions, plan_operators, run_block
 from curation.stage import JobResources
 from curation.stages import stage_class
@@ -71,6 +72,17 @@ def run_curation(cfg: CurationConfig) -> RunSummary:
     _check_contiguous(stages)
     work = WorkArea(Location(cfg.output))
     check_access(work.output, write=True)
+    lease = acquire(work)
+    try:
+        summary = _run(cfg, work, stages, lease, wall_started)
+    finally:
+        lease.release()
+    summary.seconds = time.monotonic() - started
+    return summary
+
+
+def _run(cfg: CurationConfig, work: WorkArea, stages: list[str], lease: Lease, wall_started: float) -> RunSummary:
+    """The job itself, while it holds the output's lease."""
     content = [s for s in stages if s != "write"]
     for stage in content:
         stage_class(stage).check(cfg)
@@ -100,14 +112,14 @@ def run_curation(cfg: CurationConfig) -> RunSummary:
         log.info("operators: %s", ", ".join(f"{op.name} ({_describe(op)})" for op in operators) or "none")
         dataset = _dataset(cfg, work, operators, todo, stages[0])
         writer = _PartitionWriter(cfg, {p: expected[p] for p in todo}, digests) if writing else None
-        stage_times = _consume(dataset, summary, writer)
+        stage_times = _consume(dataset, summary, writer, lease)
         if writer is not None:
             stage_times["write"] = writer.finish()
         if "caption" in content and cfg.caption.enabled:
             _log_caption_actors(work, since=wall_started)
     if writing:
+        lease.check()
         summary.corpus = write_manifest(cfg, work, partitions, count, stage_times)
-    summary.seconds = time.monotonic() - started
     return summary
 
 
@@ -204,11 +216,13 @@ class _PartitionWriter:
         return {"seconds": round(self.seconds, 3), "results": len(self.expected)}
 
 
-def _consume(dataset: ray.data.Dataset, summary: RunSummary, writer: _PartitionWriter | None) -> dict[str, Any]:
+def _consume(dataset: ray.data.Dataset, summary: RunSummary, writer: _PartitionWriter | None,
+             lease: Lease) -> dict[str, Any]:
     """Pull rows through the pipeline, hand them to the writer, and time when each stage's rows left it."""
     first: dict[str, datetime] = {}
     last: dict[str, datetime] = {}
     for batch in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
+        lease.check()
         now = datetime.now(UTC)
         for stage, status in zip(batch["stage"].to_pylist(), batch["status"].to_pylist(), strict=True):
             summary.rows[(stage, status)] += 1

@@ -23,8 +23,11 @@ import hashlib
 import json
 import logging
 import tarfile
+import threading
 import time
 from collections import Counter, defaultdict
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -44,6 +47,9 @@ log = logging.getLogger(__name__)
 
 #: The stage whose rows are a finished clip.
 FINAL_STAGE = STAGES[STAGES.index("write") - 1]
+
+#: Clips read at once while a shard is built.
+READ_AHEAD = 16
 
 NO_RESULT_DETAIL = ("no stage recorded a result for this source (its worker died, or an earlier stage has not run on "
                     "it yet); rerun the job to retry it")
@@ -84,9 +90,9 @@ def write_partition(config: dict[str, Any], partition: int, rows: pa.Table, dige
     location.write_text(json.dumps(record, indent=1, sort_keys=True))
     if previous.get("location") and previous["location"] != location.uri:
         Location(previous["location"]).delete()
-    if not cfg.write.keep_clips:
-        for row in clips:
-            work.clip_location(row["source_id"], row["key"]).delete()
+    if not cfg.write.keep_clips:  # one listing and one batch delete per source, not a request per clip
+        with ThreadPoolExecutor(READ_AHEAD) as pool:
+            list(pool.map(lambda sid: (work.clips / sid).delete_tree(), sorted({r["source_id"] for r in clips})))
     return record
 
 
@@ -140,7 +146,7 @@ def _write_shards(name: str, target_bytes: int, partition: int, clips: list[dict
         old = kept.get(shard)
         if not (old and old.get("content") == content and dest.exists() and dest.size() == old["bytes"]):
             local = scratch / shard
-            write_shard(local, ((s, old_clips.video(r)) for s, r in zip(samples, rows, strict=True)))
+            write_shard(local, zip(samples, old_clips.videos(rows), strict=True))
             old = {"bytes": local.stat().st_size, "sha256": file_sha256(local)}
             dest.upload_from(local)
             if dest.size() != old["bytes"]:
@@ -156,13 +162,22 @@ class _OldClips:
     def __init__(self, root: Location, previous: dict[str, Any], scratch: Path) -> None:
         self.root, self.previous, self.scratch = root, previous, scratch
         self.extracted: dict[str, Path] | None = None
+        self.lock = threading.Lock()
+
+    def videos(self, rows: list[dict[str, Any]]) -> Iterator[bytes]:
+        """The clips of ``rows`` in order, read ``READ_AHEAD`` at a time (object-store GETs are latency-bound)."""
+        with ThreadPoolExecutor(READ_AHEAD) as pool:
+            for start in range(0, len(rows), READ_AHEAD):
+                yield from pool.map(self.video, rows[start:start + READ_AHEAD])
 
     def video(self, row: dict[str, Any]) -> bytes:
-        location = Location(row["clip_path"]) if row.get("clip_path") else None
-        if location is not None and location.exists():
-            data = location.read_bytes()
-        else:
-            data = self._from_previous_shards(row["key"])
+        try:
+            data = Location(row["clip_path"]).read_bytes() if row.get("clip_path") else None
+        except FileNotFoundError:
+            data = None
+        if data is None:
+            with self.lock:
+                data = self._from_previous_shards(row["key"])
         if hashlib.sha256(data).hexdigest() != row["clip_sha256"]:
             raise OSError(f"clip {row['key']} read back with a sha256 other than its extraction's; rerun the job")
         return data
