@@ -14,8 +14,14 @@ from collections.abc import Sequence
 from fractions import Fraction
 from typing import Any
 
+from curation.errors import EnvironmentFault
+
 FFMPEG = "ffmpeg"
 FFPROBE = "ffprobe"
+
+#: What ffmpeg prints when the machine, not the input, failed it (strerror texts).
+MACHINE_FAULTS = ("No space left on device", "Disk quota exceeded", "Cannot allocate memory",
+                  "Too many open files", "Read-only file system")
 
 
 class ToolError(RuntimeError):
@@ -49,8 +55,16 @@ def run(args: Sequence[str], timeout_s: float, tool: str = FFMPEG) -> subprocess
             [tool, *args], capture_output=True, text=True, errors="replace", timeout=timeout_s, check=False
         )
     except subprocess.TimeoutExpired as exc:
-        raise ToolError(tool, f"timed out after {timeout_s:.0f} s") from exc
+        raise EnvironmentFault(f"{tool} timed out after {timeout_s:.0f} s (an overloaded machine?); rerun the "
+                               "job, which redoes this work") from exc
+    if proc.returncode < 0:
+        raise EnvironmentFault(f"{tool} was killed by signal {-proc.returncode} (out of memory?); rerun the job, "
+                               "which redoes this work")
     if proc.returncode != 0:
+        fault = next((m for m in MACHINE_FAULTS if m in proc.stderr), None)
+        if fault is not None:
+            raise EnvironmentFault(f"{tool}: {fault} ({stderr_tail(proc.stderr, 1)}); free the resource and rerun "
+                                   "the job, which redoes this work")
         raise ToolError(tool, stderr_tail(proc.stderr))
     return proc
 

@@ -35,7 +35,7 @@ from curation.config import STAGES, CurationConfig
 from curation.ffmpeg import require_tools
 from curation.ingest import ingest
 from curation.lease import Lease, acquire
-from curation.runner import Operator, OperatorWorker, expand_partitions, plan_operators, run_block
+from curation.runner import Operator, OperatorWorker, expand_partitions, is_environment_error, plan_operators, run_block
 from curation.stage import JobResources
 from curation.stages import stage_class
 from curation.stages.caption import read_actor_times
@@ -112,15 +112,34 @@ def _run(cfg: CurationConfig, work: WorkArea, stages: list[str], lease: Lease, w
         log.info("operators: %s", ", ".join(f"{op.name} ({_describe(op)})" for op in operators) or "none")
         dataset = _dataset(cfg, work, operators, todo, stages[0])
         writer = _PartitionWriter(cfg, {p: expected[p] for p in todo}, digests) if writing else None
-        stage_times = _consume(dataset, summary, writer, lease)
-        if writer is not None:
-            stage_times["write"] = writer.finish()
+        try:
+            stage_times = _consume(dataset, summary, writer, lease)
+            if writer is not None:
+                stage_times["write"] = writer.finish()
+        except Exception as exc:
+            fault = _machine_fault(exc)
+            if fault is None:
+                raise
+            raise RuntimeError(f"the job stopped on a fault of the machine or the store, not of the data: {fault}. "
+                               "Nothing was recorded against the input; fix it and rerun the job, which resumes "
+                               "where it stopped.") from None
         if "caption" in content and cfg.caption.enabled:
             _log_caption_actors(work, since=wall_started)
     if writing:
         lease.check()
         summary.corpus = write_manifest(cfg, work, partitions, count, stage_times)
     return summary
+
+
+def _machine_fault(exc: BaseException) -> BaseException | None:
+    """The environment error at the root of a failed task (Ray wraps it several times), if that is what it was."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if is_environment_error(exc):
+            return exc
+        exc = getattr(exc, "cause", None) or exc.__cause__
+    return None
 
 
 def _describe(op: Operator) -> str:
@@ -134,7 +153,11 @@ def _dataset(cfg: CurationConfig, work: WorkArea, operators: list[Operator], tod
     """The pipeline: partitions expanded into resumed rows, then every operator of the job."""
     # Every source is a block of its own (a few hundred bytes of metadata), so each is its own task
     # and the cluster stays busy; blocks otherwise coalesce up to Ray Data's 128 MiB target.
-    ray.data.DataContext.get_current().target_max_block_size = 1
+    context = ray.data.DataContext.get_current()
+    context.target_max_block_size = 1
+    # A task's own exception reaches the driver (not Ray Data's wrapper of it), so a fault of the machine
+    # is told from a bug and reported as such.
+    context.raise_original_map_exception = True
     config = cfg.to_dict()
     dataset = ray.data.from_items([{"partition": p} for p in todo]).map_batches(
         expand_partitions, batch_size=1, batch_format="pyarrow", num_cpus=0.25,

@@ -36,7 +36,8 @@ from typing import Any
 import pyarrow as pa
 
 from curation.config import STAGES, CurationConfig, config_from_dict
-from curation.errors import Rejection
+from curation.errors import EnvironmentFault, Rejection
+from curation.ffmpeg import MACHINE_FAULTS
 from curation.stage import JobResources, Resources, Row, Stage, StageContext, reject
 from curation.stages import stage_class
 from curation.workarea import WorkArea
@@ -55,9 +56,10 @@ ENVIRONMENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.ENOMEM, errno.
 
 def is_environment_error(exc: BaseException) -> bool:
     """Whether ``exc`` is a fault of the machine or the store (retry or fail) rather than of the input."""
-    if isinstance(exc, StorageError | MemoryError):
+    if isinstance(exc, StorageError | MemoryError | EnvironmentFault):
         return True
-    return isinstance(exc, OSError) and exc.errno in ENVIRONMENT_ERRNOS
+    # pyarrow's OSErrors carry the errno only in their text ("[errno 28] ... No space left on device")
+    return isinstance(exc, OSError) and (exc.errno in ENVIRONMENT_ERRNOS or any(m in str(exc) for m in MACHINE_FAULTS))
 
 
 def stage_before(stage: str) -> str:

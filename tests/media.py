@@ -200,3 +200,15 @@ ALL_BAD: dict[str, Callable[[Path], Path]] = {
     "absurd_dimensions": absurd_dimensions,
     "tiny_dimensions": tiny_dimensions,
 }
+
+
+def one_shot_videos(folder: Path, names: list[str]) -> list[Path]:
+    """Small one-shot videos, each different (its own hue), long enough for one clip each; made once."""
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for i, name in enumerate(names):
+        path = folder / f"{name}.mp4"
+        if not path.exists():
+            _encode(path, f"testsrc2=size=192x108:rate=24:duration=2.5,hue=h={37 * i}", "-frames:v", "60")
+        out.append(path)
+    return out

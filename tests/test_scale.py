@@ -23,21 +23,9 @@ from shards.layout import partition_of
 from shards.reader import read_index, read_rejections
 from shards.validate import validate
 from storage import Location
-from tests.media import _encode
+from tests.media import one_shot_videos
 
 VIDEOFACTORY = str(Path(sys.executable).parent / "videofactory")
-
-
-def make_videos(folder: Path, names: list[str]) -> list[Path]:
-    """Small one-shot videos, each different (its own test pattern and tone), long enough for one clip."""
-    folder.mkdir(parents=True, exist_ok=True)
-    out = []
-    for i, name in enumerate(names):
-        path = folder / f"{name}.mp4"
-        if not path.exists():
-            _encode(path, f"testsrc2=size=192x108:rate=24:duration=2.5,hue=h={37 * i}", "-frames:v", "60")
-        out.append(path)
-    return out
 
 
 def config(input_path: str, output: str, partitions: int | None = None):
@@ -64,13 +52,13 @@ def comparable(index: pa.Table) -> list[tuple]:
 
 def test_an_incremental_run_rewrites_only_the_partitions_of_new_sources(local_ray, tmp_path: Path):
     videos = tmp_path / "videos"
-    make_videos(videos, [f"first{i}" for i in range(6)])
+    one_shot_videos(videos, [f"first{i}" for i in range(6)])
     corpus = tmp_path / "corpus"
     run_curation(config(str(videos), str(corpus), partitions=4))
     before = shard_files(corpus)
     assert len(before) >= 2, "the sources should spread over several partitions"
 
-    added = make_videos(videos, ["added0"])
+    added = one_shot_videos(videos, ["added0"])
     summary = run_curation(config(str(videos), str(corpus), partitions=4))
     new_partition = partition_of(read_index(corpus).filter(
         pa.compute.equal(read_index(corpus)["source"], str(added[0])))["source_id"][0].as_py(), 4)
@@ -90,7 +78,7 @@ def test_an_incremental_run_rewrites_only_the_partitions_of_new_sources(local_ra
 
 def test_partitions_are_fixed_at_a_corpus_first_run(local_ray, tmp_path: Path):
     videos = tmp_path / "videos"
-    make_videos(videos, ["one", "two"])
+    one_shot_videos(videos, ["one", "two"])
     run_curation(config(str(videos), str(tmp_path / "corpus"), partitions=2))
     with pytest.raises(ValueError, match="keeps its partition count"):
         run_curation(config(str(videos), str(tmp_path / "corpus"), partitions=8))
@@ -98,7 +86,7 @@ def test_partitions_are_fixed_at_a_corpus_first_run(local_ray, tmp_path: Path):
 
 def test_keep_clips_keeps_the_work_area_clips(local_ray, tmp_path: Path):
     videos = tmp_path / "videos"
-    make_videos(videos, ["one"])
+    one_shot_videos(videos, ["one"])
     cfg = config(str(videos), str(tmp_path / "corpus"))
     cfg.write.keep_clips = True
     run_curation(cfg)
@@ -115,7 +103,7 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: int = 600) -
 
 
 def test_curate_validate_and_stats_on_an_object_store(local_ray, s3_bucket: str, tmp_path: Path):
-    videos = make_videos(tmp_path / "videos", ["alpha", "beta", "gamma"])
+    videos = one_shot_videos(tmp_path / "videos", ["alpha", "beta", "gamma"])
     inputs = Location(s3_bucket) / "in"
     for video in videos:
         (inputs / video.name).upload_from(_copy(video, tmp_path))
@@ -154,7 +142,7 @@ def _copy(video: Path, tmp_path: Path) -> Path:
 
 
 def test_a_missing_bucket_is_a_clear_error_at_start(s3_server, tmp_path: Path):
-    make_videos(tmp_path / "videos", ["one"])
+    one_shot_videos(tmp_path / "videos", ["one"])
     result = run_cli("curate", "--input", str(tmp_path / "videos"), "--output", "s3://no-such-bucket-here/out",
                      timeout=300)
     assert result.returncode == 2, result.stderr[-2000:]
@@ -165,7 +153,7 @@ def test_a_missing_bucket_is_a_clear_error_at_start(s3_server, tmp_path: Path):
 def test_refused_credentials_are_a_clear_error_at_start(tmp_path: Path):
     from tests.s3_server import S3Server
 
-    make_videos(tmp_path / "videos", ["one"])
+    one_shot_videos(tmp_path / "videos", ["one"])
     with S3Server() as server:
         bucket = server.create_bucket()
         server.enforce_auth()
