@@ -33,10 +33,10 @@ from pathlib import Path
 
 import av
 import torch
-import webdataset as wds
 
 from curation.sample_videos import run_ffmpeg
-from shards.layout import shard_paths
+from shards.layout import SHARDS_DIR, shard_name
+from shards.reader import iter_samples
 from shards.writer import Sample, write_shard
 from training.config import CorpusConfig, DataConfig, config_from_dict, load_config
 from training.data import ResumableLoader
@@ -55,7 +55,7 @@ def render_corpus(root: Path, clips: int, seconds: float) -> Path:
         run_ffmpeg(["-f", "lavfi", "-i", f"testsrc2=s=1280x720:r=25:d={seconds}", "-vf", f"hue=h={n * 40}",
                     "-c:v", "libx264", "-preset", "veryfast", "-crf", "20", "-pix_fmt", "yuv420p", str(path)])
         samples.append(Sample(f"bench_{n:04d}", str(path), f"test card {n}", {}))
-    write_shard(root / "corpus" / "shards" / "corpus-000000.tar", samples)
+    write_shard(root / "corpus" / SHARDS_DIR / shard_name("corpus", 0, 0), samples)
     return root / "corpus"
 
 
@@ -68,7 +68,7 @@ def timed(work: Callable[[], int]) -> tuple[int, float, float]:
 
 def decode_all(corpus: Path) -> int:
     clips = 0
-    for sample in wds.WebDataset([str(p) for p in shard_paths(corpus)], shardshuffle=False, empty_check=False):
+    for sample in iter_samples(corpus):
         with av.open(io.BytesIO(sample["mp4"])) as container:
             for _ in container.decode(video=0):
                 pass

@@ -1,8 +1,9 @@
 """Time and peak memory of `videofactory stats` on a synthetic 10-million-clip corpus.
 
-Builds, in a temporary directory, an ``index.parquet`` with the real ``INDEX_SCHEMA`` and plausible
-values (1.1 million listed sources, 2-10 s clips at common resolutions and frame rates, captions
-from a small vocabulary, filter scores as JSON), a ``rejections.parquet`` and a ``manifest.json``;
+Builds, in a temporary directory, an ``index/`` dataset (one partition file per million rows) with the
+real ``INDEX_SCHEMA`` and plausible values (1.1 million listed sources, 2-10 s clips at common
+resolutions and frame rates, captions from a small vocabulary, filter scores as JSON), ``rejections/``
+and a ``manifest.json``;
 then runs, each in a fresh child process so that peak RSS (``ru_maxrss``) is its own:
 
 * the baseline: ``pyarrow.parquet.read_table`` of exactly the index columns the statistics read;
@@ -33,7 +34,15 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from shards.layout import INDEX_FILE, MANIFEST_FILE, REJECTIONS_FILE, shard_name  # noqa: E402
+from shards.layout import (  # noqa: E402
+    INDEX_DIR,
+    MANIFEST_FILE,
+    REJECTIONS_DIR,
+    index_location,
+    partition_name,
+    shard_name,
+)
+from shards.reader import partition_files, read_index  # noqa: E402
 from shards.schema import INDEX_SCHEMA, REJECTION_SCHEMA  # noqa: E402
 
 #: Index columns the statistics read (the baseline reads exactly these).
@@ -91,7 +100,7 @@ def build_chunk(rng: np.random.Generator, first_source: int, sources: int, offse
         "clip_bytes": clip_bytes, "clip_width": width, "clip_height": height, "clip_fps": fps,
         "clip_frames": frames, "clip_duration": duration, "extract_mode": pa.array(["reencode"] * rows),
         "caption": caption, "scores": scores, "stage": pa.array(["write"] * rows),
-        "shard": pa.array([shard_name("corpus", n) for n in range(int(shard.max()) + 1)]).take(pa.array(shard)),
+        "shard": pa.array([shard_name("corpus", 0, n) for n in range(int(shard.max()) + 1)]).take(pa.array(shard)),
     }
     arrays = [_column(f.name, columns[f.name] if f.name in columns else pa.nulls(rows)) for f in INDEX_SCHEMA]
     return pa.Table.from_arrays(arrays, schema=INDEX_SCHEMA)
@@ -101,15 +110,18 @@ def build_corpus(root: Path, rows: int, seed: int = 0) -> dict[str, int]:
     """Write the synthetic index, rejections and manifest under ``root``; return what was made."""
     rng = np.random.default_rng(seed)
     made = {"rows": 0, "sources": 0, "bytes": 0}
-    with pq.ParquetWriter(root / INDEX_FILE, INDEX_SCHEMA) as writer:
-        while made["rows"] < rows:
-            sources = max(1, min(CHUNK_ROWS, rows - made["rows"]) // 9)
-            chunk = build_chunk(rng, made["sources"], sources, made["bytes"])
-            chunk = chunk.slice(0, rows - made["rows"])
-            writer.write_table(chunk, row_group_size=CHUNK_ROWS)
-            made["rows"] += chunk.num_rows
-            made["sources"] += sources
-            made["bytes"] += pc.sum(chunk["clip_bytes"]).as_py()
+    (root / INDEX_DIR).mkdir()
+    (root / REJECTIONS_DIR).mkdir()
+    partition = 0
+    while made["rows"] < rows:
+        sources = max(1, min(CHUNK_ROWS, rows - made["rows"]) // 9)
+        chunk = build_chunk(rng, made["sources"], sources, made["bytes"])
+        chunk = chunk.slice(0, rows - made["rows"])
+        pq.write_table(chunk, root / INDEX_DIR / f"{partition_name(partition)}.parquet", row_group_size=CHUNK_ROWS)
+        partition += 1
+        made["rows"] += chunk.num_rows
+        made["sources"] += sources
+        made["bytes"] += pc.sum(chunk["clip_bytes"]).as_py()
     rejected = made["sources"] // 10
     stages = rng.choice(["download", "probe", "split"], rejected, p=[0.5, 0.3, 0.2])
     reasons = {"download": "http_404", "probe": "unreadable", "split": "no_clips"}
@@ -124,12 +136,13 @@ def build_corpus(root: Path, rows: int, seed: int = 0) -> dict[str, int]:
     }
     pq.write_table(pa.Table.from_pydict({n: rejections.get(n, [None] * (rejected + clip_rejections))
                                          for n in REJECTION_SCHEMA.names}, schema=REJECTION_SCHEMA),
-                   root / REJECTIONS_FILE)
+                   root / REJECTIONS_DIR / f"{partition_name(0)}.parquet")
     shards = int(made["bytes"] // SHARD_BYTES) + 1
     manifest = {"created": datetime.now(UTC).isoformat(timespec="seconds"),
                 "config": {"stages": ["download", "probe", "split", "extract", "filter", "caption", "write"]},
                 "counts": {"sources": made["sources"] + rejected + clip_rejections},
-                "shards": [{"name": shard_name("corpus", n), "bytes": SHARD_BYTES} for n in range(shards)]}
+                "partitions": partition,
+                "shards": [{"name": shard_name("corpus", 0, n), "bytes": SHARD_BYTES} for n in range(shards)]}
     (root / MANIFEST_FILE).write_text(json.dumps(manifest))
     return made
 
@@ -141,12 +154,12 @@ def _measure(job: str, root: str, queue: multiprocessing.Queue) -> None:
 
     started = time.perf_counter()
     if job == "baseline":
-        table = pq.read_table(Path(root) / INDEX_FILE, columns=STATS_COLUMNS)
+        table = read_index(root, columns=STATS_COLUMNS)
         detail = f"{table.num_rows:,} rows, {table.nbytes / 2**30:.2f} GiB in Arrow"
     elif job == "compute_stats":
         detail = f"{compute_stats(root)['totals']['clips']:,} clips"
     else:
-        detail = f"{(write_report(root, out=Path(root) / 'stats') / 'report.html').stat().st_size / 1e3:.0f} kB html"
+        detail = f"{(write_report(root, out=Path(root) / 'stats') / 'report.html').size() / 1e3:.0f} kB html"
     seconds = time.perf_counter() - started
     queue.put((seconds, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, detail))
 
@@ -177,7 +190,7 @@ def main() -> None:
         started = time.perf_counter()
         made = build_corpus(root, args.rows)
         built = time.perf_counter() - started
-        size = (root / INDEX_FILE).stat().st_size
+        size = sum(f.size() for f in partition_files(index_location(root)))
         load_before = os.getloadavg()
         results = {job: run(job, root) for job in ("baseline", "compute_stats", "write_report")}
         load_after = os.getloadavg()

@@ -7,6 +7,8 @@ what to do; only environment failures (a full disk, a bug) escape as other excep
 Three ways in:
 
 * local paths and ``file://`` URLs are used where they are (no copy);
+* object-store URLs (``s3://``, ``gs://``, ...) are copied into the task's scratch directory through
+  ``storage.Location``, with the job's credentials;
 * plain http(s) files are streamed with ``requests`` into ``<source_id>.part`` and renamed to
   ``<source_id><ext>`` only when complete, so a file under its final name is always whole. That is what
   lets a resumed run reuse it without the network and continue a ``.part`` with a Range request;
@@ -45,10 +47,14 @@ from curation.config import VIDEO_EXTENSIONS, DownloadConfig
 from curation.errors import Rejection
 from curation.ids import sanitise
 from shards.hashing import file_sha256
+from storage import Location
 
 log = logging.getLogger(__name__)
 
 CHUNK_BYTES = 1024 * 1024
+
+#: URL schemes read through the storage layer (pyarrow.fs), with the job's own credentials.
+STORE_SCHEMES = ("s3", "gs", "gcs", "abfs", "abfss", "hdfs")
 
 #: Statuses worth another attempt: the server may answer differently later.
 RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504}) | frozenset(range(505, 600))
@@ -110,10 +116,13 @@ def fetch(source: str, source_id: str, dest_dir: Path, cfg: DownloadConfig) -> F
         return _fetch_remote(source, source_id, Path(dest_dir), cfg)
     if scheme == "file":
         return _fetch_local(_file_url_path(source), source)
+    if scheme in STORE_SCHEMES:
+        return _fetch_stored(source, source_id, Path(dest_dir))
     if "://" in source:
         raise Rejection(
             "unsupported_scheme",
-            f"{source}: only http(s):// and file:// URLs or local paths can be fetched; "
+            f"{source}: only http(s)://, file://, object-store ({', '.join(STORE_SCHEMES)}) URLs or local paths "
+            "can be fetched; "
             "download it yourself and list the local path instead",
         )
     return _fetch_local(source, source)
@@ -157,6 +166,21 @@ def _fetch_local(path_text: str, source: str) -> Fetched:
         return _describe(path, "local")
     except PermissionError:
         raise Rejection("unreadable", f"{source} cannot be read (permission denied); fix its permissions") from None
+
+
+def _fetch_stored(uri: str, source_id: str, dest_dir: Path) -> Fetched:
+    """Copy an object of an object store (the job's credentials) into the task's scratch directory."""
+    location = Location(uri)
+    try:
+        size = location.size()
+    except FileNotFoundError:
+        raise Rejection("not_found", f"{uri}: no such object; check the path in the manifest") from None
+    if location.info().type.name != "File":
+        raise Rejection("not_a_file", f"{uri} is not an object (a prefix?); list video objects only")
+    if size == 0:
+        raise Rejection("empty_file", f"{uri} is empty (0 bytes); re-upload or drop it")
+    dest = location.download_to(dest_dir / f"{source_id}{Path(location.name).suffix.lower()}")
+    return _describe(dest, "storage")
 
 
 def _describe(path: Path, method: str) -> Fetched:

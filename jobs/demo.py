@@ -29,6 +29,7 @@ from curation.sample_videos import make_sample_videos
 from curation.tiny_blip2 import TINY_MODEL_NAME, build_tiny_blip2
 from jobs.local_cluster import LocalRayCluster
 from jobs.train_demo import train_and_sample
+from shards.layout import index_location, rejections_location
 from shards.reader import read_manifest
 from shards.validate import validate
 from stats.report import REPORT_FILE, STATS_FILE, write_report
@@ -106,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     counts = read_manifest(corpus)["counts"]
     print(f"\ncorpus: {corpus}\n  {counts['clips']} clips ({counts['clip_seconds']:.0f} s) from "
           f"{counts['sources_with_clips']}/{counts['sources']} sources in {corpus / 'shards'}\n"
-          f"  index: {corpus / 'index.parquet'}\n  rejections: {corpus / 'rejections.parquet'} "
+          f"  index: {index_location(corpus)}\n  rejections: {rejections_location(corpus)} "
           f"({counts['rejections']})")
     print_filter_funnel(counts)
     statistics = write_report(corpus)

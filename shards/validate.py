@@ -106,6 +106,8 @@ def validate(root: str | Location) -> Report:
             report.problems.append(f"{INDEX_DIR}/{location.name}: not a partition file name (pNNNNN.parquet)")
             continue
         indexes[number] = location
+    if not indexes and (manifest is None or shards):
+        report.problems.append(f"{INDEX_DIR}/: holds no partition files (pNNNNN.parquet)")
     _check_rejections(root, report)
     for number in sorted(set(shards) | set(indexes)):
         if partitions is not None and number >= partitions:

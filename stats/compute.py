@@ -9,28 +9,27 @@ from __future__ import annotations
 import logging
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from curation.filters.quality import QualityFilterConfig
 from stats.captions import caption_stats
 from stats.describe import describe, top_values
 from stats.funnel import funnel, rejection_counts, stage_order
 from stats.load import Corpus
 from stats.scores import collect_scores, config_thresholds
 from stats.throughput import throughput
+from storage import Location
 
 log = logging.getLogger(__name__)
 
-#: Short side of a high-definition clip, and the widescreen aspect, as HD-VG-130M defines its corpus.
+#: Short side of a high-definition clip, as HD-VG-130M defines its corpus.
 HD_SHORT_SIDE = 720
-WIDESCREEN = 16 / 9
-WIDESCREEN_TOLERANCE = 0.02
 
 
-def compute_stats(root: str | Path) -> dict[str, Any]:
+def compute_stats(root: str | Location) -> dict[str, Any]:
     """The statistics of the corpus at ``root`` (raises FileNotFoundError when it is not a corpus)."""
     started = time.monotonic()
     corpus = Corpus(root)
@@ -38,11 +37,11 @@ def compute_stats(root: str | Path) -> dict[str, Any]:
     rows = corpus.rows
     log.info("summarising %s: %d clips", corpus.root, rows)
     stats: dict[str, Any] = {
-        "corpus": str(corpus.root.resolve()),
+        "corpus": corpus.root.uri,
         "computed": datetime.now(UTC).isoformat(timespec="seconds"),
         "manifest_created": manifest.get("created"),
     }
-    stats["distributions"], totals = _distributions(corpus)
+    stats["distributions"], totals = _distributions(corpus, widescreen(manifest))
     log.info("distributions done (%.1f s); parsing filter scores", time.monotonic() - started)
     stats["scores"] = _scores(corpus, manifest)
     log.info("scores done (%.1f s); counting caption words", time.monotonic() - started)
@@ -56,7 +55,18 @@ def compute_stats(root: str | Path) -> dict[str, Any]:
     return stats
 
 
-def _distributions(corpus: Corpus) -> tuple[dict[str, Any], dict[str, Any]]:
+def widescreen(manifest: dict[str, Any]) -> dict[str, float]:
+    """The aspect and tolerance the quality filter judged "widescreen" by: the corpus's config, else its defaults.
+
+    The share reported is then the share the filter would let through, not a second definition.
+    """
+    defaults = QualityFilterConfig()
+    quality = manifest.get("config", {}).get("filter", {}).get("quality", {})
+    return {"aspect": quality.get("aspect", defaults.aspect),
+            "tolerance": quality.get("aspect_tolerance", defaults.aspect_tolerance)}
+
+
+def _distributions(corpus: Corpus, wide: dict[str, float]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Duration, resolution, aspect, fps, bitrate and clips per source; and the totals they give."""
     out: dict[str, Any] = {}
     duration = corpus.column("clip_duration")
@@ -75,8 +85,9 @@ def _distributions(corpus: Corpus) -> tuple[dict[str, Any], dict[str, Any]]:
     aspect = corpus.column("display_aspect")
     out["display_aspect"] = describe(aspect)
     out["display_aspect"]["top"] = top_values(pc.round(aspect, 2))
+    out["display_aspect"]["widescreen"] = wide
     out["display_aspect"]["widescreen_share"] = _share(
-        pc.less_equal(pc.abs(pc.subtract(pc.divide(aspect, WIDESCREEN), 1.0)), WIDESCREEN_TOLERANCE))
+        pc.less_equal(pc.abs(pc.subtract(pc.divide(aspect, wide["aspect"]), 1.0)), wide["tolerance"]))
     fps = corpus.column("clip_fps")
     out["fps"] = describe(fps)
     out["fps"]["top"] = top_values(pc.round(fps, 3))

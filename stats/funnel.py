@@ -1,7 +1,7 @@
 """The funnel: how many sources and clips entered and left each stage, and why the others were rejected.
 
 Units change at the scene split: stages before it handle sources, stages after it handle clips.
-``rejections.parquet`` tells them apart by its columns: a row without ``key`` and without a span
+The rejections tell them apart by their columns: a row without ``key`` and without a span
 (``start_time``) rejects a whole source; a row with a span but no key is a scene dropped by the split
 (too short); a row with a key rejects one clip. Stage names are taken from the data, so stages added
 to the pipeline later (filters, captioning) appear without change here.

@@ -10,12 +10,12 @@ import html
 import json
 import logging
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 from stats import plots
 from stats.compute import compute_stats
 from stats.reference import REFERENCES, our_figures
+from storage import Location
 
 log = logging.getLogger(__name__)
 
@@ -39,18 +39,20 @@ th{background:#f3f3f3}td.n{text-align:right;font-variant-numeric:tabular-nums}
 figure{display:inline-block;width:48%;margin:.5%;vertical-align:top}img{width:100%}.note{color:#666;font-style:italic}"""
 
 
-def write_report(root: str | Path, compare: str | Path | None = None, out: str | Path | None = None) -> Path:
+def write_report(root: str | Location, compare: str | Location | None = None,
+                 out: str | Location | None = None) -> Location:
     """Compute the statistics, write ``stats.json`` and ``report.html`` into ``out``; return ``out``.
 
-    ``out`` defaults to ``<root>/stats``. With ``compare``, the other corpus's statistics sit beside
-    this one's in both files.
+    ``out`` defaults to ``<root>/stats``; like the corpora, it may be a local directory or an
+    object-store prefix (``s3://bucket/corpus/stats``). With ``compare``, the other corpus's
+    statistics sit beside this one's in both files.
     """
-    runs = [compute_stats(root)] + ([compute_stats(compare)] if compare else [])
-    labels = _labels([Path(root), *([Path(compare)] if compare else [])])
-    out_dir = Path(out) if out else Path(root) / STATS_DIR
-    if out_dir.exists() and not out_dir.is_dir():
+    roots = [Location(str(root)), *([Location(str(compare))] if compare else [])]
+    runs = [compute_stats(r) for r in roots]
+    labels = _labels(roots)
+    out_dir = Location(str(out)) if out else roots[0] / STATS_DIR
+    if out_dir.is_file():
         raise ValueError(f"{out_dir} is a file; give --out a directory (it is created when missing)")
-    out_dir.mkdir(parents=True, exist_ok=True)
     document = {**runs[0], "label": labels[0], "reference": REFERENCES}
     if compare:
         document["compare"] = {**runs[1], "label": labels[1]}
@@ -60,10 +62,10 @@ def write_report(root: str | Path, compare: str | Path | None = None, out: str |
     return out_dir
 
 
-def _labels(roots: list[Path]) -> list[str]:
-    """Short names for the corpora: their directory names, their paths when those collide."""
-    names = [p.resolve().name or str(p) for p in roots]
-    return names if len(set(names)) == len(names) else [str(p.resolve()) for p in roots]
+def _labels(roots: list[Location]) -> list[str]:
+    """Short names for the corpora: their directory (or prefix) names, their URIs when those collide."""
+    names = [r.name or r.uri for r in roots]
+    return names if len(set(names)) == len(names) else [r.uri for r in roots]
 
 
 def render(runs: Sequence[dict[str, Any]], labels: Sequence[str]) -> str:
@@ -137,14 +139,21 @@ def _distributions(runs: Sequence[dict[str, Any]], labels: Sequence[str]) -> str
         figures.append(_figure(plots.histogram_figure(dists, labels, title, unit, ylabel=ylabel), key))
     shares = [["high-definition (short side ≥ 720 px)",
                *[_percent(r["distributions"]["resolution"]["hd_share"]) for r in runs]],
-              ["widescreen (16:9 ± 2 %)", *[_percent(r["distributions"]["display_aspect"]["widescreen_share"])
-                                            for r in runs]]]
+              [_widescreen_label(runs[0]), *[_percent(r["distributions"]["display_aspect"]["widescreen_share"])
+                                             for r in runs]]]
     figures.append(_figure(plots.top_figure([r["distributions"]["resolution"]["top"] for r in runs], labels,
                                             "Most frequent resolutions (clips)"), "resolution"))
     figures.append(_figure(plots.top_figure([r["distributions"]["fps"]["top"] for r in runs], labels,
                                             "Most frequent frame rates (clips)"), "fps-top"))
     return ("<h2>Distributions</h2>" + _table(header, rows) + _table(["share of clips", *labels], shares)
             + "".join(figures))
+
+
+def _widescreen_label(run: dict[str, Any]) -> str:
+    """``widescreen (16:9 ± 5 %)``: the definition the quality filter of (the first) corpus used."""
+    wide = run["distributions"]["display_aspect"]["widescreen"]
+    aspect = "16:9" if abs(wide["aspect"] - 16 / 9) < 1e-9 else f"{wide['aspect']:.3g}:1"
+    return f"widescreen ({aspect} ± {wide['tolerance'] * 100:g} %)"
 
 
 def _scores(runs: Sequence[dict[str, Any]], labels: Sequence[str]) -> str:

@@ -1,10 +1,11 @@
-"""Per-stage wall time and throughput, from the ``stage_times`` the write stage records in the manifest.
+"""Per-stage wall time and throughput, from the ``stage_times`` the curation job records in the manifest.
 
-The pipeline fuses stages and streams sources through them concurrently, so a stage's own busy time
-is not recorded; what is recorded is the window in which each stage wrote its persisted results (first
-and last result file, and how many: one per source, or per clip for stages on clips) and the write
-stage's own wall time. A stage's throughput is its results over its window; the corpus's is its
-clip-seconds over the span from the first result to the end of the write.
+The pipeline fuses stages into one task per source and streams sources through them concurrently,
+so a stage's own busy time is not recorded; what is recorded, per stage, is how many rows left the
+pipeline at that stage (clips at the last stage, rejections at the stage that rejected them) and the
+window in which they did, plus the partition writers' summed time. A stage's throughput is its rows
+over its window; the corpus's is its clip-seconds over the span from the first row to the end of the
+write.
 """
 
 from __future__ import annotations

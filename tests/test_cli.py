@@ -51,7 +51,7 @@ def test_curate_with_an_unknown_stage_lists_the_stages(tmp_path: Path):
 def test_validate_fails_on_a_directory_that_is_no_corpus(tmp_path: Path):
     result = run(VIDEOFACTORY, "validate", str(tmp_path))
     assert result.returncode == 1
-    assert "manifest.json" in result.stdout and "index.parquet" in result.stdout
+    assert "manifest.json" in result.stdout and "index/" in result.stdout
 
 
 def test_demo_makes_its_own_videos_when_the_shared_ones_are_absent(tmp_path: Path, monkeypatch):

@@ -1,15 +1,16 @@
-"""WebDataset shards: planned deterministically, written byte-identically, checked by ``validate``.
+"""Reading and checking a corpus in the partitioned layout, on a local disk and in an object store.
 
-A tiny corpus is written the way the write stage writes one (``plan_shards``, ``write_shard``,
-``write_index``, ``write_manifest``) from real ffmpeg-made clips; ``validate`` must call it OK, and
-must report each kind of damage a corpus can suffer.
+A small corpus is written by hand in the layout (``tests/layout_corpus.py``) from real ffmpeg-made
+clips: two sources in two partitions, three shards. ``validate`` must call it OK, must report each
+kind of damage a corpus can suffer, and must read each shard once; the readers must return exactly
+what was written, from a directory and from ``s3://``.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
-import os
 import shutil
 import tarfile
 from collections.abc import Callable
@@ -19,23 +20,29 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
+import shards.validate
 from curation.sample_videos import run_ffmpeg
-from shards.hashing import file_sha256
-from shards.layout import INDEX_FILE, MANIFEST_FILE, SHARDS_DIR, shard_name, shard_paths
-from shards.reader import iter_samples, read_index, read_manifest
-from shards.schema import INDEX_SCHEMA, RECORD_SCHEMA, to_table
+from shards.layout import INDEX_DIR, MANIFEST_FILE, SHARDS_DIR, shard_locations
+from shards.reader import index_batches, iter_samples, read_index, read_manifest, read_rejections
+from shards.schema import INDEX_SCHEMA, RECORD_SCHEMA, REJECTION_SCHEMA, to_table
 from shards.validate import validate
-from shards.writer import Sample, plan_shards, sample_from_row, write_index, write_manifest, write_shard
+from storage import Location
+from tests.layout_corpus import Clip, s3_bucket_or_skip, upload_tree, write_corpus
 
-CAPTIONS = ["a test card with a moving circle", "colour bars, slowly", "ein Testbild – with ünïcode"]
+CAPTIONS = ["a test card with a moving circle", "colour bars, slowly", "ein Testbild – with ünïcode", "the last one"]
+A, B = "0123456789abcdef", "00112233445566ff"  # partition 0 and partition 1 of 2 (shards.layout.partition_of)
+A0, A1, A2, B0 = f"{A}_0000", f"{A}_0001", f"{A}_0002", f"{B}_0000"
+S0, S1, S2 = "corpus-p00000-000000.tar", "corpus-p00000-000001.tar", "corpus-p00001-000000.tar"
+REJECTED = {"source_id": "fedcba9876543210", "source": "/videos/broken.mp4", "stage": "probe",
+            "reason": "no_video_stream", "detail": "the file has no video stream"}
 
 
 @pytest.fixture(scope="module")
 def clip_files(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
-    """Three small real mp4 clips of different lengths (so of different sizes)."""
+    """Four small real mp4 clips of different lengths (so of different sizes)."""
     root = tmp_path_factory.mktemp("clips")
     paths = []
-    for n, seconds in enumerate((0.4, 0.6, 0.8)):
+    for n, seconds in enumerate((0.4, 0.6, 0.8, 0.5)):
         path = root / f"clip{n}.mp4"
         run_ffmpeg(["-f", "lavfi", "-i", f"testsrc2=s=160x90:r=25:d={seconds}", "-c:v", "libx264",
                     "-preset", "ultrafast", "-pix_fmt", "yuv420p", str(path)])
@@ -43,113 +50,27 @@ def clip_files(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     return paths
 
 
-def clip_row(path: Path, n: int) -> dict[str, Any]:
-    """An index row (plus the internal ``clip_path``) for clip ``n``."""
-    return {
-        "source_id": "0123456789abcdef", "source": "/videos/source.mp4", "extra": json.dumps({"n": n}),
-        "key": f"0123456789abcdef_{n:04d}", "clip_index": n, "scene_index": 0,
+def clip(path: Path, source: str, n: int, caption: str) -> Clip:
+    """Clip ``n`` of ``source`` with a plausible index row."""
+    row = {
+        "source_id": source, "source": f"/videos/{source}.mp4", "extra": json.dumps({"n": n}),
+        "key": f"{source}_{n:04d}", "clip_index": n, "scene_index": 0,
         "start_time": n * 1.5, "end_time": n * 1.5 + 1.0, "start_frame": n * 37, "end_frame": n * 37 + 25,
         "width": 160, "height": 90, "fps": 25.0, "vfr": False, "detector": "adaptive",
-        "clip_path": str(path), "clip_sha256": file_sha256(path), "clip_bytes": path.stat().st_size,
         "clip_width": 160, "clip_height": 90, "clip_frames": 25, "extract_mode": "reencode",
-        "caption": CAPTIONS[n], "status": "ok", "stage": "extract",
+        "caption": caption, "stage": "extract",
     }
-
-
-def write_corpus(root: Path, clip_files: list[Path], target_bytes: int) -> list[dict[str, Any]]:
-    """Write a corpus of ``clip_files`` into ``root``; return the index rows."""
-    rows = [clip_row(p, n) for n, p in enumerate(clip_files)]
-    for row, number in zip(rows, plan_shards([r["clip_bytes"] for r in rows], target_bytes)):
-        row["shard"] = shard_name("corpus", number)
-    entries = []
-    for name in sorted({r["shard"] for r in rows}):
-        entries.append(write_shard(root / SHARDS_DIR / name, [sample_from_row(r) for r in rows if r["shard"] == name]))
-    write_index(root, to_table(rows), to_table([]))
-    write_manifest(root, {"format": "videofactory-webdataset/1", "shards": entries})
-    return rows
+    return Clip(row, path.read_bytes())
 
 
 @pytest.fixture
 def corpus(tmp_path: Path, clip_files: list[Path]) -> Path:
-    """A fresh corpus of 3 samples in 2 shards (the first two clips fill the first shard)."""
+    """A fresh corpus: A's 3 clips in partition 0 (2 shards of at most 2), B's clip in partition 1."""
     root = tmp_path / "corpus"
-    sizes = [p.stat().st_size for p in clip_files]
-    write_corpus(root, clip_files, target_bytes=sizes[0] + sizes[1] + 4096)
-    assert [p.name for p in shard_paths(root)] == ["corpus-000000.tar", "corpus-000001.tar"]
+    clips = [clip(clip_files[n], A, n, CAPTIONS[n]) for n in range(3)] + [clip(clip_files[3], B, 0, CAPTIONS[3])]
+    write_corpus(root, clips, partitions=2, shard_samples=2, rejections=[REJECTED])
+    assert [s.name for s in shard_locations(root)] == [S0, S1, S2]
     return root
-
-
-# --- planning -----------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "sizes, target, expected",
-    [
-        ([], 100, []),
-        ([10, 10, 10], 1000, [0, 0, 0]),
-        ([10, 10, 10], 25, [0, 0, 1]),
-        ([10, 15, 5], 25, [0, 0, 1]),  # exactly reaching the target still fits
-        ([30, 10, 10], 25, [0, 1, 1]),  # a sample larger than the target gets a shard of its own
-        ([10, 30, 10], 25, [0, 1, 2]),
-        ([5] * 7, 10, [0, 0, 1, 1, 2, 2, 3]),
-    ],
-)
-def test_plan_shards(sizes: list[int], target: int, expected: list[int]) -> None:
-    assert plan_shards(sizes, target) == expected
-
-
-# --- writing ------------------------------------------------------------------------------------
-
-
-def samples_of(clip_files: list[Path]) -> list[Sample]:
-    return [sample_from_row(clip_row(p, n)) for n, p in enumerate(clip_files)]
-
-
-def test_same_samples_give_byte_identical_shards(tmp_path: Path, clip_files: list[Path]) -> None:
-    first = write_shard(tmp_path / "a" / "corpus-000000.tar", samples_of(clip_files))
-    second = write_shard(tmp_path / "b" / "corpus-000000.tar", samples_of(clip_files))
-    assert first == second
-    assert first["sha256"] == file_sha256(tmp_path / "b" / "corpus-000000.tar")
-    assert first["samples"] == 3
-    assert (tmp_path / "a" / "corpus-000000.tar").read_bytes() == (tmp_path / "b" / "corpus-000000.tar").read_bytes()
-
-
-def test_rewriting_an_identical_shard_keeps_the_file(tmp_path: Path, clip_files: list[Path]) -> None:
-    path = tmp_path / "corpus-000000.tar"
-    entry = write_shard(path, samples_of(clip_files))
-    os.utime(path, ns=(1_000_000_000_000_000_000, 1_000_000_000_000_000_000))  # an unmistakable mtime
-    inode = path.stat().st_ino
-
-    assert write_shard(path, samples_of(clip_files)) == entry
-    assert path.stat().st_mtime_ns == 1_000_000_000_000_000_000
-    assert path.stat().st_ino == inode
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus-000000.tar"]  # no partial file left
-
-
-def test_a_shard_with_other_members_is_rewritten(tmp_path: Path, clip_files: list[Path]) -> None:
-    path = tmp_path / "corpus-000000.tar"
-    old = write_shard(path, samples_of(clip_files))
-    os.utime(path, ns=(1_000_000_000_000_000_000, 1_000_000_000_000_000_000))
-    fewer = write_shard(path, samples_of(clip_files)[:2])
-    assert fewer["samples"] == 2 and fewer["sha256"] != old["sha256"]
-    assert path.stat().st_mtime_ns != 1_000_000_000_000_000_000
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus-000000.tar"]
-
-
-def test_shard_members_are_the_samples_files_with_a_fixed_mtime(tmp_path: Path, clip_files: list[Path]) -> None:
-    path = tmp_path / "corpus-000000.tar"
-    samples = samples_of(clip_files)
-    write_shard(path, samples)
-    with tarfile.open(path) as tar:
-        members = {m.name: (m.mtime, tar.extractfile(m).read()) for m in tar.getmembers()}
-    assert sorted(members) == sorted(f"{s.key}.{ext}" for s in samples for ext in ("mp4", "txt", "json"))
-    assert {mtime for mtime, _ in members.values()} == {0}
-    first = samples[0]
-    assert members[f"{first.key}.mp4"][1] == clip_files[0].read_bytes()
-    assert members[f"{first.key}.txt"][1].decode("utf-8") == CAPTIONS[0]
-    meta = json.loads(members[f"{first.key}.json"][1])
-    assert set(meta) == set(INDEX_SCHEMA.names)  # the index row: no internal columns such as clip_path
-    assert meta["key"] == first.key and meta["caption"] == CAPTIONS[0]
 
 
 # --- validate -----------------------------------------------------------------------------------
@@ -159,81 +80,121 @@ def test_fresh_corpus_validates(corpus: Path) -> None:
     report = validate(corpus)
     assert report.problems == []
     assert report.ok
-    assert (report.shards, report.samples, report.index_rows) == (2, 3, 3)
-    assert report.summary() == "2 shards, 3 samples, 3 index rows: OK"
+    assert (report.shards, report.samples, report.index_rows) == (3, 4, 4)
+    assert report.summary() == "3 shards, 4 samples, 4 index rows: OK"
 
 
-def first_key(corpus: Path) -> str:
-    return read_index(corpus)["key"][0].as_py()
+def test_validate_reads_each_shard_once(corpus: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sha256 is computed from the same read that checks the samples: one stream per shard."""
+    opened: list[str] = []
+    real = shards.validate.open_stream
+
+    def counting(location: Location) -> Any:
+        opened.append(location.name)
+        return real(location)
+
+    monkeypatch.setattr(shards.validate, "open_stream", counting)
+    assert validate(corpus).ok
+    assert opened == [S0, S1, S2]
+
+
+def index_file(corpus: Path, partition: str = "p00000") -> Path:
+    return corpus / INDEX_DIR / f"{partition}.parquet"
+
+
+def rewrite_tar(path: Path, keep: Callable[[str], bool], extra: list[tuple[str, bytes]] = ()) -> None:
+    """Rewrite the shard at ``path`` with the members ``keep`` accepts, then ``extra`` ones."""
+    rebuilt = path.with_name("rebuilt.tar")
+    with tarfile.open(path) as old, tarfile.open(rebuilt, "w") as new:
+        for member in old.getmembers():
+            if keep(member.name):
+                new.addfile(member, old.extractfile(member))
+        for name, data in extra:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            new.addfile(info, io.BytesIO(data))
+    rebuilt.replace(path)
 
 
 def delete_shard(corpus: Path) -> None:
-    (corpus / SHARDS_DIR / "corpus-000001.tar").unlink()
+    (corpus / SHARDS_DIR / S1).unlink()
 
 
 def change_a_byte_of_a_clip_in_a_shard(corpus: Path) -> None:
-    path = corpus / SHARDS_DIR / "corpus-000000.tar"
+    path = corpus / SHARDS_DIR / S0
     with tarfile.open(path) as tar:
-        offset = tar.getmember(f"{first_key(corpus)}.mp4").offset_data + 100
+        offset = tar.getmember(f"{A0}.mp4").offset_data + 100
     data = bytearray(path.read_bytes())
     data[offset] ^= 0xFF
     path.write_bytes(bytes(data))
 
 
 def drop_a_txt(corpus: Path) -> None:
-    path = corpus / SHARDS_DIR / "corpus-000000.tar"
-    rebuilt = path.with_name("rebuilt.tar")
-    with tarfile.open(path) as old, tarfile.open(rebuilt, "w") as new:
-        for member in old.getmembers():
-            if member.name != f"{first_key(corpus)}.txt":
-                new.addfile(member, old.extractfile(member))
-    rebuilt.replace(path)
+    rewrite_tar(corpus / SHARDS_DIR / S0, lambda name: name != f"{A0}.txt")
+
+
+def copy_a_sample_into_another_shard(corpus: Path) -> None:
+    with tarfile.open(corpus / SHARDS_DIR / S0) as tar:
+        members = [(m.name, tar.extractfile(m).read()) for m in tar.getmembers() if m.name.startswith(A0)]
+    rewrite_tar(corpus / SHARDS_DIR / S1, lambda name: True, members)
 
 
 def change_the_index(corpus: Path) -> None:
-    table = pq.read_table(corpus / INDEX_FILE)
-    rows = table.to_pylist()
+    rows = pq.read_table(index_file(corpus)).to_pylist()
     rows[0]["start_time"] = 99.0
-    pq.write_table(to_table(rows, INDEX_SCHEMA), corpus / INDEX_FILE)
+    pq.write_table(to_table(rows, INDEX_SCHEMA), index_file(corpus))
 
 
 def add_an_index_row(corpus: Path) -> None:
-    rows = pq.read_table(corpus / INDEX_FILE).to_pylist()
+    rows = pq.read_table(index_file(corpus)).to_pylist()
     rows.append({**rows[0], "key": "fedcba9876543210_0000", "source_id": "fedcba9876543210"})
-    pq.write_table(to_table(rows, INDEX_SCHEMA), corpus / INDEX_FILE)
+    pq.write_table(to_table(rows, INDEX_SCHEMA), index_file(corpus))
+
+
+def move_a_row_to_another_partition(corpus: Path) -> None:
+    moved = pq.read_table(index_file(corpus, "p00001")).to_pylist()
+    pq.write_table(to_table(pq.read_table(index_file(corpus)).to_pylist() + moved, INDEX_SCHEMA), index_file(corpus))
+    pq.write_table(INDEX_SCHEMA.empty_table(), index_file(corpus, "p00001"))
 
 
 def unlist_a_shard(corpus: Path) -> None:
     manifest = json.loads((corpus / MANIFEST_FILE).read_text())
-    manifest["shards"] = [s for s in manifest["shards"] if s["name"] != "corpus-000001.tar"]
+    manifest["shards"] = [s for s in manifest["shards"] if s["name"] != S2]
     (corpus / MANIFEST_FILE).write_text(json.dumps(manifest))
 
 
-K0 = "0123456789abcdef_0000"
-K2 = "0123456789abcdef_0002"
-
-#: tampering -> the exact problems validate must report
+#: tampering -> the exact problems validate must report, partition by partition
 TAMPERING: dict[str, tuple[Callable[[Path], None], list[str]]] = {
     "shard deleted": (delete_shard, [
-        "corpus-000001.tar: listed in manifest.json but missing from shards/",
-        f"{K2}: in index.parquet but in no shard",
+        f"{A2}: in index/p00000.parquet but in no shard",
+        f"{S1}: listed in manifest.json but missing from shards/",
     ]),
     "byte of a shard changed": (change_a_byte_of_a_clip_in_a_shard, [
-        "corpus-000000.tar: sha256 differs from manifest.json",
-        f"corpus-000000.tar:{K0}: mp4 sha256 differs from the index",
+        f"{S0}: sha256 differs from manifest.json",
+        f"{S0}:{A0}: mp4 sha256 differs from the index",
     ]),
     "sample without txt": (drop_a_txt, [
-        "corpus-000000.tar: sha256 differs from manifest.json",
-        f"corpus-000000.tar:{K0}: incomplete sample (missing ['txt'], unexpected [])",
+        f"{S0}: sha256 differs from manifest.json",
+        f"{S0}:{A0}: incomplete sample (missing ['txt'], unexpected [])",
+    ]),
+    "sample in two shards": (copy_a_sample_into_another_shard, [
+        f"{S1}: sha256 differs from manifest.json",
+        f"{S1}:{A0}: also in {S0}",
+        f"{S1}:{A0}: index says shard '{S0}'",
     ]),
     "json differs from index": (change_the_index, [
-        f"corpus-000000.tar:{K0}: json differs from the index in ['start_time']",
+        f"{S0}:{A0}: json differs from the index in ['start_time']",
     ]),
     "index row without sample": (add_an_index_row, [
-        "fedcba9876543210_0000: in index.parquet but in no shard",
+        "fedcba9876543210_0000: in index/p00000.parquet but in no shard",
+    ]),
+    "index row in the wrong partition": (move_a_row_to_another_partition, [
+        f"{B0}: its source belongs in partition p00001, not in index/p00000.parquet",
+        f"{B0}: in index/p00000.parquet but in no shard",
+        f"{S2}:{B0}: not in index/p00001.parquet",
     ]),
     "shard not in manifest": (unlist_a_shard, [
-        "corpus-000001.tar: not listed in manifest.json",
+        f"{S2}: not listed in manifest.json",
     ]),
 }
 
@@ -248,36 +209,76 @@ def test_validate_reports_tampering(case: str, corpus: Path) -> None:
     assert f"{len(expected)} problem(s)" in report.summary()
 
 
-# --- reading ------------------------------------------------------------------------------------
-
-
-def test_iter_samples_yields_every_sample_decoded(corpus: Path, clip_files: list[Path]) -> None:
-    samples = list(iter_samples(corpus))
-    index = read_index(corpus).to_pylist()
-    assert [s["key"] for s in samples] == [r["key"] for r in index] == [f"0123456789abcdef_{n:04d}" for n in range(3)]
-    for n, sample in enumerate(samples):
-        assert sample["mp4"] == clip_files[n].read_bytes()
-        assert sample["txt"] == CAPTIONS[n]
-        assert isinstance(sample["json"], dict)
-        assert sample["json"]["key"] == sample["key"]
-        assert sample["json"]["clip_sha256"] == hashlib.sha256(sample["mp4"]).hexdigest()
-        assert json.loads(sample["json"]["extra"]) == {"n": n}
-    assert [s["shard"] for s in index] == ["corpus-000000.tar", "corpus-000000.tar", "corpus-000001.tar"]
-    assert [s["name"] for s in read_manifest(corpus)["shards"]] == ["corpus-000000.tar", "corpus-000001.tar"]
-
-
-def test_iter_samples_of_an_empty_corpus_yields_nothing(tmp_path: Path) -> None:
-    assert list(iter_samples(tmp_path)) == []
-
-
-def test_index_has_no_internal_columns(corpus: Path) -> None:
-    names = read_index(corpus).column_names
-    assert names == INDEX_SCHEMA.names
-    assert "clip_path" not in names and "local_path" not in names
-    assert set(INDEX_SCHEMA.names) < set(RECORD_SCHEMA.names)
+def test_a_shard_that_is_not_a_tar_is_reported_and_the_rest_checked(corpus: Path) -> None:
+    (corpus / SHARDS_DIR / S1).write_bytes(b"not a tar" * 1000)
+    problems = validate(corpus).problems
+    assert problems[0] == f"{S1}: sha256 differs from manifest.json"
+    assert problems[1].startswith(f"{S1}: cannot be read as a tar")
+    assert problems[2:] == [f"{A2}: in index/p00000.parquet but in no shard"]
 
 
 def test_copied_corpus_still_validates(corpus: Path, tmp_path: Path) -> None:
     copy = tmp_path / "moved"
     shutil.copytree(corpus, copy)  # nothing in a corpus points at where it was written
     assert validate(copy).ok
+
+
+# --- reading ------------------------------------------------------------------------------------
+
+
+def test_iter_samples_yields_every_sample_decoded_in_shard_order(corpus: Path, clip_files: list[Path]) -> None:
+    samples = list(iter_samples(corpus))
+    assert [s["key"] for s in samples] == [A0, A1, A2, B0]
+    index = {r["key"]: r for r in read_index(corpus).to_pylist()}
+    for n, sample in enumerate(samples):
+        assert sample["mp4"] == clip_files[n].read_bytes()
+        assert sample["txt"] == CAPTIONS[n]
+        assert sample["json"] == index[sample["key"]]
+        assert sample["json"]["clip_sha256"] == hashlib.sha256(sample["mp4"]).hexdigest()
+    assert [index[k]["shard"] for k in (A0, A1, A2, B0)] == [S0, S0, S1, S2]
+    assert [s["name"] for s in read_manifest(corpus)["shards"]] == [S0, S1, S2]
+
+
+def test_iter_samples_of_an_empty_corpus_yields_nothing(tmp_path: Path) -> None:
+    assert list(iter_samples(tmp_path)) == []
+
+
+def test_index_is_every_partition_with_no_internal_columns(corpus: Path) -> None:
+    index = read_index(corpus)
+    assert index.column_names == INDEX_SCHEMA.names
+    assert index["key"].to_pylist() == [A0, A1, A2, B0]  # partition order
+    assert "clip_path" not in index.column_names and "local_path" not in index.column_names
+    assert set(INDEX_SCHEMA.names) < set(RECORD_SCHEMA.names)
+    assert read_index(corpus, columns=["key"]).column_names == ["key"]
+
+
+def test_index_batches_stream_the_asked_columns(corpus: Path) -> None:
+    batches = list(index_batches(corpus, ["key", "clip_bytes"], batch_rows=1))
+    assert len(batches) == 4 and all(b.num_rows == 1 for b in batches)
+    assert all(b.schema.names == ["key", "clip_bytes"] for b in batches)
+    assert [b["key"][0].as_py() for b in batches] == read_index(corpus)["key"].to_pylist()
+
+
+def test_rejections_of_every_partition_and_of_none(corpus: Path, tmp_path: Path) -> None:
+    rejections = read_rejections(corpus)
+    assert rejections.schema == REJECTION_SCHEMA
+    assert [(r["source_id"], r["reason"]) for r in rejections.to_pylist()] == [("fedcba9876543210", "no_video_stream")]
+    assert read_rejections(tmp_path).num_rows == 0 and read_rejections(tmp_path).schema == REJECTION_SCHEMA
+
+
+# --- object store -------------------------------------------------------------------------------
+
+
+def test_a_corpus_in_an_object_store_reads_and_validates(corpus: Path, request: pytest.FixtureRequest) -> None:
+    remote = upload_tree(corpus, f"{s3_bucket_or_skip(request)}/corpus")
+    assert remote.uri.startswith("s3://")
+    report = validate(remote.uri)
+    assert report.problems == [] and (report.shards, report.samples, report.index_rows) == (3, 4, 4)
+    assert read_index(remote.uri).equals(read_index(corpus))
+    assert read_rejections(remote.uri).equals(read_rejections(corpus))
+    assert read_manifest(remote.uri) == read_manifest(corpus)
+    assert list(iter_samples(remote.uri)) == list(iter_samples(corpus))
+
+    (remote / SHARDS_DIR / S1).delete()
+    assert validate(remote.uri).problems == [f"{A2}: in index/p00000.parquet but in no shard",
+                                             f"{S1}: listed in manifest.json but missing from shards/"]

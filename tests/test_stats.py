@@ -1,4 +1,9 @@
-"""Dataset statistics: numbers checked against the index, the funnel's accounting, compare mode, CLI, browser."""
+"""Dataset statistics: numbers checked against the index, the funnel's accounting, compare mode, CLI, browser,
+the widescreen definition taken from the filter's config, and a corpus in an object store.
+
+The tests on ``curated_corpus`` need the curation pipeline; those on ``small_corpus`` (written by hand in
+the layout) do not.
+"""
 
 from __future__ import annotations
 
@@ -9,23 +14,26 @@ import re
 import shutil
 import subprocess
 import sys
-from collections import Counter
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
 from curation.ids import source_id
 from jobs.cli import main as cli_main
-from shards.layout import INDEX_FILE, MANIFEST_FILE, REJECTIONS_FILE
+from shards.layout import INDEX_DIR, MANIFEST_FILE, REJECTIONS_DIR, partition_name, partition_of
 from shards.reader import read_index, read_manifest, read_rejections
-from shards.schema import INDEX_SCHEMA, REJECTION_SCHEMA, normalise
+from shards.schema import INDEX_SCHEMA, REJECTION_SCHEMA, to_table
 from stats.compute import compute_stats
 from stats.describe import QUANTILES
 from stats.report import REPORT_FILE, STATS_FILE, write_report
+from storage import Location
+from tests.layout_corpus import Clip, s3_bucket_or_skip, upload_tree, write_corpus
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = REPO_ROOT / "test-artifacts"
@@ -47,8 +55,8 @@ def filtered_corpus(curated_corpus, tmp_path_factory) -> Path:
     """The curated corpus as a filter and caption stage would leave it: scores and captions in the index,
     clips whose motion score is under its threshold moved to the rejections (stage ``filter``)."""
     root = tmp_path_factory.mktemp("filtered")
-    for name in (REJECTIONS_FILE, MANIFEST_FILE):
-        shutil.copy(curated_corpus["root"] / name, root / name)
+    shutil.copy(curated_corpus["root"] / MANIFEST_FILE, root / MANIFEST_FILE)
+    manifest = read_manifest(root)
     rows = read_index(curated_corpus["root"]).to_pylist()
     for n, row in enumerate(rows):
         motion = round(0.15 + 0.3 * n, 3)
@@ -59,15 +67,21 @@ def filtered_corpus(curated_corpus, tmp_path_factory) -> Path:
     dropped = [{**r, "stage": "filter", "reason": "motion_below_threshold", "detail": "static clip"}
                for r in rows if r not in kept]
     assert kept and dropped
-    pq.write_table(pa.Table.from_pylist([normalise(r, INDEX_SCHEMA) for r in kept], schema=INDEX_SCHEMA),
-                   root / INDEX_FILE)
-    rejections = pa.concat_tables([read_rejections(root), pa.Table.from_pylist(
-        [normalise(r, REJECTION_SCHEMA) for r in dropped], schema=REJECTION_SCHEMA)])
-    pq.write_table(rejections, root / REJECTIONS_FILE)
-    manifest = read_manifest(root)
+    write_partitions(root / INDEX_DIR, kept, INDEX_SCHEMA, manifest["partitions"])
+    write_partitions(root / REJECTIONS_DIR, read_rejections(curated_corpus["root"]).to_pylist() + dropped,
+                     REJECTION_SCHEMA, manifest["partitions"])
     manifest["config"]["filter"] = {"text_area": {"threshold": TEXT_THRESHOLD}}
     (root / MANIFEST_FILE).write_text(json.dumps(manifest))
     return root
+
+
+def write_partitions(directory: Path, rows: Iterable[Mapping[str, Any]], schema: pa.Schema, partitions: int) -> None:
+    """``rows`` as a dataset of one ``pNNNNN.parquet`` per partition of their sources, as the writer lays it out."""
+    by_partition = defaultdict(list)
+    for row in rows:
+        by_partition[partition_of(row["source_id"], partitions)].append(row)
+    for partition, part in by_partition.items():
+        Location(str(directory / f"{partition_name(partition)}.parquet")).write_table(to_table(part, schema))
 
 
 def _quantiles(values: np.ndarray) -> dict[str, float]:
@@ -134,7 +148,8 @@ def test_stage_times_from_the_manifest(curated_corpus, stats):
     throughput = stats["throughput"]
     assert throughput["recorded"] and throughput["wall_s"] > 0
     assert throughput["stages"]["probe"]["results"] == recorded["probe"]["results"]
-    assert throughput["stages"]["extract"]["results"] == len(read_index(curated_corpus["root"]))
+    # Stages fused in one task report the rows that left the pipeline at them: every clip leaves at the last.
+    assert throughput["stages"]["caption"]["results"] == len(read_index(curated_corpus["root"]))
     assert throughput["clip_seconds_per_s"] == pytest.approx(stats["totals"]["hours"] * 3600 / throughput["wall_s"])
 
 
@@ -172,23 +187,23 @@ def test_scores_and_captions_match_the_index(filtered_corpus):
 def test_compare_writes_both_corpora_side_by_side(curated_corpus, filtered_corpus, tmp_path):
     out = write_report(curated_corpus["root"], compare=filtered_corpus, out=tmp_path / "report")
     document = json.loads((out / STATS_FILE).read_text())
+    page = (out / REPORT_FILE).read_text()
     assert document["totals"]["clips"] == len(read_index(curated_corpus["root"]))
     assert document["compare"]["totals"]["clips"] == len(read_index(filtered_corpus))
     assert document["compare"]["totals"]["clips"] < document["totals"]["clips"]
     assert document["label"] != document["compare"]["label"]
     assert {"HD-VG-130M", "Panda-70M"} <= set(document["reference"])
-    page = (out / REPORT_FILE).read_text()
     assert document["label"] in page and document["compare"]["label"] in page
     assert "data-figure=\"score-motion\"" in page and "data-figure=\"words\"" in page
 
 
 def test_empty_corpus_is_summarised(curated_corpus, tmp_path):
-    shutil.copytree(curated_corpus["root"], tmp_path / "empty", ignore=shutil.ignore_patterns("work", "shards"))
-    pq.write_table(INDEX_SCHEMA.empty_table(), tmp_path / "empty" / INDEX_FILE)
+    shutil.copytree(curated_corpus["root"], tmp_path / "empty",
+                    ignore=shutil.ignore_patterns("work", "shards", INDEX_DIR))  # no index files: no clips
     out = write_report(tmp_path / "empty")
     document = json.loads((out / STATS_FILE).read_text())
     assert document["totals"]["clips"] == 0 and document["distributions"]["duration_s"] == {"count": 0}
-    assert out == tmp_path / "empty" / "stats"
+    assert out == Location(str(tmp_path / "empty" / "stats"))
 
 
 def test_cli_writes_into_the_corpus_and_explains_errors(curated_corpus, tmp_path, capsys, caplog):
@@ -202,7 +217,7 @@ def test_cli_writes_into_the_corpus_and_explains_errors(curated_corpus, tmp_path
     assert "does not exist" in caplog.text
     assert cli_main(["stats", str(copy), "--compare", str(tmp_path)]) == 2
     assert "not a finished corpus" in caplog.text
-    assert cli_main(["stats", str(copy), "--out", str(copy / INDEX_FILE)]) == 2
+    assert cli_main(["stats", str(copy), "--out", str(copy / MANIFEST_FILE)]) == 2
     assert "give --out a directory" in caplog.text
 
     job = subprocess.run([sys.executable, "-m", "jobs.stats", str(tmp_path / "missing")], cwd=REPO_ROOT,
@@ -210,12 +225,69 @@ def test_cli_writes_into_the_corpus_and_explains_errors(curated_corpus, tmp_path
     assert job.returncode == 2 and "does not exist" in job.stderr and "Traceback" not in job.stderr
 
 
+#: Display aspects of the small corpus: exactly 16:9, 3 % off (1.83, inside the filter's default 5 %), 4:3.
+ASPECTS = (16 / 9, 16 / 9 * 1.03, 4 / 3)
+
+
+@pytest.fixture(scope="module")
+def small_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Six clips of three sources in three partitions, written by hand (no pipeline); the videos are stand-ins."""
+    root = tmp_path_factory.mktemp("small") / "corpus"
+    clips = [Clip({"source_id": f"source{s}", "key": f"source{s}_{n:04d}", "caption": f"clip {n} of source {s}",
+                   "clip_duration": 2.0 + n, "clip_width": 1280, "clip_height": 720, "clip_fps": 25.0,
+                   "display_aspect": ASPECTS[s]}, b"not really an mp4 %d %d" % (s, n))
+             for s in range(3) for n in range(2)]
+    write_corpus(root, clips, partitions=3, shard_samples=1,
+                 rejections=[{"source_id": "source9", "stage": "probe", "reason": "no_video_stream"}])
+    return root
+
+
+def test_widescreen_is_the_quality_filters_definition(small_corpus: Path, tmp_path: Path) -> None:
+    """The share uses filter.quality.aspect and aspect_tolerance of the corpus's config (else the filter's defaults)."""
+    default = compute_stats(small_corpus)["distributions"]["display_aspect"]
+    assert default["widescreen"] == {"aspect": pytest.approx(16 / 9), "tolerance": 0.05}
+    assert default["widescreen_share"] == pytest.approx(4 / 6)
+    strict = tmp_path / "strict"
+    shutil.copytree(small_corpus, strict)
+    manifest = read_manifest(strict)
+    manifest["config"] = {"filter": {"quality": {"aspect": 16 / 9, "aspect_tolerance": 0.02}}}
+    (strict / MANIFEST_FILE).write_text(json.dumps(manifest))
+    out = write_report(strict)
+    assert json.loads((out / STATS_FILE).read_text())["distributions"]["display_aspect"]["widescreen_share"] == (
+        pytest.approx(2 / 6))
+    assert "widescreen (16:9 ± 2 %)" in (out / REPORT_FILE).read_text()
+
+
+def test_statistics_of_every_partition(small_corpus: Path) -> None:
+    stats = compute_stats(small_corpus)
+    assert stats["totals"]["clips"] == 6 and stats["totals"]["shards"] == 6
+    assert stats["totals"]["sources_with_clips"] == 3
+    assert stats["distributions"]["duration_s"]["sum"] == pytest.approx(3 * (2.0 + 3.0))
+    assert stats["funnel"]["rejections"] == 1 and stats["captions"]["captioned"] == 6
+    assert stats["corpus"] == Location(str(small_corpus)).uri
+
+
+def test_statistics_of_a_corpus_in_an_object_store(small_corpus: Path, tmp_path: Path,
+                                                   request: pytest.FixtureRequest) -> None:
+    """``videofactory stats s3://...``: the local copy's numbers; --out DIR local, by default CORPUS/stats remote."""
+    remote = upload_tree(small_corpus, f"{s3_bucket_or_skip(request)}/corpus")
+    assert cli_main(["stats", remote.uri, "--out", str(tmp_path / "out")]) == 0
+    document = json.loads((tmp_path / "out" / STATS_FILE).read_text())
+    local = json.loads(json.dumps(compute_stats(small_corpus)))
+    same = [k for k in local if k not in ("corpus", "computed", "seconds")]
+    assert {k: document[k] for k in same} == {k: local[k] for k in same}
+    assert document["corpus"] == remote.uri and document["label"] == "corpus"
+    assert cli_main(["stats", remote.uri]) == 0
+    assert json.loads((remote / "stats" / STATS_FILE).read_text())["totals"] == local["totals"]
+    assert (remote / "stats" / REPORT_FILE).read_text().startswith("<!DOCTYPE html>")
+
+
 def test_report_renders_in_headless_chromium(curated_corpus, filtered_corpus, tmp_path):
     chromium = shutil.which("chromium")
     if chromium is None:
         pytest.skip("chromium not installed: run `bash scripts/setup.sh` (it installs Debian's chromium)")
     out = write_report(filtered_corpus, compare=curated_corpus["root"], out=tmp_path / "report")
-    url = (out / REPORT_FILE).resolve().as_uri()
+    url = (out / REPORT_FILE).local_path().as_uri()
     flags = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
              "--disable-background-networking", "--disable-component-update", "--disable-sync",
              f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,2000"]

@@ -1,6 +1,7 @@
-"""The training loader: clip shape and size, short clips skipped, parts disjoint, corpora mixed, exact resume.
+"""The training loader: clip shape and size, short clips skipped, parts disjoint, corpora mixed, exact resume,
+and the same stream from a corpus in an object store.
 
-Every test streams real shards written with the project's shard writer from ffmpeg-made clips.
+Every test streams real shards, written in the corpus layout from ffmpeg-made clips.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import numpy as np
 import pytest
 import torch
 
+from shards.layout import SHARDS_DIR
+from tests.layout_corpus import s3_bucket_or_skip, upload_tree
 from tests.train_corpus import write_corpus
 from training.config import CorpusConfig, DataConfig
 from training.data import ClipSpec, ResumableLoader, resize_crop
@@ -31,7 +34,7 @@ def corpora(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, l
     }
 
 
-def data_config(*paths: Path, weights: list[float] | None = None, **overrides: object) -> DataConfig:
+def data_config(*paths: Path | str, weights: list[float] | None = None, **overrides: object) -> DataConfig:
     weights = weights or [1.0] * len(paths)
     fields = dict(frames=4, stride=2, width=256, height=144, batch_size=2, workers=0, shuffle_buffer=4)
     fields.update(overrides)
@@ -117,3 +120,24 @@ def test_resume_continues_with_the_same_batches(corpora: dict) -> None:
     assert all(torch.equal(r["video"], e["video"]) for r, e in zip(resumed, expected))
     with pytest.raises(ValueError, match="same number"):
         ResumableLoader(data_config(path, workers=1), seed=1, state=state)
+
+
+def test_a_corpus_named_by_its_shards_folder_streams_the_same(corpora: dict) -> None:
+    path, _ = corpora["with_short"]
+    by_root = take(ResumableLoader(data_config(path), seed=2), 3)
+    by_shards = take(ResumableLoader(data_config(path / SHARDS_DIR), seed=2), 3)
+    assert [b["key"] for b in by_shards] == [b["key"] for b in by_root]
+
+
+def test_a_corpus_in_an_object_store_streams_the_same_batches(corpora: dict, request: pytest.FixtureRequest) -> None:
+    """Shards streamed from s3:// by DataLoader worker processes: the batches of the local copy, resumable."""
+    path, _ = corpora["with_short"]
+    remote = upload_tree(path, f"{s3_bucket_or_skip(request)}/corpus")
+    local = ResumableLoader(data_config(path, workers=2), seed=1)
+    expected = take(local, 6)
+    loader = ResumableLoader(data_config(remote.uri, workers=2), seed=1)
+    batches = take(loader, 6)
+    assert [b["key"] for b in batches] == [b["key"] for b in expected]
+    assert all(torch.equal(b["video"], e["video"]) for b, e in zip(batches, expected))
+    resumed = take(ResumableLoader(data_config(remote.uri, workers=2), seed=1, state=loader.state_dict()), 2)
+    assert [b["key"] for b in resumed] == [b["key"] for b in take(local, 2)]

@@ -1,17 +1,20 @@
-"""Small corpora for the training tests, written with the project's shard writer from ffmpeg-made clips.
+"""Small corpora for the training tests, in the published layout, from ffmpeg-made clips.
 
 Each clip is a distinct lavfi pattern (so a model can tell them apart), 25 fps, 320x180 (so the
 loader has to resize and crop to the training size); clips shorter than the loader asks for test
-the skipping of short samples.
+the skipping of short samples. All clips of a corpus come from one source, so they share one
+partition and its shards.
 """
 
 from __future__ import annotations
 
+import math
+import tempfile
 from pathlib import Path
 
 from curation.sample_videos import run_ffmpeg
-from shards.layout import SHARDS_DIR, shard_name
-from shards.writer import Sample, write_shard
+from tests.layout_corpus import Clip
+from tests.layout_corpus import write_corpus as write_layout
 
 PATTERNS = ["testsrc2", "smptebars", "rgbtestsrc", "mandelbrot", "testsrc", "yuvtestsrc", "smptehdbars", "pal75bars"]
 
@@ -24,19 +27,17 @@ def make_clip(path: Path, pattern: str, frames: int, size: str = "320x180") -> P
 
 def write_corpus(root: Path, frames: list[int], shards: int, name: str = "corpus",
                  patterns: list[str] | None = None) -> list[str]:
-    """A corpus of one clip per entry of ``frames`` (its length), dealt round-robin into ``shards`` shards.
+    """A corpus of one clip per entry of ``frames`` (its length), in key order over ``shards`` shards.
 
-    Returns the sample keys; the caption of each is ``"<pattern> clip <n>"``.
+    Returns the sample keys (``<name>_<n:04d>``); the caption of each is ``"<pattern> clip <n>"``.
     """
-    clips = root / "clips"
-    clips.mkdir(parents=True, exist_ok=True)
     patterns = patterns or PATTERNS
-    samples = []
-    for n, count in enumerate(frames):
-        pattern = patterns[n % len(patterns)]
-        path = make_clip(clips / f"{name}{n}.mp4", pattern, count)
-        samples.append(Sample(key=f"{name}_{n:04d}", video_path=str(path), caption=f"{pattern} clip {n}",
-                              metadata={"key": f"{name}_{n:04d}", "clip_frames": count}))
-    for s in range(shards):
-        write_shard(root / SHARDS_DIR / shard_name(name, s), samples[s::shards])
-    return [s.key for s in samples]
+    clips = []
+    with tempfile.TemporaryDirectory() as scratch:
+        for n, count in enumerate(frames):
+            pattern = patterns[n % len(patterns)]
+            mp4 = make_clip(Path(scratch) / f"{n}.mp4", pattern, count).read_bytes()
+            clips.append(Clip({"key": f"{name}_{n:04d}", "source_id": name, "caption": f"{pattern} clip {n}",
+                               "clip_frames": count}, mp4))
+    write_layout(root, clips, partitions=1, shard_samples=math.ceil(len(clips) / shards), name=name)
+    return [c.row["key"] for c in clips]

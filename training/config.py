@@ -22,7 +22,7 @@ PREDICTION_TYPES = {"eps": "epsilon", "v": "v_prediction"}  # our names -> diffu
 class CorpusConfig:
     """One corpus written by ``videofactory curate`` and its share of the training mix."""
 
-    path: str = ""  # corpus directory (holds shards/)
+    path: str = ""  # corpus root: a directory or an object-store prefix such as s3://bucket/corpus (holds shards/)
     weight: float = 1.0  # relative probability that the next sample comes from this corpus
 
 

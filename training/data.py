@@ -1,8 +1,10 @@
 """Training clips streamed from corpus shards: shuffled, split across ranks and workers, mixed, resumable.
 
-Every DataLoader worker of every rank reads its own *part* of each corpus (its share of the shards,
-or, when a corpus has fewer shards than there are parts, every ``parts``-th sample of all of them),
-through webdataset's tar reader and a shuffle buffer. Shard order and shuffle buffer are seeded from
+A corpus is named by its root, a directory or an object-store prefix (``s3://bucket/corpus``); its
+shards are listed in name order and streamed one at a time (``shards.reader.shard_samples``), so
+nothing is downloaded whole. Every DataLoader worker of every rank reads its own *part* of each
+corpus (its share of the shards, or, when a corpus has fewer shards than there are parts, every
+``parts``-th sample of all of them), through a shuffle buffer. Shard order and shuffle buffer are seeded from
 (seed, corpus, epoch, part), and the corpus each next sample comes from, and where its frames start,
 from (seed, part, draw number). So the stream of every worker is a pure function of its position:
 per corpus ``(epoch, samples taken this epoch)`` plus the number of draws.
@@ -36,7 +38,9 @@ import torch
 import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from shards.layout import shard_paths
+from shards.layout import SHARDS_DIR, shard_locations
+from shards.reader import shard_samples
+from storage import Location
 from training.config import DataConfig
 
 log = logging.getLogger("videofactory.train")
@@ -107,6 +111,12 @@ def initial_position(num_corpora: int) -> dict[str, Any]:
     return {"corpora": [[0, 0] for _ in range(num_corpora)], "draws": 0, "samples": 0, "short": 0, "bad": 0}
 
 
+def corpus_root(path: str) -> Location:
+    """The corpus a configured path names: its root, also when the path given is its ``shards/`` folder."""
+    location = Location(path)
+    return location.parent if location.name == SHARDS_DIR else location
+
+
 def corpus_part(shards: list[str], seed: int, corpus: int, part: int, parts: int, bufsize: int,
                 epoch: int, position: int) -> Iterator[tuple[int, int, dict[str, Any]]]:
     """Endless raw samples of one part of a corpus, from (epoch, position): ``(epoch, position after, sample)``."""
@@ -115,7 +125,7 @@ def corpus_part(shards: list[str], seed: int, corpus: int, part: int, parts: int
         random.Random(f"{seed}/shards/{corpus}/{epoch}").shuffle(order)
         by_shard = len(order) >= parts
         mine = order[part::parts] if by_shard else order
-        raw = wds.tarfile_to_samples()(iter([{"url": url} for url in mine]))
+        raw = shard_samples(mine)
         if not by_shard:
             raw = (s for i, s in enumerate(raw) if i % parts == part)
         rng = random.Random(f"{seed}/buffer/{corpus}/{epoch}/{part}")
@@ -134,10 +144,11 @@ class ClipStream(IterableDataset):
 
     def __init__(self, cfg: DataConfig, seed: int, rank: int = 0, world: int = 1,
                  positions: list[dict[str, Any]] | None = None, rotation: int = 0) -> None:
-        self.shards = [[str(p) for p in shard_paths(c.path)] for c in cfg.corpora]
-        for corpus, shards in zip(cfg.corpora, self.shards):
+        roots = [corpus_root(c.path) for c in cfg.corpora]
+        self.shards = [[s.uri for s in shard_locations(root)] for root in roots]  # in name order
+        for root, shards in zip(roots, self.shards):
             if not shards:
-                raise FileNotFoundError(f"no shards in {corpus.path}/shards: is it a corpus written by "
+                raise FileNotFoundError(f"no shards in {root / SHARDS_DIR}: is it a corpus written by "
                                         "`videofactory curate`?")
         self.weights = [c.weight for c in cfg.corpora]
         self.spec, self.batch_size, self.bufsize = ClipSpec.of(cfg), cfg.batch_size, cfg.shuffle_buffer
