@@ -123,11 +123,11 @@ def pipeline_table(scratch: Path, videos: Path | None, model: Path, actors: int,
     """Run the curation job with captioning on; report each caption actor's busy and waiting time."""
     import ray
 
-    from curation.caption_stage import read_actor_times
     from curation.config import load_config
     from curation.pipeline import run_curation
     from curation.sample_videos import make_sample_videos
-    from curation.stages import WorkArea
+    from curation.stages.caption import read_actor_times
+    from curation.workarea import WorkArea
 
     if videos is None:
         videos = scratch / "pipeline-videos"
@@ -139,7 +139,7 @@ def pipeline_table(scratch: Path, videos: Path | None, model: Path, actors: int,
         summary = run_curation(cfg)
     finally:
         ray.shutdown()
-    records = [r for r in read_actor_times(WorkArea(cfg.output)) if r["clips"]]
+    records = [r for r in read_actor_times(WorkArea.of(cfg.output)) if r["clips"]]
     lines = [f"Pipeline over {videos}: {summary.corpus['clips']} clips from {summary.sources} videos, "
              f"{summary.seconds:.1f} s, {cpus} Ray CPUs, {actors} caption actor(s), {batch} clips per batch", "",
              "| actor | device | model load s | captioning s | waiting for input s | busy | clips | batches |",

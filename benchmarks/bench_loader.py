@@ -54,7 +54,7 @@ def render_corpus(root: Path, clips: int, seconds: float) -> Path:
         path = root / f"clip{n}.mp4"
         run_ffmpeg(["-f", "lavfi", "-i", f"testsrc2=s=1280x720:r=25:d={seconds}", "-vf", f"hue=h={n * 40}",
                     "-c:v", "libx264", "-preset", "veryfast", "-crf", "20", "-pix_fmt", "yuv420p", str(path)])
-        samples.append(Sample(f"bench_{n:04d}", str(path), f"test card {n}", {}))
+        samples.append((Sample(f"bench_{n:04d}", f"test card {n}", {}), path.read_bytes()))
     write_shard(root / "corpus" / SHARDS_DIR / shard_name("corpus", 0, 0), samples)
     return root / "corpus"
 

@@ -2,23 +2,28 @@
 
 The tiny model (``curation.tiny_blip2``) has random weights, so its captions mean nothing; what is
 tested is that frames reach the model, captions reach ``<key>.txt``, the json and the index,
-every clip names its model, resume does not recompute, and failures cost one row.
+every clip names its model, resume does not recompute, and failures cost one row (the stage class
+``curation.stages.caption.Caption`` run as the runner runs it, ``curation.runner.run_stage``).
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from curation.caption import Captioner, clean_caption, model_identity
-from curation.caption_stage import caption_rows, read_actor_times
 from curation.config import CaptionConfig, CurationConfig, load_config
 from curation.frames import frame_times, middle_index, sample_frames
 from curation.pipeline import run_curation
-from curation.stages import WorkArea
+from curation.runner import run_stage
+from curation.stage import StageContext
+from curation.stages import stage_class
+from curation.stages.caption import read_actor_times
 from curation.tiny_blip2 import TINY_MODEL_NAME, build_tiny_blip2
+from curation.workarea import WorkArea
 from shards.reader import iter_samples, read_index, read_manifest
 from shards.validate import validate
 
@@ -55,13 +60,33 @@ def corpus(local_ray, videos: Path, tiny_model: Path, tmp_path_factory) -> Path:
     return output
 
 
-def test_every_clip_gets_the_caption_of_its_middle_frame_from_the_model(corpus: Path, tiny_model: Path):
+def clips_of(corpus: Path, folder: Path) -> dict[str, Path]:
+    """Each clip of the corpus, copied out of its shard (the work area's clips leave once their shard is written)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for sample in iter_samples(corpus):
+        out[sample["key"]] = folder / f"{sample['key']}.mp4"
+        out[sample["key"]].write_bytes(sample["mp4"])
+    return out
+
+
+def caption_state(corpus: Path) -> list[dict[str, Any]]:
+    """Every row the caption operator persisted, over the corpus's partitions."""
+    work = WorkArea.of(corpus)
+    return [r for p in work.read_partition_table()["partition"].to_pylist()
+            for r in work.read_state("caption", p).to_pylist()]
+
+
+def test_every_clip_gets_the_caption_of_its_middle_frame_from_the_model(corpus: Path, tiny_model: Path,
+                                                                        tmp_path: Path):
     index = read_index(corpus).to_pylist()
     assert len(index) >= 3
     captioner = Captioner.load(CaptionConfig(model_path=str(tiny_model)))
-    work = WorkArea(corpus)
-    clip_paths = {r["key"]: r["clip_path"] for r in work.read_stage("caption").to_pylist()}
+    clip_paths = {key: str(path) for key, path in clips_of(corpus, tmp_path / "clips").items()}
+    persisted = {r["key"]: r for r in caption_state(corpus)}
     for row in index:
+        assert persisted[row["key"]]["caption"] == row["caption"]
+        assert persisted[row["key"]]["captions"] == row["captions"]
         listed = json.loads(row["captions"])
         frames = sample_frames(clip_paths[row["key"]], FRAMES)
         assert [c["time"] for c in listed] == [f.time for f in frames]
@@ -85,17 +110,25 @@ def test_captions_land_in_txt_json_and_index_and_name_the_model(corpus: Path):
 
 
 def test_caption_actors_account_for_their_time(corpus: Path):
-    records = read_actor_times(WorkArea(corpus))
+    records = read_actor_times(WorkArea.of(corpus))
+    assert records
     assert sum(r["clips"] for r in records) == read_manifest(corpus)["counts"]["clips"]
     assert all(r["busy_s"] > 0 and r["wait_s"] >= 0 and r["device"] == "cpu" for r in records if r["clips"])
 
 
 def test_rerun_does_not_caption_again(corpus: Path):
-    results = sorted((corpus / "work" / "stages" / "caption").rglob("*.parquet"))
+    results = sorted((corpus / "work" / "state" / "caption").rglob("*.parquet"))
+    assert results, "the caption operator persisted its results"
     before = {p: p.stat().st_mtime_ns for p in results}
+    actors = sorted((corpus / "work" / "state" / "caption" / "_actors").glob("*.json"))
+    assert actors
+    actor_records = {p: p.read_text() for p in actors}
     index = read_index(corpus)
     run_curation(load_config(None, **read_manifest(corpus)["config"]))
+    assert sorted((corpus / "work" / "state" / "caption").rglob("*.parquet")) == results
     assert {p: p.stat().st_mtime_ns for p in results} == before
+    assert {p: p.read_text() for p in sorted((corpus / "work" / "state" / "caption" / "_actors").glob("*.json"))} \
+        == actor_records, "no caption actor worked"
     assert read_index(corpus).equals(index)
 
 
@@ -104,7 +137,7 @@ def test_missing_weights_stop_the_job_before_any_work(local_ray, videos: Path, t
     with pytest.raises(FileNotFoundError, match="hf download Salesforce/blip2-opt-2.7b --local-dir") as caught:
         run_curation(cfg)
     assert "caption.enabled: false" in str(caught.value)
-    assert not list((tmp_path / "corpus" / "work" / "stages").rglob("*.parquet")), "no stage ran"
+    assert not list((tmp_path / "corpus").rglob("*.parquet")), "no stage ran, not even the ingest"
 
 
 def test_gpus_asked_of_a_cluster_without_any_are_refused(local_ray, videos: Path, tiny_model: Path, tmp_path: Path):
@@ -112,22 +145,93 @@ def test_gpus_asked_of_a_cluster_without_any_are_refused(local_ray, videos: Path
         run_curation(caption_config(videos, tmp_path / "corpus", tiny_model, num_gpus=1))
 
 
+def clip_rows(corpus: Path, folder: Path, count: int) -> list[dict[str, Any]]:
+    """``count`` clips of the corpus as the stage before captioning hands them over (uncaptioned, files local)."""
+    clips = clips_of(corpus, folder)
+    rows = []
+    for row in read_index(corpus).to_pylist()[:count]:
+        row = {k: v for k, v in row.items() if k not in ("shard", "caption", "captions", "caption_model",
+                                                         "caption_revision")}
+        rows.append({**row, "clip_path": str(clips[row["key"]]), "status": "ok", "stage": "filter"})
+    assert len(rows) == count
+    return rows
+
+
+def caption_stage(output: Path, model: Path, batch_size: int = 2):
+    """The caption stage as a runner's worker holds it: built from the config, set up once."""
+    cfg = caption_config(output, output / "corpus", model, frames=FRAMES, batch_size=batch_size)
+    stage = stage_class("caption")(cfg)
+    stage.setup()
+    return stage
+
+
+def run_caption(stage, rows: list[dict[str, Any]], scratch: Path) -> list[dict[str, Any]]:
+    scratch.mkdir(parents=True, exist_ok=True)
+    return run_stage(stage, rows, StageContext(WorkArea.of(stage.cfg.output), scratch))
+
+
 def test_empty_and_unreadable_clips_cost_their_own_row(corpus: Path, tiny_model: Path, tmp_path: Path):
-    rows = [r for r in WorkArea(corpus).read_stage("extract").to_pylist() if r["status"] == "ok"][:2]
+    rows = clip_rows(corpus, tmp_path / "clips", 2)
     broken = tmp_path / "broken.mp4"
     broken.write_bytes(b"not a video at all")
     rows.append({**rows[0], "key": "broken_0000", "clip_path": str(broken)})
 
-    captioner = Captioner.load(CaptionConfig(model_path=str(tiny_model)))
-    out = [r for produced in caption_rows(rows, captioner, captioner.cfg) for r in produced]
-    assert [r["status"] for r in out] == ["ok", "ok", "rejected"]
-    assert out[2]["reason"] == "frame_unreadable" and out[2]["stage"] == "caption"
-    assert all(r["caption"] for r in out[:2])
+    stage = caption_stage(tmp_path, tiny_model, batch_size=3)  # the broken clip in the same batch
+    direct = stage.process(rows, StageContext(WorkArea.of(stage.cfg.output), tmp_path))
+    assert [(r["key"], r["status"]) for r in direct] == [(rows[0]["key"], "ok"), (rows[1]["key"], "ok"),
+                                                        ("broken_0000", "rejected")]
+    out = run_caption(stage, rows, tmp_path / "scratch")
+    assert [(r["key"], r["status"]) for r in out] == [(rows[0]["key"], "ok"), (rows[1]["key"], "ok"),
+                                                     ("broken_0000", "rejected")]
+    assert out[2]["reason"] == "frame_unreadable" and out[2]["stage"] == "caption" and out[2]["detail"]
+    assert all(r["caption"] and r["stage"] == "caption" and r["caption_model"] == TINY_MODEL_NAME for r in out[:2])
 
-    silent = Captioner.load(CaptionConfig(model_path=str(build_tiny_blip2(tmp_path / "silent", silent=True))))
-    out = [r for produced in caption_rows(rows[:2], silent, silent.cfg) for r in produced]
-    assert [(r["status"], r["reason"]) for r in out] == [("rejected", "empty_caption")] * 2
+    silent = caption_stage(tmp_path / "silent-run", build_tiny_blip2(tmp_path / "silent", silent=True))
+    out = run_caption(silent, rows[:2], tmp_path / "scratch-silent")
+    assert [(r["status"], r["reason"], r["stage"]) for r in out] == [("rejected", "empty_caption", "caption")] * 2
     assert all("no usable text" in r["detail"] for r in out)
+
+
+def test_a_failing_batch_is_captioned_clip_by_clip(corpus: Path, tiny_model: Path, tmp_path: Path):
+    """A model call that fails on a whole batch (say, out of GPU memory) is redone per clip by the runner."""
+    rows = clip_rows(corpus, tmp_path / "clips", 3)
+    expected = {r["key"]: r for r in run_caption(caption_stage(tmp_path / "plain", tiny_model), rows,
+                                                 tmp_path / "scratch-plain")}
+    assert all(r["status"] == "ok" for r in expected.values())
+
+    stage = caption_stage(tmp_path / "failing", tiny_model)
+    model_call = stage.captioner.caption
+    calls: list[int] = []
+
+    def fails_on_batches(images):
+        calls.append(len(images))
+        if len(images) > FRAMES:
+            raise RuntimeError("CUDA out of memory (simulated)")
+        return model_call(images)
+
+    stage.captioner.caption = fails_on_batches
+    out = run_caption(stage, rows, tmp_path / "scratch")
+    # batches of 2: the first fails and is redone clip by clip; the second holds one clip and succeeds
+    assert calls == [2 * FRAMES, FRAMES, FRAMES, FRAMES]
+    assert [r["key"] for r in out] == [r["key"] for r in rows]
+    for row in out:
+        assert (row["status"], row["stage"]) == ("ok", "caption")
+        assert row["captions"] == expected[row["key"]]["captions"] and row["caption"]
+
+    # a clip on which the model fails even alone costs that clip only
+    poison = {image.tobytes() for image in (f.image for f in sample_frames(rows[1]["clip_path"], FRAMES))}
+
+    def fails_on_one_clip(images):
+        if any(image.tobytes() in poison for image in images):
+            raise RuntimeError("the model broke on this clip (simulated)")
+        return model_call(images)
+
+    stage.captioner.caption = fails_on_one_clip
+    out = run_caption(stage, rows, tmp_path / "scratch-2")
+    assert [(r["key"], r["status"], r.get("reason")) for r in out] == [
+        (rows[0]["key"], "ok", None), (rows[1]["key"], "rejected", "internal_error"), (rows[2]["key"], "ok", None)]
+    assert "the model broke on this clip" in out[1]["detail"] and out[1]["stage"] == "caption"
+    assert out[0]["captions"] == expected[rows[0]["key"]]["captions"]
 
 
 def test_model_identity_reads_the_hub_commit_that_hf_download_records(tiny_model: Path, tmp_path: Path):

@@ -15,13 +15,14 @@ import numpy as np
 import pytest
 
 from curation.config import FilterConfig, load_config
-from curation.filter_stage import FilterActor
 from curation.filtering import ClipFilter
 from curation.frames import sample_clip, sample_frames
 from curation.pipeline import run_curation
 from curation.probe import probe
+from curation.runner import Operator, OperatorWorker, frontier
 from curation.sample_videos import run_ffmpeg
-from curation.stages import WorkArea
+from curation.stage import Resources
+from curation.workarea import WorkArea
 from shards.reader import iter_samples, read_index, read_rejections
 from shards.schema import to_table
 from tests import media
@@ -255,24 +256,48 @@ def test_the_pipeline_keeps_good_clips_and_records_why_others_went(filtered: Pat
     detail = {r["reason"]: r["detail"] for r in rejected}
     assert detail["low_resolution"].startswith("quality.short_side 360 < 720 (filter.quality.min_short_side)")
     assert "(filter.quality.max_blank_share)" in detail["black_frames"]
-    persisted = {r["key"]: r for r in WorkArea(filtered).read_stage("filter").to_pylist()}
+    # with captioning off and equal CPUs, download..caption are one operator: its state is kept under "caption"
+    work = WorkArea.of(filtered)
+    persisted = {r["key"]: r for p in work.read_partition_table()["partition"].to_pylist()
+                 for r in work.read_state("caption", p).to_pylist() if r["key"]}
+    assert {r["key"] for r in index} <= set(persisted)
     for row in rejected:
+        assert (persisted[row["key"]]["stage"], persisted[row["key"]]["reason"]) == ("filter", row["reason"])
         record = json.loads(persisted[row["key"]]["scores"])
         assert record["rejected_by"] == row["reason"] and not record["checks"][row["reason"]]["passed"]
 
 
-def test_filter_actors_persist_per_clip_and_resume(made: dict[str, Path], tmp_path: Path):
-    """The GPU form of the stage (an actor per detector) keeps the stage's persistence; here on a CPU."""
+def test_filter_actors_persist_their_task_and_resume(made: dict[str, Path], tmp_path: Path):
+    """The GPU form of the stage (an actor per detector, ``OperatorWorker``) keeps the runner's persistence: one
+    state object per task, and a rerun's frontier hands the actor nothing to redo. Here on a CPU."""
     cfg = load_config(None, input=str(tmp_path), output=str(tmp_path / "corpus"))
     cfg.filter.text.enabled = cfg.filter.watermark.enabled = False
-    actor = FilterActor(cfg.to_dict())
-    batch = to_table([{**_row(made[name]), "key": name, "status": "ok"} for name in ("still", "black")])
-    first = actor(batch).to_pylist()
-    assert [(r["stage"], r["reason"]) for r in first] == [("filter", "static"), ("filter", "black_frames")]
-    persisted = sorted((tmp_path / "corpus" / "work" / "stages" / "filter").rglob("*.parquet"))
-    assert len(persisted) == 2
+    work = WorkArea.of(cfg.output)
+    source = {"source_id": "x", "source": str(made["still"]), "extra": "{}", "partition": 0, "stage": "manifest",
+              "status": "ok"}
+    work.partition_sources(0).write_table(to_table([source]))
+    clips = [{**source, **_row(made[name]), "key": name, "stage": "extract"} for name in ("still", "black")]
+    (work.state_dir("extract", 0) / "x.parquet").write_table(to_table(clips))  # what an earlier job left
+    operator = Operator(("filter",), Resources(), 1, per_clip=True)
+    actor = OperatorWorker(cfg.to_dict(), operator.stages, operator.per_clip)
+
+    todo = frontier(work, 0, [operator], "filter")
+    assert [(r["key"], r["stage"]) for r in todo] == [("still", "extract"), ("black", "extract")]
+    first = actor(to_table(todo)).to_pylist()
+    assert [(r["key"], r["stage"], r["reason"]) for r in first] == [("still", "filter", "static"),
+                                                                   ("black", "filter", "black_frames")]
+    assert all(json.loads(r["scores"])["rejected_by"] == r["reason"] for r in first)
+    persisted = sorted((tmp_path / "corpus" / "work" / "state" / "filter").rglob("*.parquet"))
+    assert len(persisted) == 1 and persisted[0].parent.name == "p00000", "one state object for the task"
+    assert work.read_state("filter", 0).to_pylist() == to_table(first).to_pylist()
     mtimes = [p.stat().st_mtime_ns for p in persisted]
-    assert actor(batch).to_pylist() == first and [p.stat().st_mtime_ns for p in persisted] == mtimes
+
+    resumed = frontier(work, 0, [operator], "filter")
+    assert to_table(resumed).to_pylist() == to_table(first).to_pylist()
+    assert not any(operator.takes(r) for r in resumed), "nothing left for the actor to do"
+    assert actor(to_table(resumed)).to_pylist() == to_table(first).to_pylist()
+    assert sorted((tmp_path / "corpus" / "work" / "state" / "filter").rglob("*.parquet")) == persisted
+    assert [p.stat().st_mtime_ns for p in persisted] == mtimes
 
 
 def test_gpus_asked_of_a_cluster_without_any_are_refused(local_ray, sample_videos: Path, tmp_path: Path):

@@ -1,7 +1,8 @@
 """Reading the job's input: every manifest format and a directory become the same source rows.
 
 Manifests are parsed with Ray Data's readers, so these tests run a small local Ray (started once for
-the module, or reused when another test already started one).
+the module, or reused when another test already started one). ``sources`` puts the public pieces
+together as ingest does for one partition: read, ids assigned, de-duplicated (rows sorted by id).
 """
 
 from __future__ import annotations
@@ -17,7 +18,10 @@ import pytest
 
 from curation.config import CurationConfig
 from curation.ids import source_id
-from curation.manifest import read_sources
+from curation.ingest import ingest
+from curation.manifest import SOURCE_COLUMNS, assign_ids, dedupe, source_dataset
+from curation.workarea import WorkArea
+from shards.layout import partition_name, partition_of
 from shards.schema import RECORD_SCHEMA
 
 
@@ -35,9 +39,22 @@ def ray_for_readers() -> Iterator[None]:
 
 
 def sources(path: Path, **config: Any) -> list[dict[str, Any]]:
-    table = read_sources(CurationConfig(input=str(path), **config))
+    """The input's source rows as one partition of ingest holds them (sorted by source id)."""
+    read = pa.Table.from_pylist(source_dataset(CurationConfig(input=str(path), **config)).take_all(),
+                                schema=SOURCE_COLUMNS)
+    table = dedupe(assign_ids(read, partitions=1))
     assert table.schema == RECORD_SCHEMA
-    return table.to_pylist()
+    rows = table.to_pylist()
+    assert [r["source_id"] for r in rows] == sorted(r["source_id"] for r in rows)
+    assert {r["partition"] for r in rows} <= {0}
+    return rows
+
+
+def by_source(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Rows of distinct sources by their source (the order of rows is the ids', not the manifest's)."""
+    out = {r["source"]: r for r in rows}
+    assert len(out) == len(rows), "a source listed twice"
+    return out
 
 
 def ok(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -51,10 +68,12 @@ def test_csv_carries_extra_columns_as_json(tmp_path: Path) -> None:
         "https://example.com/a.mp4,Alpha,2020\n"
         "/data/b.mkv,Beta,2021\n"
     )
-    rows = sources(manifest)
-    assert [r["source"] for r in rows] == ["https://example.com/a.mp4", "/data/b.mkv"]
-    assert [json.loads(r["extra"]) for r in rows] == [{"title": "Alpha", "year": 2020}, {"title": "Beta", "year": 2021}]
-    assert [r["source_id"] for r in rows] == [source_id("https://example.com/a.mp4"), source_id("/data/b.mkv")]
+    rows = by_source(sources(manifest))
+    assert set(rows) == {"https://example.com/a.mp4", "/data/b.mkv"}
+    assert json.loads(rows["https://example.com/a.mp4"]["extra"]) == {"title": "Alpha", "year": 2020}
+    assert json.loads(rows["/data/b.mkv"]["extra"]) == {"title": "Beta", "year": 2021}
+    assert {s: r["source_id"] for s, r in rows.items()} == {s: source_id(s) for s in rows}
+    rows = rows.values()
     assert {r["status"] for r in rows} == {"ok"}
     assert {r["stage"] for r in rows} == {"manifest"}
 
@@ -65,18 +84,18 @@ def test_jsonl(tmp_path: Path) -> None:
         json.dumps({"url": "https://example.com/a.mp4", "caption_hint": "a dog"}) + "\n"
         + json.dumps({"url": "https://example.com/b.mp4", "caption_hint": "a cat"}) + "\n"
     )
-    rows = sources(manifest)
-    assert [r["source"] for r in rows] == ["https://example.com/a.mp4", "https://example.com/b.mp4"]
-    assert [json.loads(r["extra"]) for r in rows] == [{"caption_hint": "a dog"}, {"caption_hint": "a cat"}]
+    rows = by_source(sources(manifest))
+    assert {s: json.loads(r["extra"]) for s, r in rows.items()} == {
+        "https://example.com/a.mp4": {"caption_hint": "a dog"}, "https://example.com/b.mp4": {"caption_hint": "a cat"}}
 
 
 def test_parquet(tmp_path: Path) -> None:
     manifest = tmp_path / "list.parquet"
     pq.write_table(pa.table({"url": ["https://example.com/a.mp4", "https://example.com/b.mp4"],
                              "licence": ["cc-by", None]}), manifest)
-    rows = sources(manifest)
-    assert [r["source"] for r in rows] == ["https://example.com/a.mp4", "https://example.com/b.mp4"]
-    assert [json.loads(r["extra"]) for r in rows] == [{"licence": "cc-by"}, {}]  # nulls are left out
+    rows = by_source(sources(manifest))
+    assert {s: json.loads(r["extra"]) for s, r in rows.items()} == {
+        "https://example.com/a.mp4": {"licence": "cc-by"}, "https://example.com/b.mp4": {}}  # nulls are left out
 
 
 def test_txt_skips_blank_and_comment_lines(tmp_path: Path) -> None:
@@ -89,9 +108,9 @@ def test_txt_skips_blank_and_comment_lines(tmp_path: Path) -> None:
         "  # an indented comment\n"
         "  https://example.com/b.mp4  \n"
     )
-    rows = sources(manifest)
-    assert [r["source"] for r in rows] == ["https://example.com/a.mp4", "https://example.com/b.mp4"]
-    assert [r["extra"] for r in rows] == ["{}", "{}"]
+    rows = by_source(sources(manifest))
+    assert {s: r["extra"] for s, r in rows.items()} == {"https://example.com/a.mp4": "{}",
+                                                        "https://example.com/b.mp4": "{}"}
 
 
 def test_relative_paths_are_relative_to_the_manifest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -101,12 +120,12 @@ def test_relative_paths_are_relative_to_the_manifest(tmp_path: Path, monkeypatch
     manifest.write_text("url\nvideos/a.mp4\n../b.mp4\n/abs/c.mp4\nhttps://example.com/d.mp4\n")
     monkeypatch.chdir(tmp_path)  # somewhere else: the working directory must not matter
     rows = sources(manifest)
-    assert [r["source"] for r in rows] == [
+    assert sorted(r["source"] for r in rows) == sorted([
         str((folder / "videos" / "a.mp4").resolve()),
         str((tmp_path / "project" / "b.mp4").resolve()),
         "/abs/c.mp4",
         "https://example.com/d.mp4",
-    ]
+    ])
 
 
 def test_directory_input_picks_video_files_recursively(tmp_path: Path) -> None:
@@ -117,7 +136,7 @@ def test_directory_input_picks_video_files_recursively(tmp_path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"not really a video")
     rows = sources(root)
-    assert [r["source"] for r in rows] == [
+    assert sorted(r["source"] for r in rows) == [
         str((root / "a.mp4").resolve()),
         str((root / "sub/b.MKV").resolve()),
         str((root / "sub/deeper/c.webm").resolve()),
@@ -137,25 +156,43 @@ def test_duplicates_become_rejected_rows_with_distinct_ids(tmp_path: Path) -> No
                         "https://example.com/a.mp4\n")
     rows = sources(manifest)
     sid = source_id("https://example.com/a.mp4")
-    assert [(r["source"], r["status"]) for r in rows] == [
-        ("https://example.com/a.mp4", "ok"), ("https://example.com/b.mp4", "ok"),
-        ("https://example.com/a.mp4", "rejected"), ("https://example.com/a.mp4", "rejected"),
+    assert sorted((r["source"], r["status"]) for r in rows) == [
+        ("https://example.com/a.mp4", "ok"), ("https://example.com/a.mp4", "rejected"),
+        ("https://example.com/a.mp4", "rejected"), ("https://example.com/b.mp4", "ok"),
     ]
-    assert rows[0]["source_id"] == sid
-    repeats = rows[2:]
+    repeats = [r for r in rows if r["status"] == "rejected"]
     assert all(r["reason"] == "duplicate" and r["stage"] == "manifest" and r["detail"] for r in repeats)
     ids = [r["source_id"] for r in rows]
     assert len(set(ids)) == len(ids)  # every row can be told apart downstream
-    assert all(r["source_id"].startswith(sid) for r in repeats)
-    assert [r["source_id"] for r in ok(rows)] == [sid, source_id("https://example.com/b.mp4")]
+    assert sorted(r["source_id"] for r in repeats) == [f"{sid}-dup1", f"{sid}-dup2"]
+    assert sorted(r["source_id"] for r in ok(rows)) == sorted([sid, source_id("https://example.com/b.mp4")])
+
+
+def test_the_copy_kept_of_a_duplicate_does_not_depend_on_manifest_order(tmp_path: Path) -> None:
+    """Of the copies of a source, the one with the smallest extra columns is kept, wherever it is listed."""
+    kept = []
+    for order in (["Zeta", "Alpha", "Mu"], ["Alpha", "Mu", "Zeta"], ["Mu", "Zeta", "Alpha"]):
+        manifest = tmp_path / f"{order[0]}.csv"
+        manifest.write_text("url,title\n" + "".join(f"https://example.com/a.mp4,{t}\n" for t in order)
+                            + "https://example.com/b.mp4,Beta\n")
+        rows = sources(manifest)
+        [a] = [r for r in ok(rows) if r["source"] == "https://example.com/a.mp4"]
+        assert a["source_id"] == source_id("https://example.com/a.mp4")
+        kept.append(json.loads(a["extra"]))
+        repeats = sorted((r["source_id"], json.loads(r["extra"])["title"]) for r in rows if r["status"] != "ok")
+        assert [t for _, t in repeats] == ["Mu", "Zeta"] and all(r[1] for r in repeats)
+        assert all(r["reason"] == "duplicate" for r in rows if r["status"] != "ok")
+    assert kept == [{"title": "Alpha"}] * 3
 
 
 def test_same_file_by_relative_and_absolute_path_is_a_duplicate(tmp_path: Path) -> None:
     manifest = tmp_path / "list.txt"
     manifest.write_text(f"a.mp4\n{tmp_path / 'a.mp4'}\n")
     rows = sources(manifest)
-    assert [r["status"] for r in rows] == ["ok", "rejected"]
-    assert rows[1]["reason"] == "duplicate"
+    assert sorted(r["status"] for r in rows) == ["ok", "rejected"]
+    assert {r["source"] for r in rows} == {str((tmp_path / "a.mp4").resolve())}
+    [repeat] = [r for r in rows if r["status"] == "rejected"]
+    assert repeat["reason"] == "duplicate"
 
 
 def test_missing_url_column_names_the_columns(tmp_path: Path) -> None:
@@ -185,3 +222,46 @@ def test_unknown_manifest_type_is_an_error(tmp_path: Path) -> None:
     manifest.write_text("url\n")
     with pytest.raises(ValueError, match="unknown manifest type"):
         sources(manifest)
+
+
+def test_an_empty_manifest_is_a_clear_error(tmp_path: Path) -> None:
+    for name, text in [("list.csv", "url\n"), ("list.txt", "# nothing yet\n\n")]:
+        manifest = tmp_path / name
+        manifest.write_text(text)
+        output = tmp_path / f"out-{name}"
+        cfg = CurationConfig(input=str(manifest), output=str(output))
+        with pytest.raises(ValueError, match="lists no source"):
+            ingest(cfg, WorkArea.of(output))
+        assert not WorkArea.of(output).partition_sources(0).exists()
+
+
+@pytest.mark.parametrize("shuffle", [False, True], ids=["in-driver", "ray-shuffle"])
+def test_ingest_writes_one_sources_object_per_partition(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                        shuffle: bool) -> None:
+    if shuffle:  # the path of large inputs: partitioned by a distributed groupby
+        monkeypatch.setattr("curation.ingest.DRIVER_INGEST_MAX_SOURCES", 0)
+    urls = [f"https://example.com/v{i:02d}.mp4" for i in range(40)]
+    manifest = tmp_path / "list.txt"
+    manifest.write_text("\n".join([*urls, urls[7]]) + "\n")  # one listed twice: its copies meet in one partition
+    cfg = CurationConfig(input=str(manifest), output=str(tmp_path / "out"))
+    cfg.write.partitions = 4
+    work = WorkArea.of(tmp_path / "out")
+    table, partitions = ingest(cfg, work)
+    assert partitions == 4
+    listed = table.to_pylist()
+    objects = sorted(f.name for f in work.sources.files() if f.name.startswith("p"))
+    assert objects == [f"{partition_name(r['partition'])}.parquet" for r in listed]
+    assert len(listed) > 1 and [r["partition"] for r in listed] == sorted(r["partition"] for r in listed)
+    seen = []
+    for entry in listed:
+        partition = entry["partition"]
+        rows = work.read_sources(partition).to_pylist()
+        assert len(rows) == entry["sources"] > 0
+        assert {r["partition"] for r in rows} == {partition}
+        assert {partition_of(source_id(r["source"]), 4) for r in rows} == {partition}
+        assert all(partition_of(r["source_id"], 4) == partition for r in rows if r["status"] == "ok")
+        seen += rows
+    assert sum(r["sources"] for r in listed) == len(seen) == 41
+    assert sorted(r["source"] for r in seen if r["status"] == "ok") == sorted(urls)
+    [repeat] = [r for r in seen if r["status"] == "rejected"]
+    assert (repeat["source"], repeat["reason"]) == (urls[7], "duplicate")
