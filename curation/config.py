@@ -48,6 +48,16 @@ class DownloadConfig:
         "b[height>=?720][height<=?1080]"
     )
     user_agent: str = "videofactory/0.1 (+https://github.com/videofactory)"
+    deadline_s: float = 3600.0  # bound of one source's whole download, every attempt and wait included
+    # Directories local paths and file:// URLs may be read from (symlinks resolved). Empty: the input
+    # directory, or the manifest's own directory; anything else is rejected as outside_roots.
+    local_roots: list[str] = field(default_factory=list)
+    # URLs (and every redirect) to loopback, private, link-local (the cloud metadata service), shared,
+    # unspecified and multicast addresses are refused unless this is true.
+    allow_private_networks: bool = False
+
+    #: Fields that name places, not results: left out of the resume fingerprint (another mount point matches).
+    RESOURCE_FIELDS = ("local_roots",)
 
 
 @dataclass

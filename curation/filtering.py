@@ -3,11 +3,9 @@
 The filters (``curation.filters``) only return scores; this module owns the thresholds. Each rule
 below names a score, the config field holding its threshold, and the rejection reason. Every clip
 gets a decision record in its ``scores`` column (index, shard json, and the stage's persisted row of
-a rejected clip):
-
-    {"quality": {...raw scores}, "decode": {...}, "motion": {...}, "text": {...}, "watermark": {...},
-     "checks": {"low_resolution": {"score": 1080, "threshold": 720, "passed": true}, ...},
-     "rejected_by": null | "<reason>", "score_only": false}
+a rejected clip): a ``shards.scores.DecisionRecord``, with a check per applied rule named by the
+rule's reason (``checks.low_resolution = {"score": 1080, "threshold": 720, "passed": true}``), the
+reason that rejected the clip, and each filter's raw scores.
 
 Rules run in groups, cheapest first: the source's resolution, aspect and the clip's duration (no
 decoding), then decoding itself (a clip whose decoding stops early is broken, whichever filters are
@@ -19,7 +17,6 @@ scores computed until then. In score-only mode every group runs and nothing is r
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -31,6 +28,7 @@ from curation.filters.quality import decode_scores, frame_scores, geometry_score
 from curation.filters.watermark import watermark_score
 from curation.frames import FrameSample, sample_clip
 from shards.schema import STATUS_REJECTED
+from shards.scores import Check, DecisionRecord
 
 if TYPE_CHECKING:
     from curation.filters.text import TextDetector
@@ -80,7 +78,7 @@ RULES: dict[str, tuple[Rule, ...]] = {
 }
 
 #: A filter group's scores for one clip, from its row, its frame samples and the decision record so far.
-Scorer = Callable[[dict[str, Any], dict[str, FrameSample], dict[str, Any]], dict[str, Any]]
+Scorer = Callable[[dict[str, Any], dict[str, FrameSample], DecisionRecord], dict[str, Any]]
 
 
 class ClipFilter:
@@ -113,7 +111,7 @@ class ClipFilter:
     def judge(self, row: dict[str, Any]) -> list[dict[str, Any]]:
         """The clip's row with its decision record; rejected (with reason and detail) if it failed a rule."""
         cfg = self.cfg
-        record: dict[str, Any] = {"checks": {}, "rejected_by": None, "score_only": cfg.score_only}
+        record = DecisionRecord(score_only=cfg.score_only)
         samples: dict[str, FrameSample] = {}
         failed: Rule | None = None
         for group, scorer in self._groups():
@@ -124,23 +122,22 @@ class ClipFilter:
                 except Rejection as exc:
                     return [_rejected(row, record, "broken_decode", exc.detail)]
             scores = scorer(row, samples, record)
-            filter_name = RULES[group][0].filter
-            record[filter_name] = {**record.get(filter_name, {}), **scores}
+            record.add_scores(RULES[group][0].filter, scores)
             for rule in RULES[group]:
-                check = _check(rule, scores, cfg)
+                check = check_rule(rule, scores, cfg)
                 if check is not None:
-                    record["checks"][rule.reason] = check
-                    if not check["passed"] and failed is None:
+                    record.checks[rule.reason] = check
+                    if not check.passed and failed is None:
                         failed = rule
             if failed is not None and not cfg.score_only:
                 break
         if failed is None or cfg.score_only:
-            return [{**row, "scores": json.dumps(record)}]
-        check = record["checks"][failed.reason]
+            return [{**row, "scores": record.to_json()}]
+        check = record.checks[failed.reason]
         relation = "<" if failed.bound == "min" else ">"
         where = f"filter.{failed.filter}.{failed.limit}" if failed.limit else "frames sampled"
-        return [_rejected(row, record, failed.reason, f"{failed.filter}.{failed.score} {check['score']} {relation} "
-                                                      f"{check['threshold']} ({where}): {failed.meaning}")]
+        return [_rejected(row, record, failed.reason, f"{failed.filter}.{failed.score} {check.score} {relation} "
+                                                      f"{check.threshold} ({where}): {failed.meaning}")]
 
     def _groups(self) -> list[tuple[str, Scorer]]:
         """The enabled groups, in the order they run."""
@@ -158,12 +155,12 @@ class ClipFilter:
             groups.append(("text", lambda _, s, __: self.detector.score(s["detail"])))
         if cfg.watermark.enabled:  # after text: text boxes that stay put are evidence of overlays
             groups.append(("watermark", lambda _, s, record: watermark_score(
-                s["detail"], record.get("text", {}).get("text_boxes"), cfg.watermark)))
+                s["detail"], record.scores.get("text", {}).get("text_boxes"), cfg.watermark)))
         return groups
 
 
-def _check(rule: Rule, scores: dict[str, Any], cfg: FilterConfig) -> dict[str, Any] | None:
-    """``{"score", "threshold", "passed"}`` of ``rule``, or None when its threshold is switched off."""
+def check_rule(rule: Rule, scores: dict[str, Any], cfg: FilterConfig) -> Check | None:
+    """``rule`` applied to its filter's ``scores`` under ``cfg``, or None when its threshold is switched off."""
     if rule.limit:
         threshold = getattr(getattr(cfg, rule.filter), rule.limit)
     else:  # broken decode: every frame asked for must have been decoded
@@ -172,10 +169,10 @@ def _check(rule: Rule, scores: dict[str, Any], cfg: FilterConfig) -> dict[str, A
         return None
     score = scores[rule.score]
     passed = score >= threshold if rule.bound == "min" else score <= threshold
-    return {"score": score, "threshold": round(threshold, DECIMALS), "passed": bool(passed)}
+    return Check(score=score, threshold=round(threshold, DECIMALS), passed=bool(passed))
 
 
-def _rejected(row: dict[str, Any], record: dict[str, Any], reason: str, detail: str) -> dict[str, Any]:
-    record["rejected_by"] = reason
-    return {**row, "scores": json.dumps(record), "status": STATUS_REJECTED, "reason": reason, "detail": detail}
+def _rejected(row: dict[str, Any], record: DecisionRecord, reason: str, detail: str) -> dict[str, Any]:
+    record.rejected_by = reason
+    return {**row, "scores": record.to_json(), "status": STATUS_REJECTED, "reason": reason, "detail": detail}
 

@@ -151,10 +151,7 @@ def _describe(op: Operator) -> str:
 def _dataset(cfg: CurationConfig, work: WorkArea, operators: list[Operator], todo: list[int],
              first_stage: str) -> ray.data.Dataset:
     """The pipeline: partitions expanded into resumed rows, then every operator of the job."""
-    # Every source is a block of its own (a few hundred bytes of metadata), so each is its own task
-    # and the cluster stays busy; blocks otherwise coalesce up to Ray Data's 128 MiB target.
     context = ray.data.DataContext.get_current()
-    context.target_max_block_size = 1
     # A task's own exception reaches the driver (not Ray Data's wrapper of it), so a fault of the machine
     # is told from a bug and reported as such.
     context.raise_original_map_exception = True
@@ -164,6 +161,10 @@ def _dataset(cfg: CurationConfig, work: WorkArea, operators: list[Operator], tod
         fn_kwargs={"output": work.output.uri, "first_stage": first_stage,
                    "operators": [{"stages": list(op.stages), "per_clip": op.per_clip} for op in operators],
                    "sources_per_block": cfg.resources.sources_per_block})
+    # A partition expands into one block; split it (streaming, no barrier) so that every block of
+    # ``sources_per_block`` rows is a task of its own and the cluster stays busy. Blocks made by the
+    # stages stay whole: one per source, however many clips it has.
+    dataset = dataset.repartition(target_num_rows_per_block=cfg.resources.sources_per_block)
     for op in operators:
         r = op.resources
         remote = {"num_cpus": r.num_cpus, "num_gpus": r.num_gpus or None}

@@ -16,8 +16,13 @@ from curation.ffmpeg import ToolError, ffprobe_json, parse_rate
 
 #: Demuxers that read still images or terminal text: ffprobe opens them, but they are not videos.
 NOT_VIDEO_FORMATS = {"image2", "tty", "lavfi", "apng"}
-#: Codecs of still pictures (one frame, or cover art inside an audio file).
+#: Codecs that also hold still pictures (one frame, or cover art inside an audio file). Each frame of
+#: them is a picture of its own, so Motion JPEG (mjpeg in AVI or MOV, as cameras write it) and PNG or
+#: JPEG 2000 video are these codecs too: a stream of them is a video when it has several frames and a
+#: duration, and a still otherwise.
 STILL_CODECS = {"png", "mjpeg", "bmp", "gif", "webp", "tiff", "jpeg2000", "ansi"}
+#: Animated-image codecs: never videos of the corpus, whatever their frame count.
+ANIMATED_IMAGE_CODECS = {"gif", "webp", "apng", "ansi"}
 
 
 def probe(path: str, cfg: ProbeConfig) -> dict[str, Any]:
@@ -29,12 +34,16 @@ def probe(path: str, cfg: ProbeConfig) -> dict[str, Any]:
     fmt = info.get("format") or {}
     format_name = str(fmt.get("format_name", ""))
     if format_name in NOT_VIDEO_FORMATS or format_name.endswith("_pipe"):
-        raise Rejection("not_a_video", f"the file is a {format_name.removesuffix('_pipe')} file, not a video")
+        kind = "still image" if format_name == "image2" or format_name.endswith("_pipe") else "file"
+        raise Rejection(
+            "not_a_video", f"the file is a {kind} ({format_name.removesuffix('_pipe')} format), not a video"
+        )
     streams = info.get("streams") or []
-    video = _main_video_stream(streams)
+    container_duration = _duration({}, fmt)
+    video = _main_video_stream(streams, container_duration)
     if video is None:
-        kinds = sorted({s.get("codec_type", "?") for s in streams}) or ["none"]
-        raise Rejection("no_video_stream", f"the file has no video stream (streams: {', '.join(kinds)})")
+        raise Rejection("no_video_stream", "the file has no moving-picture stream (streams: "
+                                           f"{_describe(streams, container_duration)})")
     audio = next((s for s in streams if s.get("codec_type") == "audio"), None)
 
     width, height = int(video.get("width") or 0), int(video.get("height") or 0)
@@ -80,15 +89,51 @@ def probe(path: str, cfg: ProbeConfig) -> dict[str, Any]:
     }
 
 
-def _main_video_stream(streams: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The first real video stream: cover art and still-image codecs don't count."""
+def _main_video_stream(streams: list[dict[str, Any]], container_duration: float | None) -> dict[str, Any] | None:
+    """The first real video stream: cover art and single still pictures don't count."""
     for stream in streams:
-        if stream.get("codec_type") != "video" or stream.get("codec_name") in STILL_CODECS:
-            continue
-        if (stream.get("disposition") or {}).get("attached_pic"):
-            continue
-        return stream
+        if stream.get("codec_type") == "video" and _still_kind(stream, container_duration) is None:
+            return stream
     return None
+
+
+def _still_kind(stream: dict[str, Any], container_duration: float | None) -> str | None:
+    """Why a video-typed stream is a still picture ("cover art", "one frame", ...), or None for a video."""
+    if (stream.get("disposition") or {}).get("attached_pic"):
+        return "cover art"
+    codec = stream.get("codec_name")
+    if codec not in STILL_CODECS:
+        return None
+    if codec in ANIMATED_IMAGE_CODECS:
+        return "animated image"
+    frames = _frame_count(stream, container_duration)
+    if frames is None or frames < 2:
+        return "one frame" if frames == 1 else "still picture (no frame count or duration)"
+    return None
+
+
+def _frame_count(stream: dict[str, Any], container_duration: float | None) -> int | None:
+    """Frames of a stream: ``nb_frames`` when the container counts them, else duration x average rate
+    (Matroska counts neither frames nor stream durations: the container's duration stands in)."""
+    nb_frames = str(stream.get("nb_frames") or "")
+    if nb_frames.isdigit():
+        return int(nb_frames)
+    rate = parse_rate(stream.get("avg_frame_rate"))
+    duration = _duration(stream, {"duration": container_duration})
+    if rate is None or duration is None or duration <= 0:
+        return None
+    return int(round(duration * float(rate)))
+
+
+def _describe(streams: list[dict[str, Any]], container_duration: float | None) -> str:
+    """``audio (mp3), video (mjpeg: cover art)``: each stream's kind, codec and, for stills, why."""
+    parts = []
+    for stream in streams:
+        what = f"{stream.get('codec_type', '?')} ({stream.get('codec_name', '?')}"
+        if stream.get("codec_type") == "video":
+            what += f": {_still_kind(stream, container_duration) or 'video'}"
+        parts.append(what + ")")
+    return ", ".join(parts) or "none"
 
 
 def _sample_aspect(video: dict[str, Any]) -> Fraction:

@@ -152,7 +152,9 @@ class OperatorWorker:
                 dest.upload_from(Path(local_path))
                 row = {**row, "local_path": dest.uri}
         clip_path = row.get("clip_path")
-        if clip_path and clip_path.startswith(scratch) and row.get("key"):
+        if clip_path and clip_path.startswith(scratch) and row["status"] != STATUS_OK:
+            row = {**row, "clip_path": None}  # a rejected clip is not kept: it goes with the scratch
+        elif clip_path and clip_path.startswith(scratch) and row.get("key"):
             dest = self.work.clip_location(row["source_id"], row["key"])
             if Path(clip_path).exists():
                 dest.upload_from(Path(clip_path))

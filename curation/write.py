@@ -91,8 +91,10 @@ def write_partition(config: dict[str, Any], partition: int, rows: pa.Table, dige
     if previous.get("location") and previous["location"] != location.uri:
         Location(previous["location"]).delete()
     if not cfg.write.keep_clips:  # one listing and one batch delete per source, not a request per clip
+        unfinished = {r["source_id"] for r in rejections if r["reason"] == "no_result"}  # a rerun continues them
+        done = {r["source_id"] for r in (*clips, *rejections) if r.get("clip_path")}  # clips kept, or rejected late
         with ThreadPoolExecutor(READ_AHEAD) as pool:
-            list(pool.map(lambda sid: (work.clips / sid).delete_tree(), sorted({r["source_id"] for r in clips})))
+            list(pool.map(lambda sid: (work.clips / sid).delete_tree(), sorted(done - unfinished)))
     return record
 
 

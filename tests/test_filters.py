@@ -265,6 +265,7 @@ def test_the_pipeline_keeps_good_clips_and_records_why_others_went(filtered: Pat
         assert (persisted[row["key"]]["stage"], persisted[row["key"]]["reason"]) == ("filter", row["reason"])
         record = json.loads(persisted[row["key"]]["scores"])
         assert record["rejected_by"] == row["reason"] and not record["checks"][row["reason"]]["passed"]
+    assert not list((filtered / "work" / "clips").rglob("*.mp4")), "no clip, kept or rejected, stays in the work area"
 
 
 def test_filter_actors_persist_their_task_and_resume(made: dict[str, Path], tmp_path: Path):
