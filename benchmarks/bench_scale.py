@@ -33,7 +33,7 @@ first ``--state-sample`` sources sequentially (the rest are written in parallel 
 Where the time goes is measured from the outside: the benchmark wraps the driver's
 ``_PartitionWriter.add`` and ``write_manifest`` and times ``_consume`` (main-thread CPU and wall),
 the write tasks report their own seconds (``stage_times.write.seconds`` of the manifest), and the
-frontier (``runner.frontier`` + ``partition_blocks``) is timed directly on a sample of partitions
+frontier (``runner.frontier``) is timed directly on a sample of partitions
 after the run.
 
 Run from the repository root: ``.venv/bin/python benchmarks/bench_scale.py > report.md`` (about
@@ -294,7 +294,7 @@ def child_run(spec: dict[str, Any]) -> dict[str, Any]:
     import ray
 
     import curation.pipeline as pipeline
-    from curation.runner import frontier, partition_blocks
+    from curation.runner import frontier
     from curation.workarea import WorkArea
     from storage import Location
 
@@ -340,18 +340,6 @@ def child_run(spec: dict[str, Any]) -> dict[str, Any]:
             phases["consume_cpu"] += time.thread_time() - c
             phases["consume_wall"] += time.perf_counter() - w  # includes writer.finish? no: finish is after
 
-    if spec.get("block_target"):  # the experiment: Ray Data's block target instead of the job's 1 byte
-        import ray.data
-
-        original_dataset = pipeline._dataset
-
-        def dataset(*args, **kwargs):
-            ds = original_dataset(*args, **kwargs)
-            ray.data.DataContext.get_current().target_max_block_size = spec["block_target"]
-            ds.context.target_max_block_size = spec["block_target"]
-            return ds
-
-        pipeline._dataset = dataset
     pipeline._PartitionWriter.add = add
     pipeline._PartitionWriter._submit = submit
     pipeline.write_manifest = manifest
@@ -378,8 +366,7 @@ def child_run(spec: dict[str, Any]) -> dict[str, Any]:
     some = table["partition"].to_pylist()[: spec["frontier_sample"]]
     c, w, sources = time.process_time(), time.perf_counter(), 0
     for p in some:
-        blocks = list(partition_blocks(frontier(work, p, [], "write"), cfg.resources.sources_per_block))
-        sources += len(blocks)
+        sources += len({row["source_id"] for row in frontier(work, p, [], "write")})
     frontier_cpu, frontier_wall = time.process_time() - c, time.perf_counter() - w
     # objects under the output
     counts: dict[str, int] = defaultdict(int)
@@ -447,7 +434,7 @@ def measure(store: str, size: int, args: argparse.Namespace, tmp: Path, server: 
     clips = args.s3_clips if store == "s3" else args.clips
     spec = {"store": store, "size": size, "root": root, "input": input_uri, "clips": clips, "cpus": args.cpus,
             "clip_bytes": args.clip_bytes, "nominal_clip_mb": args.nominal_clip_mb,
-            "state_sample": args.state_sample, "block_target": args.block_target,
+            "state_sample": args.state_sample,
             "frontier_sample": args.frontier_sample,
             "store_pid": server.pid if store == "s3" else None}
     t0 = time.perf_counter()
@@ -459,8 +446,7 @@ def measure(store: str, size: int, args: argparse.Namespace, tmp: Path, server: 
     log.info("%s %d: job %.1f s wall, %.1f CPU s", store, size, run["wall_s"], sum(run["cpu"].values()))
     if store == "local" and not args.keep:
         shutil.rmtree(tmp / f"local-{size}", ignore_errors=True)
-    label = f"{store} (block target {args.block_target} B)" if args.block_target else store
-    return {"store": label, "size": size, "clips_per_source": clips, "prep": prep, "run": run}
+    return {"store": store, "size": size, "clips_per_source": clips, "prep": prep, "run": run}
 
 
 def _fmt(x: float, digits: int = 2) -> str:
@@ -571,8 +557,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--state-sample", type=int, default=2000, help="sources whose state write is timed")
     parser.add_argument("--frontier-sample", type=int, default=8, help="partitions whose frontier is timed directly")
     parser.add_argument("--timeout-s", type=float, default=1800, help="limit of each child process")
-    parser.add_argument("--block-target", type=int, default=None,
-                        help="experiment: Ray Data block target bytes for the job instead of the 1 byte it sets")
     parser.add_argument("--json", help="also write the raw results here")
     parser.add_argument("--from-json", help="no run: print the report of results saved by --json (comma-separated "
                         "files, concatenated)")

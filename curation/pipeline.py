@@ -7,7 +7,7 @@
    and written as one sources object per partition.
 2. **Stages**: one Ray Data dataset whose input is the list of partitions still to do; a first
    operator expands each into its rows as far as earlier runs took them (``runner.frontier``), in
-   blocks of ``resources.sources_per_block`` sources, and the job's stages follow as operators
+   blocks of ``resources.sources_per_block`` rows, and the job's stages follow as operators
    (``runner.plan_operators``). Partitions go in order, so they also finish roughly in order.
 3. **Write**: the driver sorts the rows leaving the pipeline by partition; as soon as every source
    of a partition is in, a Ray task writes that partition (``curation.write``). The driver holds
@@ -159,8 +159,7 @@ def _dataset(cfg: CurationConfig, work: WorkArea, operators: list[Operator], tod
     dataset = ray.data.from_items([{"partition": p} for p in todo]).map_batches(
         expand_partitions, batch_size=1, batch_format="pyarrow", num_cpus=0.25,
         fn_kwargs={"output": work.output.uri, "first_stage": first_stage,
-                   "operators": [{"stages": list(op.stages), "per_clip": op.per_clip} for op in operators],
-                   "sources_per_block": cfg.resources.sources_per_block})
+                   "operators": [{"stages": list(op.stages), "per_clip": op.per_clip} for op in operators]})
     # A partition expands into one block; split it (streaming, no barrier) so that every block of
     # ``sources_per_block`` rows is a task of its own and the cluster stays busy. Blocks made by the
     # stages stay whole: one per source, however many clips it has.

@@ -268,22 +268,11 @@ def _overlay(rows: list[Row], state: pa.Table, key: str, applies: Any) -> list[R
     return out
 
 
-def partition_blocks(rows: list[Row], sources_per_block: int) -> Iterator[pa.Table]:
-    """The partition's rows as blocks of ``sources_per_block`` sources (rows of one source stay together)."""
-    by_source: dict[str, list[Row]] = defaultdict(list)
-    for row in rows:
-        by_source[row["source_id"]].append(row)
-    groups = list(by_source.values())
-    for start in range(0, len(groups), sources_per_block):
-        yield to_table(r for group in groups[start:start + sources_per_block] for r in group)
-
-
-def expand_partitions(batch: pa.Table, output: str, operators: list[dict[str, Any]], first_stage: str,
-                      sources_per_block: int) -> Iterator[pa.Table]:
-    """Ray Data generator: the rows of each partition in ``batch`` (one row per partition), resumed, in blocks."""
+def expand_partitions(batch: pa.Table, output: str, operators: list[dict[str, Any]],
+                      first_stage: str) -> Iterator[pa.Table]:
+    """Ray Data generator: the rows of each partition in ``batch`` (one row per partition), resumed."""
     work = WorkArea(Location(output))
     ops = [Operator(tuple(o["stages"]), Resources(), 1, o["per_clip"]) for o in operators]
     for partition in batch["partition"].to_pylist():
-        rows = frontier(work, partition, ops, first_stage)
-        yield from partition_blocks(rows, sources_per_block)
+        yield to_table(frontier(work, partition, ops, first_stage))
 
