@@ -19,7 +19,7 @@ from stats.captions import caption_stats
 from stats.describe import describe, top_values
 from stats.funnel import funnel, rejection_counts, stage_order
 from stats.load import Corpus
-from stats.scores import collect_scores, config_thresholds
+from stats.scores import collect_scores
 from stats.throughput import throughput
 from storage import Location
 
@@ -43,7 +43,7 @@ def compute_stats(root: str | Location) -> dict[str, Any]:
     }
     stats["distributions"], totals = _distributions(corpus, widescreen(manifest))
     log.info("distributions done (%.1f s); parsing filter scores", time.monotonic() - started)
-    stats["scores"] = _scores(corpus, manifest)
+    stats["scores"] = _scores(corpus)
     log.info("scores done (%.1f s); counting caption words", time.monotonic() - started)
     stats["captions"] = caption_stats(corpus.batches("caption"), rows)
     stats["totals"] = {**totals, "clips": rows, "shards": len(manifest.get("shards", [])),
@@ -104,10 +104,10 @@ def _share(mask: pa.ChunkedArray) -> float | None:
     return pc.sum(pc.cast(valid, pa.int64())).as_py() / len(valid) if len(valid) else None
 
 
-def _scores(corpus: Corpus, manifest: dict[str, Any]) -> dict[str, Any]:
-    """Per filter score: its distribution, its threshold and how many clips are on each side of it."""
-    scores, carried = collect_scores(corpus.batches("scores"))
-    thresholds = {**config_thresholds(manifest.get("config", {}), scores), **carried}
+def _scores(corpus: Corpus) -> dict[str, Any]:
+    """Per filter rule (``checks.<rule>`` of the decision records): its scores' distribution, its threshold and
+    how many clips score at or above it."""
+    scores, thresholds = collect_scores(corpus.batches("scores"))
     out: dict[str, Any] = {}
     for name, values in scores.items():
         threshold = thresholds.get(name)

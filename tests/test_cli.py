@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from jobs import demo
+from jobs.cli import main as cli_main
 
 VIDEOFACTORY = str(Path(sys.executable).parent / "videofactory")
 
@@ -17,23 +18,78 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(list(args), capture_output=True, text=True, timeout=120, check=False)
 
 
+#: Each command and the options its help must name (what the README and the docs tell users to type).
+OPTIONS = {
+    "curate": ("--config", "--input", "--output", "--stages", "resume"),
+    "validate": ("corpus", "Exit status 0", "1 with a list of problems"),
+    "stats": ("corpus", "--compare", "--out", "stats.json", "report.html"),
+    "train": ("--config", "--output", "--steps", "--no-resume", "--ray", "--num-workers", "--max-failures"),
+    "sample": ("--checkpoint", "--prompt", "--out", "--steps", "--guidance", "--seed", "--frames", "--fps", "--no-ema"),
+}
+
+
+def help_text(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    with pytest.raises(SystemExit) as exited:
+        cli_main(argv)
+    assert exited.value.code == 0
+    return " ".join(capsys.readouterr().out.split())  # argparse wraps lines: compare words
+
+
+def misuse(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    """What argparse says about ``argv`` (it must exit 2, the usage error status)."""
+    with pytest.raises(SystemExit) as exited:
+        cli_main(argv)
+    assert exited.value.code == 2
+    return " ".join(capsys.readouterr().err.split())
+
+
+def test_help_lists_every_command(capsys):
+    text = help_text(["--help"], capsys)
+    assert "{curate,validate,stats,train,sample}" in text
+    for command in OPTIONS:
+        assert f"{command} " in text
+
+
+@pytest.mark.parametrize("command", sorted(OPTIONS))
+def test_help_names_each_commands_options(command, capsys):
+    text = help_text([command, "--help"], capsys)
+    assert text.startswith(f"usage: videofactory {command}")
+    for option in OPTIONS[command]:
+        assert option in text, (command, option)
+
+
 @pytest.mark.parametrize("command", [
-    [VIDEOFACTORY, "--help"],
     [VIDEOFACTORY, "curate", "--help"],
-    [VIDEOFACTORY, "validate", "--help"],
     [sys.executable, "-m", "jobs.curate", "--help"],
     [sys.executable, "-m", "jobs.demo", "--help"],
 ])
-def test_help_explains_the_command(command):
+def test_installed_entry_points_answer_help(command):
     result = run(*command)
-    assert result.returncode == 0
-    assert len(result.stdout) > 200 and "usage:" in result.stdout
+    assert result.returncode == 0, result.stderr
+    assert "usage:" in result.stdout and "--output" in result.stdout
 
 
-def test_curate_help_names_every_option():
-    text = run(VIDEOFACTORY, "curate", "--help").stdout
-    for option in ("--config", "--input", "--output", "--stages", "resume"):
-        assert option in text
+def test_misuse_is_exit_2_with_what_is_wrong(capsys):
+    assert "the following arguments are required: command" in misuse([], capsys)
+    said = misuse(["dance"], capsys)
+    assert "invalid choice: 'dance'" in said and "'curate', 'validate', 'stats', 'train', 'sample'" in said
+    assert "videofactory train: error: the following arguments are required: --config" in misuse(["train"], capsys)
+    said = misuse(["sample", "--prompt", "a dog"], capsys)
+    assert "videofactory sample: error: the following arguments are required: --checkpoint" in said
+    said = misuse(["sample", "--checkpoint", "x", "--prompt", "p", "--steps", "abc"], capsys)
+    assert "argument --steps: invalid int value: 'abc'" in said
+    assert "unrecognized arguments: --inptu" in misuse(["curate", "--inptu", "x"], capsys)
+
+
+def test_a_config_with_a_typo_is_exit_2_naming_it(tmp_path: Path, caplog):
+    config = tmp_path / "job.yaml"
+    config.write_text("split:\n  max_duraton: 5\n")
+    assert cli_main(["curate", "--config", str(config), "--input", str(tmp_path), "--output", str(tmp_path / "o")]) == 2
+    assert "max_duraton" in caplog.text and "max_duration" in caplog.text
+    assert not (tmp_path / "o").exists(), "nothing started"
+    assert cli_main(["curate", "--config", str(tmp_path / "absent.yaml"), "--input", str(tmp_path),
+                     "--output", str(tmp_path / "o")]) == 2
+    assert "absent.yaml" in caplog.text
 
 
 def test_curate_without_input_says_what_to_give(tmp_path: Path):

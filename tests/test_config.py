@@ -3,7 +3,10 @@ changes exactly when a stage's results would."""
 
 from __future__ import annotations
 
-import dataclasses
+import json
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -53,6 +56,15 @@ def test_unknown_top_level_key_is_refused_by_name(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="inptu") as caught:
         load_config(path)
     assert "top level" in str(caught.value)
+    assert all(name in str(caught.value) for name in ("input", "output", "split", "filter"))
+
+
+def test_unknown_key_deep_in_a_filter_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "job.yaml"
+    path.write_text("filter:\n  quality:\n    min_short_sid: 1080\n")
+    with pytest.raises(ValueError, match="min_short_sid") as caught:
+        load_config(path)
+    assert "filter.quality" in str(caught.value) and "min_short_side" in str(caught.value)
 
 
 def test_unknown_nested_key_is_refused_by_name_and_section(tmp_path: Path) -> None:
@@ -78,34 +90,66 @@ def test_to_dict_round_trips() -> None:
     assert config_from_dict(config.to_dict()) == config
 
 
-def with_changes(section: str, **changes: object) -> CurationConfig:
+def with_changes(**changes: object) -> CurationConfig:
+    """The defaults with ``section__field=value`` (or ``section__group__field=value``) changed."""
     config = CurationConfig()
-    setattr(config, section, dataclasses.replace(getattr(config, section), **changes))
+    for dotted, value in changes.items():
+        *path, name = dotted.split("__")
+        owner = config
+        for part in path:
+            owner = getattr(owner, part)
+        assert hasattr(owner, name), dotted
+        setattr(owner, name, value)
     return config
 
 
-def test_fingerprint_changes_with_a_split_parameter() -> None:
-    base = CurationConfig()
-    changed = with_changes("split", max_duration=8.0)
-    assert changed.fingerprint("split") != base.fingerprint("split")
-    assert changed.fingerprint("extract") != base.fingerprint("extract")  # later stages build on the split
-    assert changed.fingerprint("probe") == base.fingerprint("probe")  # earlier ones do not
-    assert with_changes("split", adaptive={"adaptive_threshold": 5}).fingerprint("split") != base.fingerprint("split")
+def fingerprints(config: CurationConfig) -> dict[str, str]:
+    return {stage: config.fingerprint(stage) for stage in STAGES}
 
 
-def test_fingerprint_ignores_resources_and_paths() -> None:
-    base = CurationConfig()
-    more_cpus = with_changes("resources", split_cpus=4.0, extract_cpus=2.0, sources_per_block=8)
-    moved = CurationConfig(input="/elsewhere/list.csv", output="/other/mount/corpus")
-    for stage in STAGES:
-        assert more_cpus.fingerprint(stage) == base.fingerprint(stage)
-        assert moved.fingerprint(stage) == base.fingerprint(stage)
+@pytest.mark.parametrize(("stage", "change"), [
+    ("probe", {"probe__max_dimension": 4096}),
+    ("split", {"split__max_duration": 8.0}),
+    ("split", {"split__adaptive": {"adaptive_threshold": 5}}),
+    ("extract", {"extract__crf": 28}),
+    ("extract", {"extract__short_side": 720}),
+    ("filter", {"filter__frames": 16}),
+    ("filter", {"filter__score_only": True}),
+    ("filter", {"filter__quality__min_short_side": 1080}),
+    ("filter", {"filter__motion__min_motion": 0.01}),
+    ("filter", {"filter__text__max_area": 0.01}),
+    ("caption", {"caption__prompt": "a video of"}),
+    ("caption", {"caption__num_beams": 3}),
+    ("write", {"write__target_shard_bytes": 1024**2}),
+])
+def test_fingerprint_changes_from_the_changed_stage_on(stage: str, change: dict[str, object]) -> None:
+    base, changed = fingerprints(CurationConfig()), fingerprints(with_changes(**change))
+    at = STAGES.index(stage)
+    assert [changed[s] == base[s] for s in STAGES] == [True] * at + [False] * (len(STAGES) - at), change
 
 
-def test_fingerprint_is_deterministic_and_short() -> None:
-    first, second = CurationConfig().fingerprint("write"), CurationConfig().fingerprint("write")
-    assert first == second
-    assert len(first) == 16 and int(first, 16) >= 0
+@pytest.mark.parametrize("change", [
+    {"filter__threads": 8}, {"filter__actors": 4}, {"filter__num_gpus": 0.5},
+    {"caption__batch_size": 64}, {"caption__actors": 3}, {"caption__num_gpus": 1.0},
+    {"write__keep_clips": True}, {"write__write_cpus": 2.0}, {"write__sources_per_partition": 16},
+    {"resources__split_cpus": 4.0, "resources__filter_cpus": 2.0, "resources__sources_per_block": 8},
+    {"input": "/elsewhere/list.csv", "output": "/other/mount/corpus"},
+])
+def test_fingerprint_ignores_resources_and_paths(change: dict[str, object]) -> None:
+    assert fingerprints(with_changes(**change)) == fingerprints(CurationConfig())
+
+
+def test_fingerprint_is_the_same_after_a_round_trip_and_in_another_process() -> None:
+    config = with_changes(split__max_duration=8.0, filter__quality__min_short_side=1080)
+    first = fingerprints(config)
+    assert all(re.fullmatch(r"[0-9a-f]{16}", f) for f in first.values())
+    assert len(set(first.values())) == len(STAGES), "each stage's fingerprint is its own"
+    assert fingerprints(config_from_dict(json.loads(json.dumps(config.to_dict())))) == first
+    code = ("import json, sys; from curation.config import STAGES, config_from_dict; "
+            "c = config_from_dict(json.loads(sys.argv[1])); print(json.dumps({s: c.fingerprint(s) for s in STAGES}))")
+    other = subprocess.run([sys.executable, "-c", code, json.dumps(config.to_dict())], cwd=REPO_ROOT,
+                           capture_output=True, text=True, check=True, timeout=120)
+    assert json.loads(other.stdout) == first, "no per-process hash seed"
 
 
 def test_validate_explains_what_to_fix() -> None:

@@ -2,24 +2,39 @@
 
 from __future__ import annotations
 
-import hashlib
 import re
 import subprocess
 import sys
 
+import pyarrow as pa
 import pytest
 
 from curation.ids import SOURCE_ID_LENGTH, clip_key, sanitise, source_id
+from curation.manifest import _source_rows, assign_ids
 
-HEX16 = re.compile(r"^[0-9a-f]{16}$")
 
-
-def test_source_id_is_16_hex_digits_of_the_sha256() -> None:
-    url = "https://example.com/videos/clip.mp4"
+@pytest.mark.parametrize(("source", "expected"), [
+    # computed once (sha256 of the UTF-8 bytes, first 16 hex digits) and frozen: a change re-keys every corpus
+    ("https://example.com/videos/clip.mp4", "8283ee43812c3db2"),
+    ("/data/ünïcode file.mkv", "3653569a4bd88a1c"),
+    ("/data/vid\u00e9o.mp4", "7ea7f93df2ea0564"),  # é precomposed
+    ("/data/vide\u0301o.mp4", "51d9b9963c2de986"),  # e + combining accent: other bytes, another source
+    ("/data/x/a.mp4", "723186e46be5b847"),
+])
+def test_source_id_known_answers(source: str, expected: str) -> None:
     assert SOURCE_ID_LENGTH == 16
-    assert source_id(url) == hashlib.sha256(url.encode("utf-8")).hexdigest()[:16]
-    assert HEX16.match(source_id(url))
-    assert HEX16.match(source_id("/data/ünïcode file.mkv"))
+    assert source_id(source) == expected
+
+
+def test_every_spelling_of_a_local_path_in_a_manifest_is_one_source() -> None:
+    spellings = ["a.mp4", "./a.mp4", "sub/../a.mp4", "/data/x//a.mp4", "/data/x/a.mp4", "  a.mp4  "]
+    rows = assign_ids(_source_rows(pa.table({"url": spellings}), "url", "/data/x", False), 8).to_pylist()
+    assert {(r["source"], r["source_id"], r["partition"]) for r in rows} == {
+        ("/data/x/a.mp4", "723186e46be5b847", rows[0]["partition"])}
+    urls = ["https://e.com/a.mp4", "https://e.com/a.mp4?v=2", "HTTPS://E.COM/a.mp4"]
+    rows = assign_ids(_source_rows(pa.table({"url": urls}), "url", "/data/x", False), 8).to_pylist()
+    assert [r["source"] for r in rows] == urls, "URLs are taken as written"
+    assert len({r["source_id"] for r in rows}) == 3
 
 
 def test_source_id_is_the_same_in_another_process() -> None:
@@ -55,13 +70,19 @@ def test_clip_key_is_source_id_and_four_digit_index() -> None:
         ("under_score", "under_score"),
         ("x;rm -rf ~", "x-rm--rf"),  # "-" itself is kept
         ("vidéo", "vid-o"),
+        ("$(reboot)", "reboot"),
+        ("`id`", "id"),
+        ("a|b&c>d", "a-b-c-d"),
+        ("x\x00y", "x-y"),
+        ("a\u2215b", "a-b"),  # a division slash, not a "/": still not a separator left in
+        ("..\\..\\windows", "windows"),
     ],
 )
 def test_sanitise(name: str, expected: str) -> None:
     assert sanitise(name) == expected
 
 
-@pytest.mark.parametrize("name", ["", ".", "..", "../", "///", "   ", "...", "-", "é"])
+@pytest.mark.parametrize("name", ["", ".", "..", "../", "///", "   ", "...", "-", "é", "名前", "\x00"])
 def test_sanitise_refuses_names_with_nothing_usable(name: str) -> None:
     with pytest.raises(ValueError, match="nothing usable"):
         sanitise(name)

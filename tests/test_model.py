@@ -57,14 +57,76 @@ def observed_query_stream(layer: SwapWindowCrossAttention, c: int) -> str:
 
 @pytest.mark.parametrize("attention", ATTENTION_VARIANTS)
 @pytest.mark.parametrize("size", [(1, 4, 4), (3, 6, 10), (5, 8, 4)])
-def test_output_shape_every_variant(attention: str, size: tuple[int, int, int]) -> None:
+def test_each_sample_is_denoised_on_its_own(attention: str, size: tuple[int, int, int]) -> None:
+    """Shape kept, and no leak across the batch: a sample's output is the same alone or beside another (window
+    partitioning and padding, which reshape batch and windows together, must not mix them)."""
     # window (2, 4, 4) forces padding in t for odd T and in h/w at both levels for these sizes
+    torch.manual_seed(0)
     cfg = UNetConfig.tiny(attention=attention, window=(2, 4, 4))
+    model = VideoUNet(cfg)
+    randomize_zero_params(model, seed=10)  # every path live, as after training
     t, h, w = size
     latents, steps, text = inputs(cfg, t=t, h=h, w=w)
-    out = VideoUNet(cfg)(latents, steps.float(), text)
+    with torch.no_grad():
+        out = model(latents, steps.float(), text)
+        alone = model(latents[1:], steps[1:].float(), text[1:])
     assert out.shape == (2, cfg.out_channels, t, h, w)
-    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out[1:], alone, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("attention", ATTENTION_VARIANTS)
+def test_output_follows_the_text_and_the_timestep(attention: str) -> None:
+    torch.manual_seed(0)
+    model = VideoUNet(UNetConfig.tiny(attention=attention))
+    latents, steps, text = inputs(model.config, b=1)
+    with torch.no_grad():
+        base = model(latents, steps, text)
+        other_text = model(latents, steps, torch.roll(text, 1, dims=1) + 0.5)
+        other_step = model(latents, steps + 400, text)
+        again = model(latents, steps, text)
+    assert torch.equal(base, again), "deterministic in eval"
+    assert (other_text - base).abs().mean() > 1e-4, "the text conditioning reaches the output"
+    assert (other_step - base).abs().mean() > 1e-4, "the timestep reaches the output"
+
+
+@pytest.mark.parametrize("attention", ATTENTION_VARIANTS)
+def test_frames_are_independent_at_init_and_mixed_once_temporal_layers_learn(attention: str) -> None:
+    """Temporal and cross-stream layers start at zero: a new model is an image model applied frame by frame
+    (permuting frames permutes the output). Once they are trained, a frame's output depends on the others,
+    and on frame order (frame-index embeddings)."""
+    torch.manual_seed(0)
+    model = VideoUNet(UNetConfig.tiny(attention=attention, window=(2, 4, 4)))
+    latents, steps, text = inputs(model.config, b=1, t=4)
+    order = torch.tensor([2, 0, 3, 1])
+    bumped = latents.clone()
+    bumped[:, :, 0] += torch.randn(bumped[:, :, 0].shape, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        base = model(latents, steps, text)
+        torch.testing.assert_close(model(latents[:, :, order], steps, text), base[:, :, order], atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(model(bumped, steps, text)[:, :, 1:], base[:, :, 1:], atol=1e-5, rtol=1e-4)
+        randomize_zero_params(model, seed=11)
+        base = model(latents, steps, text)
+        assert (model(bumped, steps, text)[:, :, 1:] - base[:, :, 1:]).abs().amax() > 1e-4, "frames now interact"
+        permuted = model(latents[:, :, order], steps, text)
+    assert (permuted - base[:, :, order]).abs().amax() > 1e-4, "and their order matters"
+
+
+def test_attention_variants_differ_once_trained() -> None:
+    """The same weights (shared keys) give the same output at init and different outputs once the cross-stream
+    layers are trained: the variants are different models, not names."""
+    torch.manual_seed(0)
+    reference = VideoUNet(UNetConfig.tiny(attention="swap", window=(2, 4, 4), layers_per_block=2))
+    randomize_zero_params(reference, seed=12)
+    x = inputs(reference.config, b=1, t=4)
+    outputs = {}
+    for attention in ("swap", "spatial_query", "temporal_query"):
+        model = VideoUNet(UNetConfig.tiny(attention=attention, window=(2, 4, 4), layers_per_block=2))
+        model.load_state_dict(reference.state_dict())
+        with torch.no_grad():
+            outputs[attention] = model(*x)
+    assert (outputs["swap"] - outputs["spatial_query"]).abs().amax() > 1e-4
+    assert (outputs["swap"] - outputs["temporal_query"]).abs().amax() > 1e-4
+    assert (outputs["spatial_query"] - outputs["temporal_query"]).abs().amax() > 1e-4
 
 
 @pytest.mark.parametrize("swap_every", ["layer", "block"])

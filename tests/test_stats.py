@@ -24,16 +24,21 @@ import pyarrow as pa
 import pytest
 from PIL import Image
 
+from curation.config import FilterConfig
+from curation.filtering import ClipFilter
 from curation.ids import source_id
 from jobs.cli import main as cli_main
 from shards.layout import INDEX_DIR, MANIFEST_FILE, REJECTIONS_DIR, partition_name, partition_of
-from shards.reader import read_index, read_manifest, read_rejections
+from shards.reader import iter_samples, read_index, read_manifest, read_rejections
 from shards.schema import INDEX_SCHEMA, REJECTION_SCHEMA, to_table
+from shards.scores import DecisionRecord
 from stats.compute import compute_stats
 from stats.describe import QUANTILES
 from stats.report import REPORT_FILE, STATS_FILE, write_report
+from stats.scores import collect_scores
 from storage import Location
 from tests.layout_corpus import Clip, s3_bucket_or_skip, upload_tree, write_corpus
+from tests.test_filters_record import filter_config, judge, make_clips
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = REPO_ROOT / "test-artifacts"
@@ -41,8 +46,6 @@ ARTIFACTS = REPO_ROOT / "test-artifacts"
 #: Caption words of the derived corpus; captions repeat so that duplicates and frequent words exist.
 SUBJECTS = ("a red car", "a small dog", "the old man", "a red car")
 ACTIONS = ("drives along the coast", "runs on the beach", "walks in the park")
-MOTION_THRESHOLD = 0.5
-TEXT_THRESHOLD = 0.2
 
 
 @pytest.fixture(scope="module")
@@ -50,27 +53,55 @@ def stats(curated_corpus) -> dict:
     return compute_stats(curated_corpus["root"])
 
 
+def _judge_config(**changes: Any) -> FilterConfig:
+    """The filter's defaults with quality and motion on, text and watermarks off (no detector: fast)."""
+    cfg = FilterConfig()
+    cfg.text.enabled = cfg.watermark.enabled = False
+    for dotted, value in changes.items():
+        group, field = dotted.split("__")
+        setattr(getattr(cfg, group), field, value)
+    return cfg
+
+
 @pytest.fixture(scope="module")
 def filtered_corpus(curated_corpus, tmp_path_factory) -> Path:
-    """The curated corpus as a filter and caption stage would leave it: scores and captions in the index,
-    clips whose motion score is under its threshold moved to the rejections (stage ``filter``)."""
+    """The curated corpus as the filter leaves it: every clip (its mp4 taken from the shards) judged by the real
+    ``ClipFilter``, kept clips in the index with their decision record and a caption, the others in the
+    rejections (stage ``filter``) with the filter's reason. ``filter.motion.min_motion`` is put between the
+    clips' motion scores, so that some are rejected as ``static``."""
     root = tmp_path_factory.mktemp("filtered")
+    clips = root / "clips"
+    clips.mkdir()
     shutil.copy(curated_corpus["root"] / MANIFEST_FILE, root / MANIFEST_FILE)
     manifest = read_manifest(root)
+    mp4 = {s["key"]: s["mp4"] for s in iter_samples(curated_corpus["root"])}
     rows = read_index(curated_corpus["root"]).to_pylist()
     for n, row in enumerate(rows):
-        motion = round(0.15 + 0.3 * n, 3)
-        row["scores"] = json.dumps({"motion": {"score": motion, "threshold": MOTION_THRESHOLD,
-                                               "passed": motion >= MOTION_THRESHOLD}, "text_area": 0.05 * n})
+        (clips / f"{row['key']}.mp4").write_bytes(mp4[row["key"]])
         row["caption"] = f"{SUBJECTS[n % len(SUBJECTS)]} {ACTIONS[n % len(ACTIONS)]}"
-    kept = [r for r in rows if json.loads(r["scores"])["motion"]["passed"]]
-    dropped = [{**r, "stage": "filter", "reason": "motion_below_threshold", "detail": "static clip"}
-               for r in rows if r not in kept]
-    assert kept and dropped
+
+    def judge(cfg: FilterConfig) -> list[dict]:
+        judge = ClipFilter(cfg).judge
+        return [{**out, "clip_path": row.get("clip_path")} for row in rows
+                for out in judge({**row, "clip_path": str(clips / f"{row['key']}.mp4")})]
+
+    checked = [DecisionRecord.from_json(r["scores"]).checks.get("static")
+               for r in judge(_judge_config(quality__enabled=False, motion__min_motion=0.0))]
+    motion = sorted({c.score for c in checked if c is not None})
+    assert len(motion) > 1, motion
+    middle = len(motion) // 2
+    cfg = _judge_config(motion__min_motion=(motion[middle - 1] + motion[middle]) / 2)
+    judged = judge(cfg)
+    kept = [r for r in judged if r.get("status") != "rejected"]
+    dropped = [{**r, "stage": "filter"} for r in judged if r.get("status") == "rejected"]
+    assert kept and any(r["reason"] == "static" for r in dropped)
     write_partitions(root / INDEX_DIR, kept, INDEX_SCHEMA, manifest["partitions"])
     write_partitions(root / REJECTIONS_DIR, read_rejections(curated_corpus["root"]).to_pylist() + dropped,
                      REJECTION_SCHEMA, manifest["partitions"])
-    manifest["config"]["filter"] = {"text_area": {"threshold": TEXT_THRESHOLD}}
+    # Names a statistics reader could mistake for thresholds; the records' own thresholds are the ones to report.
+    manifest["config"]["filter"] = {"quality": {"min_short_side": cfg.quality.min_short_side},
+                                    "motion": {"min_motion": cfg.motion.min_motion, "max_motion": 99.0},
+                                    "static": {"threshold": 99.0}, "static_threshold": 99.0}
     (root / MANIFEST_FILE).write_text(json.dumps(manifest))
     return root
 
@@ -156,12 +187,22 @@ def test_stage_times_from_the_manifest(curated_corpus, stats):
 def test_scores_and_captions_match_the_index(filtered_corpus):
     stats = compute_stats(filtered_corpus)
     index = read_index(filtered_corpus).to_pylist()
-    motion = np.array([json.loads(r["scores"])["motion"]["score"] for r in index])
-    assert stats["scores"]["motion"]["quantiles"] == pytest.approx(_quantiles(motion))
-    assert stats["scores"]["motion"]["threshold"] == MOTION_THRESHOLD  # carried in the scores
-    assert stats["scores"]["motion"]["at_or_above"] == len(index)
-    assert stats["scores"]["text_area"]["threshold"] == TEXT_THRESHOLD  # found in the manifest's config
-    assert set(stats["scores"]) == {"motion", "text_area"}  # booleans and thresholds are not scores
+    records = [DecisionRecord.from_json(r["scores"]) for r in index]
+    rules = {rule for record in records for rule in record.checks}
+    # One score per rule the filter checked (shaky, text_area, watermark are off): its raw scores are not read.
+    assert set(stats["scores"]) == rules >= {"low_resolution", "aspect_ratio", "broken_decode", "black_frames",
+                                              "static"}
+    for rule in rules:
+        checks = [record.checks[rule] for record in records]
+        scores = np.array([c.score for c in checks], dtype=float)
+        assert stats["scores"][rule]["count"] == len(index)
+        assert stats["scores"][rule]["quantiles"] == pytest.approx(_quantiles(scores)), rule
+        assert stats["scores"][rule]["threshold"] == checks[0].threshold, "the records' threshold, not the config's"
+        assert stats["scores"][rule]["at_or_above"] == int((scores >= checks[0].threshold).sum())
+    config = read_manifest(filtered_corpus)["config"]["filter"]
+    assert stats["scores"]["static"]["threshold"] == pytest.approx(config["motion"]["min_motion"], abs=1e-5)
+    assert stats["scores"]["static"]["at_or_above"] == len(index), "every clip kept passed the motion check"
+    assert stats["scores"]["low_resolution"]["threshold"] == config["quality"]["min_short_side"] == 720
 
     captions = [r["caption"] for r in index]
     words = [re.findall(r"[\w']+", c.lower()) for c in captions]
@@ -178,7 +219,8 @@ def test_scores_and_captions_match_the_index(filtered_corpus):
 
     steps = {s["step"]: s for s in stats["funnel"]["steps"]}
     rejected = [r for r in read_rejections(filtered_corpus).to_pylist() if r["stage"] == "filter"]
-    assert steps["after filter"]["reasons"] == {"motion_below_threshold": len(rejected)}
+    assert steps["after filter"]["reasons"] == dict(Counter(r["reason"] for r in rejected))
+    assert steps["after filter"]["reasons"]["static"] >= 1
     assert steps["after filter"]["count"] == steps["in shards"]["count"] == len(index)
     assert steps["captioned"]["count"] == len(index)
     assert stats["funnel"]["sources"]["unaccounted"] == 0
@@ -194,7 +236,7 @@ def test_compare_writes_both_corpora_side_by_side(curated_corpus, filtered_corpu
     assert document["label"] != document["compare"]["label"]
     assert {"HD-VG-130M", "Panda-70M"} <= set(document["reference"])
     assert document["label"] in page and document["compare"]["label"] in page
-    assert "data-figure=\"score-motion\"" in page and "data-figure=\"words\"" in page
+    assert "data-figure=\"score-static\"" in page and "data-figure=\"words\"" in page
 
 
 def test_empty_corpus_is_summarised(curated_corpus, tmp_path):
@@ -294,7 +336,7 @@ def test_report_renders_in_headless_chromium(curated_corpus, filtered_corpus, tm
     dom = subprocess.run([*flags, "--dump-dom", url], capture_output=True, text=True, timeout=120, check=True).stdout
     images = re.findall(r'<img src="data:image/png;base64,([^"]+)" alt="[^"]*" data-figure="([^"]+)"', dom)
     figures = {name for _, name in images}
-    assert {"funnel", "duration_s", "fps", "resolution", "score-motion", "caption-words", "bigrams"} <= figures
+    assert {"funnel", "duration_s", "fps", "resolution", "score-static", "caption-words", "bigrams"} <= figures
     for data, name in images:
         with Image.open(io.BytesIO(base64.b64decode(data))) as image:
             image.load()
@@ -308,3 +350,52 @@ def test_report_renders_in_headless_chromium(curated_corpus, filtered_corpus, tm
         pixels = np.asarray(image.convert("L"))
     assert pixels.shape == (2000, 1280)
     assert pixels.std() > 20 and len(np.unique(pixels)) > 50  # text and figures, not a blank page
+
+
+# --- filter scores from the records the filter writes (no Ray) --------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def record_clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return make_clips(tmp_path_factory.mktemp("stats-clips"))
+
+
+def test_score_statistics_are_the_filters_checks(record_clips: dict[str, Path]) -> None:
+    """Per rule: the scores of the clips that reached it, and the threshold the filter recorded (config values)."""
+    cfg = filter_config()
+    texts = [row["scores"] for row in judge(record_clips, cfg).values()]
+    scores, thresholds = collect_scores([pa.array(texts[:2]), pa.array([texts[2], "{}", None])])
+    records = [DecisionRecord.from_json(t) for t in texts]
+    expected: dict[str, list[float]] = defaultdict(list)
+    for record in records:
+        for rule, check in record.checks.items():
+            expected[rule].append(check.score)
+    assert {rule: values.to_pylist() for rule, values in scores.items()} == expected
+    # the 4:3 clip was rejected on its geometry: it never reached the motion check
+    assert len(scores["low_resolution"]) == 3 and len(scores["static"]) == 2
+    assert "shaky" not in scores, "a rule switched off has no check, hence no statistics"
+    assert thresholds["low_resolution"] == cfg.quality.min_short_side
+    assert thresholds["aspect_ratio"] == cfg.quality.aspect_tolerance
+    assert thresholds["static"] == pytest.approx(cfg.motion.min_motion)
+    assert thresholds["broken_decode"] == records[0].scores["decode"]["frames_wanted"]
+
+
+def test_score_statistics_of_a_score_only_corpus(record_clips: dict[str, Path], tmp_path: Path) -> None:
+    """Every clip is in the index with every check; thresholds come from the records, never from config key names."""
+    rows = judge(record_clips, filter_config(score_only=True))
+    clips = [Clip({**row, "caption": name, "clip_width": 1280, "clip_height": 720, "clip_fps": 25.0},
+                  Path(row["clip_path"]).read_bytes()) for name, row in rows.items()]
+    write_corpus(tmp_path, clips, partitions=2, shard_samples=2)
+    manifest = read_manifest(tmp_path)
+    manifest["config"] = {"filter": {"motion": {"min_motion": 5.0, "threshold": 5.0}, "static_threshold": 5.0,
+                                     "static": {"threshold": 5.0}, "min_static": 5.0}}
+    (tmp_path / MANIFEST_FILE).write_text(json.dumps(manifest))
+    result = compute_stats(tmp_path)["scores"]
+    records = {name: DecisionRecord.from_json(row["scores"]) for name, row in rows.items()}
+    assert set(result) == set(records["moving"].checks)
+    assert all(summary["count"] == 3 for summary in result.values())
+    static = result["static"]
+    assert static["threshold"] == pytest.approx(filter_config().motion.min_motion)
+    assert static["at_or_above"] == 2, "the still is the one clip under the motion threshold"
+    assert static["min"] == records["still"].checks["static"].score
+    assert result["aspect_ratio"]["max"] == pytest.approx(0.25)
