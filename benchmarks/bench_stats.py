@@ -85,10 +85,13 @@ def build_chunk(rng: np.random.Generator, first_source: int, sources: int, offse
         pa.array(NOUNS).take(pa.array(rng.zipf(1.3, rows) % len(NOUNS))),
         pa.array(VERBS).take(pa.array(rng.integers(0, len(VERBS), rows))), "in the",
         pa.array(NOUNS).take(pa.array(rng.integers(0, len(NOUNS), rows))), " ")
-    motion = pc.cast(pc.round(pa.array(rng.gamma(2.0, 1.0, rows)), 4), pa.string())
-    text = pc.cast(pc.round(pa.array(rng.beta(1.0, 20.0, rows)), 4), pa.string())
-    scores = pc.binary_join_element_wise('{"motion": {"score": ', motion, ', "threshold": 0.5}, "text_area": ',
-                                         text, "}", "")
+    motion = pc.round(pa.array(rng.gamma(2.0, 1.0, rows)), 4)
+    text = pc.round(pa.array(rng.beta(1.0, 20.0, rows)), 4)
+    # The filter's decision record (shards.scores.DecisionRecord) of clips that passed its checks
+    scores = pc.binary_join_element_wise(
+        '{"checks": {"static": {"score": ', pc.cast(motion, pa.string()), ', "threshold": 0.002, "passed": true}, '
+        '"text_area": {"score": ', pc.cast(text, pa.string()), ', "threshold": 0.005, "passed": ',
+        pc.if_else(pc.less_equal(text, 0.005), "true", "false"), '}}, "rejected_by": null, "score_only": true}', "")
     key = pc.binary_join_element_wise(ids, pc.utf8_lpad(pc.cast(pa.array(clip_index), pa.string()), 4, "0"), "_")
     columns = {
         "source_id": ids, "source": pc.binary_join_element_wise("https://example.org/videos/", ids, ".mp4", ""),
@@ -131,7 +134,7 @@ def build_corpus(root: Path, rows: int, seed: int = 0) -> dict[str, int]:
         + [f"filtered{i:08x}" for i in range(clip_rejections)],
         "key": [None] * rejected + [f"filtered{i:08x}_0000" for i in range(clip_rejections)],
         "stage": list(stages) + ["filter"] * clip_rejections,
-        "reason": [reasons[s] for s in stages] + ["motion_below_threshold"] * clip_rejections,
+        "reason": [reasons[s] for s in stages] + ["static"] * clip_rejections,
         "start_time": [None] * rejected + [0.0] * clip_rejections,
     }
     pq.write_table(pa.Table.from_pydict({n: rejections.get(n, [None] * (rejected + clip_rejections))

@@ -91,7 +91,7 @@ CAPTION_FIELDS: list[pa.Field] = [
 
 #: Columns filled in by the shard writer and later stages.
 OUTPUT_FIELDS: list[pa.Field] = [
-    pa.field("scores", pa.string()),  # JSON object: filter name -> score, thresholds met
+    pa.field("scores", pa.string()),  # the filter's decision record: shards.scores.DecisionRecord as JSON
     pa.field("shard", pa.string()),
 ]
 
