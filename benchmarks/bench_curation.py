@@ -534,6 +534,7 @@ def measure_pipeline(sources: list[Source], scratch: Path, cpus: int, settle_s: 
 
     def job(output: str, stages: list[str]) -> tuple[Window, Any]:
         cfg = CurationConfig(input=str(manifest), output=str(scratch / output), stages=stages)
+        cfg.download.local_roots = sorted({str(Path(s.path).parent) for s in sources})  # where the videos are
         cfg.caption.enabled = False  # captioning has its own benchmark (bench_caption.py)
         cfg.filter.enabled = False  # the filters have their own benchmark (bench_filters.py)
         with TreeMeter() as window:

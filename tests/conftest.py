@@ -91,6 +91,7 @@ def curated_corpus(local_ray, sample_videos: Path, tmp_path_factory: pytest.Temp
         writer.writerows(rows)
     cfg = load_config(None, input=str(manifest), output=str(root / "corpus"))
     cfg.split.min_duration = 1.0
+    cfg.download.local_roots = [str(sample_videos), str(root)]  # the manifest lists videos of both folders
     cfg.caption.enabled = False  # no BLIP-2 weights in tests
     cfg.filter.enabled = False  # a corpus of every clip; tests/test_filters.py runs the filters
     run_curation(cfg)

@@ -16,6 +16,9 @@ Routes (``<name>`` is a file in ``root_dir``):
 * ``/text/<name>``         a text/plain body
 * ``/page/<name>``         an HTML page whose ``<video>`` points at ``/videos/<name>``
 * ``/novideo/<name>``      an HTML page without any media
+* ``/redirect/<name>?to=U`` 302 to ``U`` (any scheme, any host: what a hostile server sends); without
+  ``to``, to itself (a loop)
+* ``/drip/<name>``         announces the file's length, then sends one byte every ``drip_s`` (ignores Range)
 
 Every request is counted per path (``count``) and recorded with its headers (``requests``).
 """
@@ -26,6 +29,7 @@ import mimetypes
 import re
 import sys
 import threading
+import urllib.parse
 from collections import Counter
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -55,11 +59,13 @@ class VideoServer:
         flaky_failures: int = 2,
         retry_after: int = 1,
         slow_s: float = 5.0,
+        drip_s: float = 0.2,
     ) -> None:
         self.root_dir = Path(root_dir)
         self.flaky_failures = flaky_failures
         self.retry_after = retry_after
         self.slow_s = slow_s
+        self.drip_s = drip_s
         self.requests: list[Request] = []
         self._counts: Counter[str] = Counter()
         self._lock = threading.Lock()
@@ -153,6 +159,10 @@ class _Handler(BaseHTTPRequestHandler):
         nth = self.app._record(self.command, path, dict(self.headers.items()))
         route, _, name = path.lstrip("/").partition("/")
         file = self.app.root_dir / name
+        if route == "redirect":
+            query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
+            self._simple(302, "text/plain", b"moved\n", body, {"Location": query.get("to", [self.path])[0]})
+            return
         self._route(route, name, file, nth, body)
 
     def _route(self, route: str, name: str, file: Path, nth: int, body: bool) -> None:
@@ -175,6 +185,8 @@ class _Handler(BaseHTTPRequestHandler):
         elif route == "slow":
             app._stopping.wait(app.slow_s)
             self._file(file, body)
+        elif route == "drip":
+            self._drip(file, body)
         elif route == "truncated":
             self._truncated(file, body)
         elif route == "chunked":
@@ -225,6 +237,21 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if body:
             self.wfile.write(data[: len(data) // 2])
+            self.wfile.flush()
+        self.close_connection = True
+
+    def _drip(self, file: Path, body: bool) -> None:
+        """Promise the whole file and send it one byte at a time, ``drip_s`` apart, until done or stopped."""
+        data = file.read_bytes()
+        self.send_response(200)
+        self.send_header("Content-Type", mimetypes.guess_type(file.name)[0] or "application/octet-stream")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.flush()
+        for i in range(len(data) if body else 0):
+            if self.app._stopping.wait(self.app.drip_s):
+                break
+            self.wfile.write(data[i : i + 1])
             self.wfile.flush()
         self.close_connection = True
 

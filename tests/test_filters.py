@@ -7,6 +7,7 @@ with ffmpeg (a still image looped, a slideshow, black frames, a damaged file).
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 from collections import Counter
 from pathlib import Path
@@ -222,9 +223,10 @@ def test_score_only_rejects_nothing_but_records_every_score(made: dict[str, Path
 def filtered(local_ray, sample_videos: Path, made: dict[str, Path], tmp_path_factory) -> Path:
     """A corpus made through Ray with the default filters (text detection included)."""
     folder = tmp_path_factory.mktemp("filter-input")
-    (folder / "three_scenes.mp4").symlink_to(sample_videos / "three_scenes.mp4")
-    (folder / "still.mp4").symlink_to(made["still"])
-    (folder / "black.mp4").symlink_to(made["black"])
+    # copies: local sources are read only inside the input directory
+    shutil.copy(sample_videos / "three_scenes.mp4", folder / "three_scenes.mp4")
+    shutil.copy(made["still"], folder / "still.mp4")
+    shutil.copy(made["black"], folder / "black.mp4")
     _moving(folder / "small.mp4", "640x360")
     cfg = load_config(None, input=str(folder), output=str(folder.parent / "corpus"))
     cfg.caption.enabled = False

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from curation.config import CurationConfig
+from curation.config import CurationConfig, DownloadConfig
 from curation.ids import source_id
 from curation.ingest import ingest
 from curation.manifest import SOURCE_COLUMNS, assign_ids, dedupe, source_dataset
@@ -68,7 +68,7 @@ def test_csv_carries_extra_columns_as_json(tmp_path: Path) -> None:
         "https://example.com/a.mp4,Alpha,2020\n"
         "/data/b.mkv,Beta,2021\n"
     )
-    rows = by_source(sources(manifest))
+    rows = by_source(sources(manifest, download=DownloadConfig(local_roots=["/data"])))
     assert set(rows) == {"https://example.com/a.mp4", "/data/b.mkv"}
     assert json.loads(rows["https://example.com/a.mp4"]["extra"]) == {"title": "Alpha", "year": 2020}
     assert json.loads(rows["/data/b.mkv"]["extra"]) == {"title": "Beta", "year": 2021}
@@ -146,7 +146,7 @@ def test_directory_input_picks_video_files_recursively(tmp_path: Path) -> None:
 
 def test_directory_without_videos_is_an_error(tmp_path: Path) -> None:
     (tmp_path / "readme.txt").write_text("nothing here")
-    with pytest.raises(ValueError, match="holds no files"):
+    with pytest.raises(ValueError, match="holds no file"):
         sources(tmp_path)
 
 
@@ -225,7 +225,8 @@ def test_unknown_manifest_type_is_an_error(tmp_path: Path) -> None:
 
 
 def test_an_empty_manifest_is_a_clear_error(tmp_path: Path) -> None:
-    for name, text in [("list.csv", "url\n"), ("list.txt", "# nothing yet\n\n")]:
+    for name, text in [("list.csv", "url\n"), ("list.txt", "# nothing yet\n\n"), ("list.jsonl", ""),
+                       ("blank.jsonl", "\n  \n")]:
         manifest = tmp_path / name
         manifest.write_text(text)
         output = tmp_path / f"out-{name}"
@@ -265,3 +266,107 @@ def test_ingest_writes_one_sources_object_per_partition(tmp_path: Path, monkeypa
     assert sorted(r["source"] for r in seen if r["status"] == "ok") == sorted(urls)
     [repeat] = [r for r in seen if r["status"] == "rejected"]
     assert (repeat["source"], repeat["reason"]) == (urls[7], "duplicate")
+
+
+def test_an_empty_directory_is_a_clear_error(tmp_path: Path) -> None:
+    for folder in (tmp_path / "empty", tmp_path / "no-videos"):
+        folder.mkdir()
+    (tmp_path / "no-videos" / "notes.txt").write_text("no video here")
+    for folder in (tmp_path / "empty", tmp_path / "no-videos"):
+        output = tmp_path / f"out-{folder.name}"
+        with pytest.raises(ValueError, match="holds no file .*nothing to curate"):
+            ingest(CurationConfig(input=str(folder), output=str(output)), WorkArea.of(output))
+        assert not WorkArea.of(output).partition_sources(0).exists()
+
+
+# --- local sources are confined to the input's directory ----------------------------------------------
+
+
+def test_local_sources_outside_the_manifest_directory_are_rejected(tmp_path: Path) -> None:
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    (tmp_path / "outside.mp4").write_bytes(b"x")
+    manifest = lists / "list.txt"
+    manifest.write_text("a.mp4\nsub/b.mp4\n../outside.mp4\n/etc/passwd\nfile:///etc/shadow\n"
+                        "https://example.com/c.mp4\n")
+    rows = by_source(sources(manifest))
+    refused = {s: r for s, r in rows.items() if r["status"] != "ok"}
+    assert set(refused) == {str(tmp_path / "outside.mp4"), "/etc/passwd", "/etc/shadow"}
+    for row in refused.values():
+        assert (row["stage"], row["reason"]) == ("manifest", "outside_roots")
+        assert "download.local_roots" in row["detail"] and str(lists) in row["detail"]
+    assert {s for s, r in rows.items() if r["status"] == "ok"} == {
+        str(lists / "a.mp4"), str(lists / "sub" / "b.mp4"), "https://example.com/c.mp4"}
+    # download.local_roots replaces the default: the listed directories, and only them
+    rows = by_source(sources(manifest, download=DownloadConfig(local_roots=[str(tmp_path)])))
+    assert {s for s, r in rows.items() if r["status"] != "ok"} == {"/etc/passwd", "/etc/shadow"}
+
+
+def test_directory_symlinks_out_are_rejected_and_broken_ones_kept(tmp_path: Path) -> None:
+    root, elsewhere = tmp_path / "videos", tmp_path / "elsewhere"
+    (root / "sub").mkdir(parents=True)
+    elsewhere.mkdir()
+    (root / "a.mp4").write_bytes(b"x")
+    (elsewhere / "secret.mp4").write_bytes(b"x")
+    (root / "escape.mp4").symlink_to(elsewhere / "secret.mp4")
+    (root / "loop1.mp4").symlink_to(root / "loop2.mp4")
+    (root / "loop2.mp4").symlink_to(root / "loop1.mp4")
+    (root / "dangling.mp4").symlink_to(root / "gone.mp4")
+    (root / "sub" / "up").symlink_to(root)  # a directory loop: listed once, not forever
+    rows = by_source(sources(root))
+    assert set(rows) == {str(root / n) for n in ("a.mp4", "escape.mp4", "loop1.mp4", "loop2.mp4", "dangling.mp4")}
+    assert rows[str(root / "escape.mp4")]["reason"] == "outside_roots"
+    # kept, for download to record as broken_link (tests/test_download.py) instead of vanishing
+    assert all(rows[str(root / n)]["status"] == "ok" for n in ("a.mp4", "loop1.mp4", "loop2.mp4", "dangling.mp4"))
+
+
+def test_a_path_and_its_file_url_are_one_source(tmp_path: Path) -> None:
+    manifest = tmp_path / "list.txt"
+    path = tmp_path / "a b.mp4"
+    manifest.write_text(f"{path}\n{path.as_uri()}\nfile://localhost{path.as_uri()[len('file://'):]}\na b.mp4\n")
+    rows = sources(manifest)
+    assert {r["source"] for r in rows} == {str(path)}
+    assert sorted(r["status"] for r in rows) == ["ok", "rejected", "rejected", "rejected"]
+    assert [r["source_id"] for r in ok(rows)] == [source_id(str(path))]
+    assert {r["reason"] for r in rows if r["status"] != "ok"} == {"duplicate"}
+
+
+# --- extra columns are strict JSON ------------------------------------------------------------------
+
+
+def _strict(text: str) -> Any:
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"{constant} is not JSON")
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_extra_is_strict_json_without_nan_or_infinity(tmp_path: Path) -> None:
+    csv = tmp_path / "list.csv"
+    csv.write_text("url,score,gain\nhttps://example.com/a.mp4,nan,inf\nhttps://example.com/b.mp4,0.5,-inf\n")
+    jsonl = tmp_path / "list.jsonl"
+    jsonl.write_text('{"url": "https://example.com/c.mp4", "score": NaN, "deep": {"x": [Infinity, 1]}}\n')
+    extras = {r["source"]: _strict(r["extra"]) for r in sources(csv) + sources(jsonl)}
+    assert extras == {  # a non-finite cell is an empty one (left out, as nulls are); nested ones become null
+        "https://example.com/a.mp4": {},
+        "https://example.com/b.mp4": {"score": 0.5},
+        "https://example.com/c.mp4": {"deep": {"x": [None, 1]}},
+    }
+
+
+def test_jsonl_values_keep_their_json_types(tmp_path: Path) -> None:
+    """``true`` stays a boolean even where the same key holds numbers or strings in other rows."""
+    manifest = tmp_path / "list.jsonl"
+    lines = [{"url": "https://example.com/a.mp4", "flag": True, "n": 1},
+             {"url": "https://example.com/b.mp4", "flag": 1.5, "n": "one"},
+             {"url": "https://example.com/c.mp4", "flag": False, "tags": ["x", "y"]}]
+    manifest.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    extras = {r["source"]: _strict(r["extra"]) for r in sources(manifest)}
+    assert extras == {line["url"]: {k: v for k, v in line.items() if k != "url"} for line in lines}
+    assert extras["https://example.com/a.mp4"]["flag"] is True
+
+
+def test_jsonl_without_the_url_key_names_the_keys(tmp_path: Path) -> None:
+    manifest = tmp_path / "list.jsonl"
+    manifest.write_text('{"link": "https://example.com/a.mp4", "title": "A"}\n')
+    with pytest.raises(ValueError, match=r"no 'url' key \(\['link', 'title'\]\)"):
+        sources(manifest)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -49,6 +50,7 @@ def _config(input_path: Path, output: Path, **overrides):
     cfg.download.max_backoff_s = 1.5
     cfg.download.retries = 2
     cfg.download.timeout_s = 5.0
+    cfg.download.allow_private_networks = True  # the test server is on loopback
     cfg.caption.enabled = False  # no weights here; tests/test_caption.py runs the stage on a tiny model
     cfg.filter.enabled = False  # the served clips are 320x180: tests/test_filters.py runs the filters
     for key, value in overrides.items():
@@ -75,6 +77,7 @@ def mixed_corpus(local_ray, sample_videos: Path, served_video_dir: Path, tmp_pat
             writer.writeheader()
             writer.writerows(rows)
         cfg = _config(manifest, root / "corpus")
+        cfg.download.local_roots = [str(sample_videos), str(root)]  # the sample videos live elsewhere
         summary = run_curation(cfg)
         urls = {route: server.url(route) for route in URL_OUTCOMES}
     return {"root": root / "corpus", "rows": rows, "bad": bad, "urls": urls, "summary": summary}
@@ -182,7 +185,7 @@ def test_changed_settings_are_refused_on_the_same_output(mixed_corpus):
 def test_stages_in_separate_jobs_equal_one_job(local_ray, sample_videos: Path, tmp_path: Path):
     videos = tmp_path / "videos"
     videos.mkdir()
-    (videos / "three_scenes.mp4").symlink_to(sample_videos / "three_scenes.mp4")
+    shutil.copy(sample_videos / "three_scenes.mp4", videos / "three_scenes.mp4")
     run_curation(_config(videos, tmp_path / "one"))
     run_curation(_config(videos, tmp_path / "two", stages=["download", "probe", "split"]))
     assert not (tmp_path / "two" / "index").exists() and not (tmp_path / "two" / "shards").exists()

@@ -7,6 +7,7 @@ properties; the damaged inputs of ``tests/media.py`` pin the rejection reasons.
 
 from __future__ import annotations
 
+import subprocess
 from fractions import Fraction
 from pathlib import Path
 
@@ -140,3 +141,55 @@ def test_bad_input_is_rejected_with_its_reason(name: str, tmp_path: Path) -> Non
             split(row, SplitConfig())
     assert caught.value.reason == reason, caught.value.detail
     assert caught.value.detail  # a sentence a person can act on
+
+
+# --- Motion JPEG and other still-picture codecs ---------------------------------------------------
+
+
+def _ffmpeg(*args: str) -> None:
+    subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", *args], check=True)
+
+
+def _still_jpeg(d: Path) -> Path:
+    _ffmpeg("-f", "lavfi", "-i", "testsrc2=s=320x240", "-frames:v", "1", str(d / "still.jpg"))
+    return d / "still.jpg"
+
+
+@pytest.mark.parametrize("container", ["avi", "mov", "mkv"])
+def test_motion_jpeg_is_a_video(tmp_path: Path, container: str) -> None:
+    """Cameras write MJPEG in AVI or MOV: 20 JPEG frames with a duration are a video, not a still image."""
+    path = tmp_path / f"mjpeg.{container}"
+    _ffmpeg("-f", "lavfi", "-i", "testsrc2=s=320x240:r=10", "-t", "2", "-c:v", "mjpeg", str(path))
+    info = probe(str(path), CFG)
+    assert info["video_codec"] == "mjpeg"
+    assert (info["width"], info["height"]) == (320, 240)
+    assert info["duration"] == pytest.approx(2.0, abs=0.05)
+    assert info["fps"] == pytest.approx(10.0)
+
+
+def test_single_jpeg_is_not_a_video(tmp_path: Path) -> None:
+    with pytest.raises(Rejection) as caught:
+        probe(str(_still_jpeg(tmp_path)), CFG)
+    assert caught.value.reason == "not_a_video"
+    assert "still image" in caught.value.detail
+
+
+def test_one_mjpeg_frame_in_a_video_container_is_not_a_video(tmp_path: Path) -> None:
+    path = tmp_path / "one.avi"
+    _ffmpeg("-i", str(_still_jpeg(tmp_path)), "-c:v", "mjpeg", str(path))
+    with pytest.raises(Rejection) as caught:
+        probe(str(path), CFG)
+    assert caught.value.reason == "no_video_stream"
+    assert "video (mjpeg: one frame)" in caught.value.detail  # names the stream and says why it does not count
+
+
+@pytest.mark.parametrize(("name", "codec"), [("cover.mp3", "libmp3lame"), ("cover.m4a", "aac")])
+def test_audio_with_cover_art_has_no_video_stream(tmp_path: Path, name: str, codec: str) -> None:
+    path = tmp_path / name
+    _ffmpeg("-f", "lavfi", "-i", "sine=duration=2", "-i", str(_still_jpeg(tmp_path)), "-map", "0", "-map", "1",
+            "-c:a", codec, "-c:v", "mjpeg", "-disposition:v", "attached_pic", str(path))
+    with pytest.raises(Rejection) as caught:
+        probe(str(path), CFG)
+    assert caught.value.reason == "no_video_stream"
+    assert "video (mjpeg: cover art)" in caught.value.detail
+    assert "audio (" in caught.value.detail

@@ -8,6 +8,7 @@ job exercises clips and rejections alike.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -32,7 +33,7 @@ def job_input(sample_videos: Path, tmp_path_factory) -> Path:
     """Sample videos and one truncated file, in a folder of their own."""
     folder = tmp_path_factory.mktemp("job-input")
     for video in sample_videos.iterdir():
-        (folder / video.name).symlink_to(video)
+        shutil.copy(video, folder / video.name)  # local sources are read only inside the input directory
     media.truncated(folder)
     return folder
 

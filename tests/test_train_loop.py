@@ -18,8 +18,9 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from jobs.sample import main as sample_main
 from jobs.train import main as train_main
+from shards.layout import shard_locations
 from tests.train_corpus import write_corpus
-from training.checkpoint import list_checkpoints, load_state
+from training.checkpoint import checkpoints_root, list_checkpoints, load_state
 from training.config import TrainConfig, config_from_dict, load_config, save_config
 from training.distributed import DistEnv
 from training.tiny import make_tiny_pretrained
@@ -89,6 +90,34 @@ def test_two_n_steps_equal_n_steps_resume_n_steps(material: dict, tmp_path: Path
                                                   sb["optimizer"]["state"][0].values()))
     first = Trainer(tiny_config(material, material["mixed"], tmp_path / "c", **overrides), CPU)
     assert not torch.equal(next(first.model.parameters()), next(resumed.model.parameters()))  # it did train
+
+
+def test_a_run_skips_an_unreadable_shard_and_logs_it(material: dict, tmp_path: Path) -> None:
+    """One of two shards is random bytes: the run trains on the other (default data.max_bad_shards: 1 of 2)."""
+    write_corpus(tmp_path / "damaged", [9, 9, 9, 9], shards=2, name="damaged")
+    bad = Path(shard_locations(tmp_path / "damaged")[1].uri)
+    bad.write_bytes(bytes(range(256)) * (bad.stat().st_size // 256))
+    cfg = tiny_config(material, tmp_path / "damaged", tmp_path / "run", steps=2, checkpoint_every=2, log_every=1,
+                      data__workers=1)
+    trainer = Trainer(cfg, CPU)
+    assert len(trainer.train()) == 2
+    assert trainer.loader.bad_shards() == [[str(bad)]]
+    events = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
+    events.Reload()
+    assert [e.value for e in events.Scalars("data/bad_shards")] == [1.0, 1.0]
+
+
+def test_a_run_removes_what_an_interrupted_checkpoint_write_left(material: dict, tmp_path: Path) -> None:
+    overrides = dict(steps=1, checkpoint_every=1, data__workers=0)
+    Trainer(tiny_config(material, material["two_clips"], tmp_path, **overrides), CPU).train()
+    crashed = subprocess.Popen(["true"])
+    crashed.wait()
+    orphan = checkpoints_root(tmp_path) / f".step-00000002.{crashed.pid}.tmp"
+    orphan.mkdir()
+    (orphan / "model.safetensors").write_bytes(b"half a checkpoint")
+    resumed = Trainer(tiny_config(material, material["two_clips"], tmp_path, **overrides), CPU)
+    assert resumed.step == 1 and not orphan.exists()
+    assert [p.name for p in checkpoints_root(tmp_path).iterdir()] == ["step-00000001"]
 
 
 def test_train_then_sample_through_the_clis(material: dict, tmp_path: Path) -> None:

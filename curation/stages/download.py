@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from curation.download import fetch
+from curation.manifest import local_roots
 from curation.stage import Row, Stage, StageContext
 
 
@@ -10,9 +11,14 @@ class Download(Stage):
     name = "download"
     produces_files = ("local_path",)
 
+    def setup(self) -> None:
+        # Checked again when a file is opened (a link changed after ingest must not escape them).
+        self.roots = local_roots(self.cfg)
+
     def process(self, rows: list[Row], ctx: StageContext) -> list[Row]:
         (row,) = rows
-        fetched = fetch(row["source"], row["source_id"], ctx.scratch / "downloads", self.cfg.download)
+        fetched = fetch(row["source"], row["source_id"], ctx.scratch / "downloads", self.cfg.download,
+                        roots=self.roots)
         return [{**row, "local_path": fetched.local_path, "download_method": fetched.method,
                  "source_sha256": fetched.sha256, "source_bytes": fetched.size}]
 
