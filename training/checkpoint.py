@@ -4,7 +4,9 @@
 weights), ``state.pt`` (optimizer, step, RNG states, data positions: only tensors, ints, floats,
 lists and dicts, so it loads with ``torch.load(weights_only=True)``) and ``config.yaml`` (the whole
 training config, so sampling needs nothing else). The files are written into a hidden temporary
-directory that is renamed into place at the end: a crash never leaves a checkpoint that looks whole.
+directory (``.step-00000100.<pid>.tmp``) that is renamed into place at the end: a crash never leaves
+a checkpoint that looks whole. What a crash does leave, that temporary directory, is removed when the
+next run starts (``remove_partial_checkpoints``), unless the process named in it is still alive.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from training.config import TrainConfig, load_config, save_config
 
 MODEL_FILE, EMA_FILE, STATE_FILE, CONFIG_FILE = "model.safetensors", "ema.safetensors", "state.pt", "config.yaml"
 _STEP_DIR = re.compile(r"^step-(\d{8})$")
+_PARTIAL_DIR = re.compile(r"^\.step-\d{8}(?:\.(\d+))?\.tmp$")  # .step-<step>.<pid of its writer>.tmp
 
 
 def checkpoints_root(output: str | Path) -> Path:
@@ -37,6 +40,38 @@ def list_checkpoints(output: str | Path) -> list[Path]:
     root = checkpoints_root(output)
     found = [p for p in root.iterdir() if _STEP_DIR.match(p.name)] if root.is_dir() else []
     return sorted(found)
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process ``pid`` runs on this machine (one we may not signal counts as alive)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_partial_checkpoints(output: str | Path) -> list[Path]:
+    """Delete the temporary directories that interrupted checkpoint writes left under ``output``; return them.
+
+    Checkpoints are written by one process (rank 0), so at the start of a run a temporary directory is
+    an orphan, unless the pid in its name is a live process other than this one (another run writing
+    into the same output: it is left alone). On storage shared between machines run it on one only.
+    """
+    root = checkpoints_root(output)
+    removed = []
+    for path in sorted(root.iterdir()) if root.is_dir() else []:
+        match = _PARTIAL_DIR.match(path.name)
+        if not match or not path.is_dir():
+            continue
+        pid = int(match.group(1)) if match.group(1) else None
+        if pid is not None and pid != os.getpid() and _alive(pid):
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    return removed
 
 
 def resolve_checkpoint(path: str | Path) -> Path:

@@ -40,6 +40,10 @@ class DataConfig:
     workers: int = 4  # DataLoader worker processes per rank (0: load in the training process)
     shuffle_buffer: int = 64  # samples held for shuffling, per worker and corpus
     max_caption_tokens: int | None = None  # None: the tokenizer's model_max_length
+    # Unreadable shards (truncated, not a tar) are skipped and counted; past this many per corpus the run stops
+    # naming them: a count (>= 1), or a share of the corpus's shards (< 1, rounded up: 0.02 tolerates 1 bad
+    # shard in up to 50); 0: stop at the first.
+    max_bad_shards: float = 0.02
 
 
 @dataclass
@@ -105,6 +109,8 @@ class TrainConfig:
             raise ValueError("every data.corpora weight must be > 0")
         if d.frames < 1 or d.width < 1 or d.height < 1 or d.batch_size < 1 or d.workers < 0:
             raise ValueError("need data.frames, width, height, batch_size >= 1 and data.workers >= 0")
+        if not isinstance(d.max_bad_shards, (int, float)) or d.max_bad_shards < 0:
+            raise ValueError("data.max_bad_shards must be a number >= 0 (a count, or a share of the shards if < 1)")
         if d.fps is None and (d.stride is None or d.stride < 1):
             raise ValueError("set data.stride (>= 1) or data.fps")
         if self.diffusion.objective not in PREDICTION_TYPES:

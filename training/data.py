@@ -1,7 +1,7 @@
 """Training clips streamed from corpus shards: shuffled, split across ranks and workers, mixed, resumable.
 
 A corpus is named by its root, a directory or an object-store prefix (``s3://bucket/corpus``); its
-shards are listed in name order and streamed one at a time (``shards.reader.shard_samples``), so
+shards are listed in name order and streamed one at a time (``shards.reader.tar_samples``), so
 nothing is downloaded whole. Every DataLoader worker of every rank reads its own *part* of each
 corpus (its share of the shards, or, when a corpus has fewer shards than there are parts, every
 ``parts``-th sample of all of them), through a shuffle buffer. Shard order and shuffle buffer are seeded from
@@ -19,6 +19,16 @@ batches an uninterrupted run would have had. The number of ranks and workers mus
 
 Samples whose clip is shorter than the frames asked for, or that do not decode, are skipped and
 counted (``short``, ``bad`` in the position), never silently lost.
+
+Shards that are not readable tars (truncated, overwritten with other bytes, empty) are skipped too:
+the samples before the damage are kept, the rest of the shard is passed over, and the shard is
+recorded in the position (``bad_shards``: per corpus, the sorted uris of the unreadable shards met so
+far). Every epoch re-reads the same bytes, so a resumed run meets the same damage at the same place.
+``data.max_bad_shards`` bounds how many unreadable shards of a corpus a rank may meet: a count (>= 1)
+or a share of the corpus's shards (< 1, rounded up; the default 0.02 tolerates 1 in up to 50
+shards, 2 in up to 100); past it the loader raises ``UnreadableShardsError`` naming them. Each rank
+counts the shards it has met; as each epoch deals the shards out anew, every rank meets all of them
+within a few epochs.
 """
 
 from __future__ import annotations
@@ -28,6 +38,7 @@ import io
 import logging
 import math
 import random
+import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -39,7 +50,7 @@ import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from shards.layout import SHARDS_DIR, shard_locations
-from shards.reader import shard_samples
+from shards.reader import open_stream, tar_samples
 from storage import Location
 from training.config import DataConfig
 
@@ -106,9 +117,37 @@ def decode_clip(mp4: bytes, spec: ClipSpec, rng: random.Random) -> np.ndarray | 
         return np.stack([picked[i] for i in wanted])
 
 
+class UnreadableShardsError(RuntimeError):
+    """More shards of a corpus are unreadable than ``data.max_bad_shards`` allows (or all of them are)."""
+
+
 def initial_position(num_corpora: int) -> dict[str, Any]:
-    """A worker's position before its first sample (ints and lists only: it goes into checkpoints)."""
-    return {"corpora": [[0, 0] for _ in range(num_corpora)], "draws": 0, "samples": 0, "short": 0, "bad": 0}
+    """A worker's position before its first sample (ints, strings and lists only: it goes into checkpoints)."""
+    return {"corpora": [[0, 0] for _ in range(num_corpora)], "draws": 0, "samples": 0, "short": 0, "bad": 0,
+            "bad_shards": [[] for _ in range(num_corpora)]}
+
+
+def bad_shard_limit(max_bad_shards: float, shards: int) -> int:
+    """Unreadable shards tolerated in a corpus of ``shards``: a count (>= 1), or a share (< 1) rounded up."""
+    return int(max_bad_shards) if max_bad_shards >= 1 else math.ceil(max_bad_shards * shards)
+
+
+def readable_samples(shards: list[str], bad: set[str]) -> Iterator[dict[str, Any]]:
+    """The raw samples (``shards.reader.tar_samples``) of each shard in turn, passing over unreadable ones.
+
+    A shard that turns out not to be a readable tar ends where its damage starts (the samples before it
+    are kept); its uri is added to ``bad``. Errors of the storage itself (a missing shard, a network
+    failure) are not the shard's content and still raise.
+    """
+    for shard in shards:
+        location = Location(shard)
+        try:
+            with open_stream(location) as stream:
+                yield from tar_samples(stream, location.uri)
+        except tarfile.TarError as exc:
+            if shard not in bad:
+                log.warning("skipping the rest of shard %s: it is not a readable tar (%s)", shard, exc)
+            bad.add(shard)
 
 
 def corpus_root(path: str) -> Location:
@@ -118,14 +157,18 @@ def corpus_root(path: str) -> Location:
 
 
 def corpus_part(shards: list[str], seed: int, corpus: int, part: int, parts: int, bufsize: int,
-                epoch: int, position: int) -> Iterator[tuple[int, int, dict[str, Any]]]:
-    """Endless raw samples of one part of a corpus, from (epoch, position): ``(epoch, position after, sample)``."""
+                epoch: int, position: int, bad: set[str] | None = None) -> Iterator[tuple[int, int, dict[str, Any]]]:
+    """Endless raw samples of one part of a corpus, from (epoch, position): ``(epoch, position after, sample)``.
+
+    The uris of unreadable shards met are added to ``bad`` (see ``readable_samples``).
+    """
+    bad = set() if bad is None else bad
     while True:
         order = list(shards)
         random.Random(f"{seed}/shards/{corpus}/{epoch}").shuffle(order)
         by_shard = len(order) >= parts
         mine = order[part::parts] if by_shard else order
-        raw = shard_samples(mine)
+        raw = readable_samples(mine, bad)
         if not by_shard:
             raw = (s for i, s in enumerate(raw) if i % parts == part)
         rng = random.Random(f"{seed}/buffer/{corpus}/{epoch}/{part}")
@@ -134,8 +177,11 @@ def corpus_part(shards: list[str], seed: int, corpus: int, part: int, parts: int
             if taken > position:
                 yield epoch, taken, sample
         if taken == 0:
-            raise ValueError(f"part {part} of {parts} of the corpus with shards {shards[:2]}... holds no samples: "
-                             "use fewer ranks or data.workers, or a larger corpus")
+            if bad >= set(shards):
+                raise UnreadableShardsError(f"every shard of the corpus is unreadable: {sorted(bad)}")
+            if not by_shard or not bad.intersection(mine):  # not just this epoch's deal of unreadable shards
+                raise ValueError(f"part {part} of {parts} of the corpus with shards {shards[:2]}... holds no "
+                                 "samples: use fewer ranks or data.workers, or a larger corpus")
         epoch, position = epoch + 1, 0
 
 
@@ -153,7 +199,9 @@ class ClipStream(IterableDataset):
         self.weights = [c.weight for c in cfg.corpora]
         self.spec, self.batch_size, self.bufsize = ClipSpec.of(cfg), cfg.batch_size, cfg.shuffle_buffer
         self.seed, self.rank, self.world, self.workers = seed, rank, world, max(1, cfg.workers)
-        self.positions = positions or [initial_position(len(self.shards)) for _ in range(self.workers)]
+        self.positions = copy.deepcopy(positions) or [initial_position(len(self.shards)) for _ in range(self.workers)]
+        for position in self.positions:  # a checkpoint written before shards were checked has none
+            position.setdefault("bad_shards", [[] for _ in self.shards])
         self.rotation = rotation
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
@@ -161,7 +209,8 @@ class ClipStream(IterableDataset):
         worker = ((info.id if info else 0) + self.rotation) % self.workers
         part, parts = self.rank * self.workers + worker, self.world * self.workers
         position = copy.deepcopy(self.positions[worker])
-        streams = [corpus_part(shards, self.seed, c, part, parts, self.bufsize, *position["corpora"][c])
+        bad = [set(names) for names in position["bad_shards"]]
+        streams = [corpus_part(shards, self.seed, c, part, parts, self.bufsize, *position["corpora"][c], bad[c])
                    for c, shards in enumerate(self.shards)]
         while True:
             clips, captions, keys = [], [], []
@@ -171,6 +220,7 @@ class ClipStream(IterableDataset):
                 corpus = rng.choices(range(len(streams)), weights=self.weights)[0]
                 epoch, taken, sample = next(streams[corpus])
                 position["corpora"][corpus] = [epoch, taken]
+                position["bad_shards"][corpus] = sorted(bad[corpus])
                 try:
                     clip = decode_clip(sample["mp4"], self.spec, rng)
                 except (av.FFmpegError, IndexError, KeyError) as exc:
@@ -201,6 +251,8 @@ class ResumableLoader:
         dataset = ClipStream(cfg, seed, rank, world, state["workers"] if state else None, rotation=self.next_worker)
         self.positions = copy.deepcopy(dataset.positions)  # of the last batch consumed from each worker
         self.workers = workers
+        self.max_bad_shards = cfg.max_bad_shards
+        self.shard_counts = [len(shards) for shards in dataset.shards]
         self.loader = DataLoader(dataset, batch_size=None, num_workers=cfg.workers,
                                  prefetch_factor=2 if cfg.workers else None,
                                  generator=torch.Generator().manual_seed(seed))  # leaves the global RNG alone
@@ -212,7 +264,22 @@ class ResumableLoader:
         batch = next(self._iter)
         self.positions[batch["worker"]] = batch["position"]
         self.next_worker = (batch["worker"] + 1) % self.workers
+        self._check_bad_shards()
         return batch
+
+    def bad_shards(self) -> list[list[str]]:
+        """Per corpus, the unreadable shards met so far by any worker (sorted uris)."""
+        return [sorted(set().union(*(p["bad_shards"][c] for p in self.positions)))
+                for c in range(len(self.shard_counts))]
+
+    def _check_bad_shards(self) -> None:
+        for names, count in zip(self.bad_shards(), self.shard_counts):
+            limit = bad_shard_limit(self.max_bad_shards, count)
+            if len(names) > limit:
+                raise UnreadableShardsError(
+                    f"{len(names)} shards of a corpus of {count} are unreadable (not tars, or truncated), more "
+                    f"than the {limit} that data.max_bad_shards={self.max_bad_shards} allows: {', '.join(names)}. "
+                    "Rewrite or remove them (`videofactory validate` checks a corpus), or raise data.max_bad_shards")
 
     def __iter__(self) -> ResumableLoader:
         return self
@@ -222,5 +289,7 @@ class ResumableLoader:
         return {"next_worker": self.next_worker, "workers": copy.deepcopy(self.positions)}
 
     def skipped(self) -> dict[str, int]:
-        """Samples skipped so far (too short, undecodable) and samples delivered, over all workers."""
-        return {k: sum(p[k] for p in self.positions) for k in ("samples", "short", "bad")}
+        """Samples skipped so far (too short, undecodable), samples delivered, over all workers, and the
+        number of unreadable shards met (``bad_shards``, over all corpora)."""
+        counts = {k: sum(p[k] for p in self.positions) for k in ("samples", "short", "bad")}
+        return {**counts, "bad_shards": sum(len(names) for names in self.bad_shards())}

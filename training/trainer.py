@@ -32,6 +32,7 @@ from training.checkpoint import (
     load_state,
     load_weights,
     prune_checkpoints,
+    remove_partial_checkpoints,
     save_checkpoint,
 )
 from training.config import OptimConfig, TrainConfig
@@ -114,6 +115,9 @@ class Trainer:
         self.step = 0
         torch.manual_seed(cfg.seed + env.rank)  # different noise, timesteps and dropout on each rank
         data_state = None
+        if env.main:  # rank 0 writes the checkpoints: what an interrupted write left is its to clear
+            for partial in remove_partial_checkpoints(cfg.output):
+                log.info("removed %s, left by an interrupted checkpoint write", partial)
         found = list_checkpoints(cfg.output) if resume else []
         if found:
             data_state = self._restore(found[-1])
@@ -230,7 +234,9 @@ class Trainer:
                     writer.add_scalar(f"train/{name}", value, self.step)
             writer.add_scalar("data/skipped_short", skipped["short"], self.step)
             writer.add_scalar("data/skipped_bad", skipped["bad"], self.step)
+            writer.add_scalar("data/bad_shards", skipped["bad_shards"], self.step)
             writer.flush()
         if self.env.main:
-            log.info("step %d  %s  skipped: %d short, %d undecodable", self.step,
-                     "  ".join(f"{k} {v:.4g}" for k, v in metrics.items()), skipped["short"], skipped["bad"])
+            log.info("step %d  %s  skipped: %d short, %d undecodable, %d unreadable shards", self.step,
+                     "  ".join(f"{k} {v:.4g}" for k, v in metrics.items()), skipped["short"], skipped["bad"],
+                     skipped["bad_shards"])
