@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pytest
 
 from shards.layout import (
@@ -109,3 +110,11 @@ def s3_bucket_or_skip(request: pytest.FixtureRequest) -> str:
         return request.getfixturevalue("s3_bucket")
     except pytest.FixtureLookupError:
         pytest.skip("no s3_bucket fixture in tests/conftest.py (the S3 test server is not wired in)")
+
+
+def comparable(index: pa.Table) -> list[tuple]:
+    """Per source file name, each clip's span and bytes: what must not depend on where a corpus was made
+    (a local disk or an object store, one node or two), unlike source URIs, ids and keys."""
+    rows = index.select(["source", "clip_index", "start_frame", "end_frame", "clip_sha256"]).to_pylist()
+    return sorted((r["source"].rsplit("/", 1)[-1], r["clip_index"], r["start_frame"], r["end_frame"], r["clip_sha256"])
+                  for r in rows)

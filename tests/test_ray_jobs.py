@@ -23,6 +23,7 @@ from shards.validate import validate
 from storage import Location
 from tests import media
 from tests.conftest import REPO_ROOT
+from tests.layout_corpus import comparable
 from tests.s3_server import FaultProxy
 
 pytestmark = pytest.mark.slow
@@ -98,16 +99,21 @@ def state_objects(output: str) -> list[Location]:
     return [f for f in (Location(output) / "work" / "state").files(recursive=True) if f.name.endswith(".parquet")]
 
 
-def test_killed_job_on_an_object_store_resumes_to_the_same_index_and_shards(
-        cluster: LocalRayCluster, job_input: Path, baseline: Path, s3_bucket: str, tmp_path: Path):
-    output = f"{s3_bucket}/corpus"
-    config = job_config(job_input, output, tmp_path)
-    started = cluster.submit(curate_entrypoint(config), REPO_ROOT, wait=False, submission_id="resume-killed")
+def start_until_a_source_is_done(cluster: LocalRayCluster, config: Path, submission_id: str, output: str) -> None:
+    """Submit the job without waiting, and return once it has persisted the work of its first task."""
+    started = cluster.submit(curate_entrypoint(config), REPO_ROOT, wait=False, submission_id=submission_id)
     assert started.returncode == 0, started.stderr[-2000:]
     deadline = time.monotonic() + 180
     while not state_objects(output):
         assert time.monotonic() < deadline, "the job never finished a source"
         time.sleep(0.2)
+
+
+def test_killed_job_on_an_object_store_resumes_to_the_same_index_and_shards(
+        cluster: LocalRayCluster, job_input: Path, baseline: Path, s3_bucket: str, tmp_path: Path):
+    output = f"{s3_bucket}/corpus"
+    config = job_config(job_input, output, tmp_path)
+    start_until_a_source_is_done(cluster, config, "resume-killed", output)
     stopped = cluster.job("stop", "resume-killed")  # waits until the job has exited
     assert stopped.returncode == 0 and "was stopped" in stopped.stdout, stopped.stdout[-2000:]
     done_before = len(state_objects(output))
@@ -127,13 +133,6 @@ def upload_inputs(job_input: Path, bucket: str) -> str:
     for video in sorted(job_input.iterdir()):
         (Location(bucket) / "in" / video.name).write_bytes(video.read_bytes())
     return f"{bucket}/in/"
-
-
-def comparable(index: pa.Table) -> list[tuple]:
-    """Per source file name, each clip's span and bytes: what must not depend on where the corpus was made."""
-    rows = index.select(["source", "clip_index", "start_frame", "end_frame", "clip_sha256"]).to_pylist()
-    return sorted((r["source"].rsplit("/", 1)[-1], r["clip_index"], r["start_frame"], r["end_frame"], r["clip_sha256"])
-                  for r in rows)
 
 
 def test_two_nodes_without_a_shared_directory_give_the_same_clips_and_use_both_nodes(
@@ -165,12 +164,7 @@ def test_an_object_store_outage_fails_the_job_and_a_resubmit_loses_nothing(
         with LocalRayCluster(tmp_path / "ray-outage", port=6383, dashboard_port=8283, head_cpus=2) as ray_cluster:
             monkeypatch.undo()
             config = job_config(job_input, output, tmp_path)
-            started = ray_cluster.submit(curate_entrypoint(config), REPO_ROOT, wait=False, submission_id="outage")
-            assert started.returncode == 0, started.stderr[-2000:]
-            deadline = time.monotonic() + 180
-            while not state_objects(output):
-                assert time.monotonic() < deadline, "the job never finished a source"
-                time.sleep(0.2)
+            start_until_a_source_is_done(ray_cluster, config, "outage", output)
             proxy.down()
             failed = ray_cluster.wait_for("outage", timeout_s=300)
             assert failed == "FAILED", failed

@@ -23,6 +23,7 @@ from shards.layout import partition_of
 from shards.reader import read_index, read_rejections
 from shards.validate import validate
 from storage import Location
+from tests.layout_corpus import comparable
 from tests.media import one_shot_videos
 
 VIDEOFACTORY = str(Path(sys.executable).parent / "videofactory")
@@ -41,13 +42,6 @@ def shard_files(corpus: Path) -> dict[str, tuple[str, int]]:
     """Shard name -> (sha256, mtime in ns)."""
     return {p.name: (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
             for p in sorted((corpus / "shards").glob("*.tar"))}
-
-
-def comparable(index: pa.Table) -> list[tuple]:
-    """What must not depend on where a corpus was made: per source file name, each clip's span and bytes."""
-    rows = index.select(["source", "clip_index", "start_frame", "end_frame", "clip_sha256"]).to_pylist()
-    return sorted((r["source"].rsplit("/", 1)[-1], r["clip_index"], r["start_frame"], r["end_frame"], r["clip_sha256"])
-                  for r in rows)
 
 
 def test_an_incremental_run_rewrites_only_the_partitions_of_new_sources(local_ray, tmp_path: Path):
