@@ -4,7 +4,8 @@ Two jobs writing the same corpus would race on its partitions, its records and i
 job takes ``work/lease.json`` at its start, naming itself (host, pid, Ray job id, start time), and
 renews it every ``HEARTBEAT_S`` seconds while it runs. Another job that finds a lease renewed within
 ``STALE_AFTER_S`` seconds is refused with a message naming the holder. A lease whose holder died
-(no heartbeat for ``STALE_AFTER_S``) is taken over; to take it at once, delete ``work/lease.json``.
+is taken over: at once when the holder ran on this host and its process is gone, else once it has
+had no heartbeat for ``STALE_AFTER_S``; to take it at once anyway, delete ``work/lease.json``.
 
 Object stores offer no portable create-if-absent, so taking the lease is write, wait, read back:
 of two jobs that write it at the same moment, the one whose write landed last keeps it, and the
@@ -88,7 +89,9 @@ def acquire(work: WorkArea) -> Lease:
     current = _read(location)
     if current:
         age = time.time() - float(current.get("heartbeat", 0))
-        if age < STALE_AFTER_S:
+        if _died_here(current):
+            log.warning("taking over the lease of a job that died on this host: %s", _holder(current))
+        elif age < STALE_AFTER_S:
             raise LeaseHeld(
                 f"{work.output} is being written by another job: {_holder(current)}, last heartbeat {age:.0f} s ago. "
                 f"Wait for it to end or stop it. If it died, its lease expires {STALE_AFTER_S:.0f} s after its last "
@@ -104,6 +107,20 @@ def acquire(work: WorkArea) -> Lease:
     if winner.get("token") != record["token"]:
         raise LeaseHeld(f"{work.output} was taken at the same moment by another job: {_holder(winner)}")
     return Lease(location, record).start()
+
+
+def _died_here(record: dict[str, Any]) -> bool:
+    """Whether the holder ran on this host and its process is gone (a job that failed with the store down
+    could not give its lease back; its resubmission, on the same head node, need not wait for it to expire)."""
+    if record.get("host") != socket.gethostname() or not record.get("pid"):
+        return False
+    try:
+        os.kill(int(record["pid"]), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
 
 
 def _read(location: Location) -> dict[str, Any]:

@@ -14,8 +14,8 @@ import sys
 from collections.abc import Sequence
 
 from curation.config import STAGES, load_config
-from storage import Location
 from jobs.entry import log, run_entry_point
+from storage import Location
 
 
 def add_curate_arguments(parser: argparse.ArgumentParser) -> None:

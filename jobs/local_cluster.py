@@ -117,7 +117,8 @@ class LocalRayCluster:
         """Wait until the job ends; its final status (SUCCEEDED, FAILED or STOPPED)."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            final = re.search(r"\b(SUCCEEDED|FAILED|STOPPED)\b", self.job("status", submission_id).stdout)
+            status = self.job("status", submission_id)  # the CLI logs the status line to stderr
+            final = re.search(r"\b(SUCCEEDED|FAILED|STOPPED)\b", status.stdout + status.stderr)
             if final:
                 return final.group(1)
             time.sleep(1.0)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import socket
+import subprocess
 import time
 from pathlib import Path
 
@@ -46,6 +48,22 @@ def test_a_lease_without_heartbeat_is_taken_over(output: str):
     taken = acquire(work)
     assert json.loads((work.root / "lease.json").read_text())["token"] == taken.record["token"]
     taken.release()
+
+
+def test_the_lease_of_a_job_that_died_on_this_host_is_taken_at_once(output: str):
+    work = WorkArea.of(output)
+    held = {"token": "dead", "host": socket.gethostname(), "pid": _finished_pid(), "job": "", "started": 0,
+            "heartbeat": time.time()}
+    (work.root / "lease.json").write_text(json.dumps(held))
+    taken = acquire(work)
+    assert json.loads((work.root / "lease.json").read_text())["token"] == taken.record["token"]
+    taken.release()
+
+
+def _finished_pid() -> int:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
 
 
 def test_a_job_whose_lease_was_taken_stops(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
