@@ -117,10 +117,11 @@ class LocalRayCluster:
         """Wait until the job ends; its final status (SUCCEEDED, FAILED or STOPPED)."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            status = self.job("status", submission_id)  # the CLI logs the status line to stderr
-            final = re.search(r"\b(SUCCEEDED|FAILED|STOPPED)\b", status.stdout + status.stderr)
+            status = self.job("status", submission_id)  # `ray job status` words a final state as a sentence
+            final = re.search(rf"Job '{re.escape(submission_id)}' (succeeded|failed|was stopped)",
+                              status.stdout + status.stderr)
             if final:
-                return final.group(1)
+                return {"succeeded": "SUCCEEDED", "failed": "FAILED", "was stopped": "STOPPED"}[final.group(1)]
             time.sleep(1.0)
         raise TimeoutError(f"job {submission_id} still running after {timeout_s:.0f} s")
 
