@@ -160,10 +160,12 @@ def _dataset(cfg: CurationConfig, work: WorkArea, operators: list[Operator], tod
         expand_partitions, batch_size=1, batch_format="pyarrow", num_cpus=0.25,
         fn_kwargs={"output": work.output.uri, "first_stage": first_stage,
                    "operators": [{"stages": list(op.stages), "per_clip": op.per_clip} for op in operators]})
-    # A partition expands into one block; split it (streaming, no barrier) so that every block of
-    # ``sources_per_block`` rows is a task of its own and the cluster stays busy. Blocks made by the
-    # stages stay whole: one per source, however many clips it has.
-    dataset = dataset.repartition(target_num_rows_per_block=cfg.resources.sources_per_block)
+    if operators:
+        # A partition expands into one block; split it (streaming, no barrier) so that every block of
+        # ``sources_per_block`` rows is a task of its own and the cluster stays busy. Blocks made by the
+        # stages stay whole: one per source, however many clips it has. (Rows resumed from state are
+        # split too: a resumed job hands the driver one block per finished row.)
+        dataset = dataset.repartition(target_num_rows_per_block=cfg.resources.sources_per_block)
     for op in operators:
         r = op.resources
         remote = {"num_cpus": r.num_cpus, "num_gpus": r.num_gpus or None}
