@@ -28,7 +28,8 @@ def test_source_id_known_answers(source: str, expected: str) -> None:
 
 def test_every_spelling_of_a_local_path_in_a_manifest_is_one_source() -> None:
     spellings = ["a.mp4", "./a.mp4", "sub/../a.mp4", "/data/x//a.mp4", "/data/x/a.mp4", "  a.mp4  "]
-    rows = assign_ids(_source_rows(pa.table({"url": spellings}), "url", "/data/x", False, roots=["/data/x"]), 8).to_pylist()
+    table = _source_rows(pa.table({"url": spellings}), "url", "/data/x", False, roots=["/data/x"])
+    rows = assign_ids(table, 8).to_pylist()
     assert {(r["source"], r["source_id"], r["partition"]) for r in rows} == {
         ("/data/x/a.mp4", "723186e46be5b847", rows[0]["partition"])}
     urls = ["https://e.com/a.mp4", "https://e.com/a.mp4?v=2", "HTTPS://E.COM/a.mp4"]
