@@ -101,8 +101,8 @@ def _run(cfg: CurationConfig, work: WorkArea, stages: list[str], lease: Lease, w
     digests = {p: f"{cfg.fingerprint('write')}{d}"[:32] for p, d in
                zip(partitions["partition"].to_pylist(), partitions["digest"].to_pylist(), strict=True)}
     expected = dict(zip(partitions["partition"].to_pylist(), partitions["sources"].to_pylist(), strict=True))
-    written = {p: d for p, (d, _) in work.written_records().items()} if writing else {}
-    todo = [p for p in sorted(expected) if written.get(p) != digests[p]]
+    records = work.written_records() if writing else {}
+    todo = [p for p in sorted(expected) if records.get(p, ("", None))[0] != digests[p]]
     summary.partitions = len(todo)
     log.info("%d partition(s) of %d to process (%d already written)", len(todo), len(expected),
              len(expected) - len(todo))
@@ -111,7 +111,8 @@ def _run(cfg: CurationConfig, work: WorkArea, stages: list[str], lease: Lease, w
         operators = plan_operators(cfg, content, JobResources(ray.cluster_resources().get("GPU", 0), tuple(stages)))
         log.info("operators: %s", ", ".join(f"{op.name} ({_describe(op)})" for op in operators) or "none")
         dataset = _dataset(cfg, work, operators, todo, stages[0])
-        writer = _PartitionWriter(cfg, {p: expected[p] for p in todo}, digests) if writing else None
+        writer = _PartitionWriter(cfg, {p: expected[p] for p in todo}, digests,
+                                  {p: loc.uri for p, (_, loc) in records.items()}) if writing else None
         try:
             stage_times = _consume(dataset, summary, writer, lease)
             if writer is not None:
@@ -194,9 +195,10 @@ def _named(name: str) -> Callable[..., pa.Table]:
 class _PartitionWriter:
     """Collects the pipeline's rows by partition; writes each partition in a Ray task once all its sources are in."""
 
-    def __init__(self, cfg: CurationConfig, expected: dict[int, int], digests: dict[int, str]) -> None:
+    def __init__(self, cfg: CurationConfig, expected: dict[int, int], digests: dict[int, str],
+                 previous: dict[int, str]) -> None:
         self.config = cfg.to_dict()
-        self.expected, self.digests = expected, digests
+        self.expected, self.digests, self.previous = expected, digests, previous
         self.task = ray.remote(write_partition).options(num_cpus=cfg.write.write_cpus)
         self.rows: dict[int, list[dict[str, Any]]] = defaultdict(list)
         self.seen: Counter = Counter()  # rows seen of each source still open
@@ -218,7 +220,8 @@ class _PartitionWriter:
 
     def _submit(self, partition: int) -> None:
         rows = to_table(self.rows.pop(partition, []))
-        self.in_flight.append(self.task.remote(self.config, partition, rows, self.digests[partition]))
+        self.in_flight.append(self.task.remote(self.config, partition, rows, self.digests[partition],
+                                                 self.previous.get(partition)))
         while len(self.in_flight) > MAX_WRITES_IN_FLIGHT:
             self._collect(1)
 

@@ -148,7 +148,7 @@ class OperatorWorker:
             if row["status"] != STATUS_OK or STAGES.index(self.operator.last) >= STAGES.index("extract"):
                 row = {**row, "local_path": None}  # cut, or rejected: the download has served
             else:  # a later job extracts: keep the download for it
-                dest = self.work.downloads / f"{row['source_id']}{_suffix(local_path)}"
+                dest = self.work.downloads / f"{row['source_id']}{Path(local_path).suffix}"
                 dest.upload_from(Path(local_path))
                 row = {**row, "local_path": dest.uri}
         clip_path = row.get("clip_path")
@@ -170,11 +170,6 @@ class OperatorWorker:
             by_partition[row["partition"]].append(row)
         for partition, part in by_partition.items():
             (self.work.state_dir(self.operator.last, partition) / f"{block}.parquet").write_table(to_table(part))
-
-
-def _suffix(path: str) -> str:
-    name = path.rsplit("/", 1)[-1]
-    return name[name.rfind("."):] if "." in name else ""
 
 
 #: Set-up operator workers of this process, so a Ray worker process reused across tasks sets up once.

@@ -55,14 +55,19 @@ NO_RESULT_DETAIL = ("no stage recorded a result for this source (its worker died
                     "it yet); rerun the job to retry it")
 
 
-def write_partition(config: dict[str, Any], partition: int, rows: pa.Table, digest: str) -> dict[str, Any]:
-    """Write ``partition`` from its final ``rows``; return its record (what the manifest aggregates)."""
+def write_partition(config: dict[str, Any], partition: int, rows: pa.Table, digest: str,
+                    previous_record: str | None) -> dict[str, Any]:
+    """Write ``partition`` from its final ``rows``; return its record (what the manifest aggregates).
+
+    ``previous_record`` is the location of the partition's last record, as the driver listed them once
+    at the job's start (listing them here, per partition, would cost every partition all the others).
+    """
     started = time.monotonic()
     cfg = config_from_dict(config)
     work = WorkArea.of(cfg.output)
     root = work.output
     clips, rejections = _split_outcomes(rows.to_pylist() + _missing_sources(work, partition, rows))
-    previous = _previous_record(work, partition)
+    previous = _previous_record(previous_record)
     with scratch_dir(f"write-{partition_name(partition)}", work.scratch_parent()) as scratch:
         shards = _write_shards(cfg.write.name, cfg.write.target_shard_bytes, partition, clips, previous, root,
                                scratch)
@@ -121,12 +126,11 @@ def _split_outcomes(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], l
     return clips, rejections
 
 
-def _previous_record(work: WorkArea, partition: int) -> dict[str, Any]:
+def _previous_record(location: str | None) -> dict[str, Any]:
     """The partition's last record (with its location), or {} when it was never written."""
-    found = work.written_records().get(partition) if work.written.exists() else None
-    if found is None:
+    if location is None:
         return {}
-    return {**json.loads(found[1].read_text()), "location": found[1].uri}
+    return {**json.loads(Location(location).read_text()), "location": location}
 
 
 def _write_shards(name: str, target_bytes: int, partition: int, clips: list[dict[str, Any]],
