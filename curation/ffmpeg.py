@@ -60,11 +60,13 @@ def run(args: Sequence[str], timeout_s: float, tool: str = FFMPEG) -> subprocess
     if proc.returncode < 0:
         raise EnvironmentFault(f"{tool} was killed by signal {-proc.returncode} (out of memory?); rerun the job, "
                                "which redoes this work")
+    # Checked whatever the exit status: ffmpeg 5.1 exits 0 when writing the trailer fails for want of
+    # space, leaving a truncated file that would otherwise pass for bad content.
+    fault = next((m for m in MACHINE_FAULTS if m in proc.stderr), None)
+    if fault is not None:
+        raise EnvironmentFault(f"{tool}: {fault} ({stderr_tail(proc.stderr, 1)}); free the resource and rerun "
+                               "the job, which redoes this work")
     if proc.returncode != 0:
-        fault = next((m for m in MACHINE_FAULTS if m in proc.stderr), None)
-        if fault is not None:
-            raise EnvironmentFault(f"{tool}: {fault} ({stderr_tail(proc.stderr, 1)}); free the resource and rerun "
-                                   "the job, which redoes this work")
         raise ToolError(tool, stderr_tail(proc.stderr))
     return proc
 

@@ -74,6 +74,21 @@ def test_ffmpeg_on_a_full_disk_is_a_fault_of_the_machine(small_disk: Path):
         run(args, timeout_s=60)
 
 
+def test_ffmpeg_that_runs_out_of_space_for_its_trailer_is_a_fault_even_though_it_exits_0(small_disk: Path,
+                                                                                         tmp_path: Path):
+    def encode(out: Path) -> list[str]:
+        return ["-nostdin", "-y", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc2=size=192x108:duration=2.5",
+                "-c:v", "libx264", "-preset", "veryfast", "-movflags", "+faststart", "-f", "mp4", str(out)]
+
+    run(encode(tmp_path / "room.mp4"), timeout_s=60)
+    size = (tmp_path / "room.mp4").stat().st_size
+    free = os.statvfs(small_disk).f_bavail * os.statvfs(small_disk).f_frsize
+    # Room for the frames but not for the index written last (the moov atom, moved to the front).
+    (small_disk / "filler").write_bytes(b"\0" * (free - size + 8192))
+    with pytest.raises(EnvironmentFault, match="No space left on device"):
+        run(encode(small_disk / "out.mp4"), timeout_s=60)
+
+
 def test_a_timed_out_tool_is_a_fault_of_the_machine():
     with pytest.raises(EnvironmentFault, match="timed out"):
         run(["-nostdin", "-f", "lavfi", "-i", "testsrc2", "-f", "null", "-"], timeout_s=0.5)
