@@ -50,7 +50,7 @@ OPT_2_7B = {"model_type": "opt", "vocab_size": 50304, "hidden_size": 2560, "num_
 def sample_images(scratch: Path, count: int) -> list[Image.Image]:
     """``count`` real frames: evenly spaced frames of the project's sample videos, cycled."""
     from curation.frames import sample_frames
-    from curation.sample_videos import make_sample_videos
+    from demo.sample_videos import make_sample_videos
 
     videos = make_sample_videos(scratch / "videos")
     frames = [f.image for video in videos for f in sample_frames(str(video), 8)]
@@ -58,7 +58,7 @@ def sample_images(scratch: Path, count: int) -> list[Image.Image]:
 
 
 def tiny_captioner(scratch: Path, tokens: int) -> Captioner:
-    from curation.tiny_blip2 import build_tiny_blip2
+    from demo.tiny_blip2 import build_tiny_blip2
 
     model = build_tiny_blip2(scratch / "tiny-blip2")
     return Captioner.load(CaptionConfig(model_path=str(model), dtype="float32", max_new_tokens=tokens))
@@ -69,7 +69,7 @@ def full_size_captioner(dtype_name: str, tokens: int, layers: int | None) -> Cap
     import torch
     from transformers import Blip2Config, Blip2ForConditionalGeneration
 
-    from curation.tiny_blip2 import image_token_id, tiny_processor
+    from demo.tiny_blip2 import image_token_id, tiny_processor
 
     processor = tiny_processor(image_size=224, num_query_tokens=32)  # the prompt is only BOS: any tokenizer will do
     vision, text = {}, dict(OPT_2_7B)
@@ -125,9 +125,9 @@ def pipeline_table(scratch: Path, videos: Path | None, model: Path, actors: int,
 
     from curation.config import load_config
     from curation.pipeline import run_curation
-    from curation.sample_videos import make_sample_videos
     from curation.stages.caption import read_actor_times
     from curation.workarea import WorkArea
+    from demo.sample_videos import make_sample_videos
 
     if videos is None:
         videos = scratch / "pipeline-videos"
@@ -206,7 +206,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 del captioner
                 torch.cuda.empty_cache()
         if args.pipeline:
-            from curation.tiny_blip2 import build_tiny_blip2
+            from demo.tiny_blip2 import build_tiny_blip2
 
             model = Path(args.pipeline_model) if args.pipeline_model else build_tiny_blip2(scratch / "pipe-blip2")
             videos = Path(args.pipeline_input) if args.pipeline_input else None

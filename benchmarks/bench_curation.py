@@ -60,8 +60,8 @@ from curation.download import fetch
 from curation.extract import _clip_facts, _reencode_args, extract, output_size  # times extract's own commands
 from curation.ids import clip_key, source_id
 from curation.probe import probe
-from curation.sample_videos import make_sample_videos
 from curation.split import Detection, Span, detect_scenes, plan_clips
+from demo.sample_videos import make_sample_videos
 from shards.hashing import file_sha256
 
 REPO = Path(__file__).resolve().parents[1]

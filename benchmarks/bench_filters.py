@@ -63,7 +63,7 @@ def make_clips(scratch: Path, seconds: float) -> list[Clip]:
     sources = sorted(p for p in SHARED_VIDEOS.glob("*/*") if p.suffix in (".mp4", ".mkv")) if SHARED_VIDEOS.is_dir() \
         else []
     if not sources:
-        from curation.sample_videos import make_sample_videos
+        from demo.sample_videos import make_sample_videos
 
         sources = make_sample_videos(scratch / "videos")
     clips = []

@@ -34,14 +34,14 @@ from pathlib import Path
 import av
 import torch
 
-from curation.sample_videos import run_ffmpeg
+from demo.sample_videos import run_ffmpeg
+from demo.tiny_training import make_tiny_pretrained
 from shards.layout import SHARDS_DIR, shard_name
 from shards.reader import iter_samples
 from shards.writer import Sample, write_shard
 from training.config import CorpusConfig, DataConfig, config_from_dict, load_config
 from training.data import ResumableLoader
 from training.distributed import DistEnv
-from training.tiny import make_tiny_pretrained
 from training.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parent.parent

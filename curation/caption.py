@@ -8,7 +8,7 @@ CPU, and captions a list of images in one ``generate`` call.
 
 Every caption names the model it came from (``caption_model``, ``caption_revision``), so a corpus
 can always tell BLIP-2 captions from those of another checkpoint, or of the untrained test model
-(``curation.tiny_blip2``), whose captions are meaningless.
+(``demo.tiny_blip2``), whose captions are meaningless.
 
 torch and transformers are imported inside the functions that need them: every Ray worker
 imports this module (for ``uncaptioned``), and only caption actors should pay for them.

@@ -51,8 +51,8 @@ def local_ray() -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def sample_videos(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The project's own ffmpeg-made sample videos (curation.sample_videos), made once per session."""
-    from curation.sample_videos import make_sample_videos
+    """The project's own ffmpeg-made sample videos (demo.sample_videos), made once per session."""
+    from demo.sample_videos import make_sample_videos
 
     root = tmp_path_factory.mktemp("samples")
     make_sample_videos(root)

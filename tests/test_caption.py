@@ -1,6 +1,6 @@
 """The caption stage on a tiny untrained BLIP-2, loaded by the real code, end to end through Ray Data.
 
-The tiny model (``curation.tiny_blip2``) has random weights, so its captions mean nothing; what is
+The tiny model (``demo.tiny_blip2``) has random weights, so its captions mean nothing; what is
 tested is that frames reach the model, captions reach ``<key>.txt``, the json and the index,
 every clip names its model, resume does not recompute, and failures cost one row (the stage class
 ``curation.stages.caption.Caption`` run as the runner runs it, ``curation.runner.run_stage``).
@@ -23,8 +23,8 @@ from curation.runner import run_stage
 from curation.stage import StageContext
 from curation.stages import stage_class
 from curation.stages.caption import read_actor_times
-from curation.tiny_blip2 import TINY_MODEL_NAME, build_tiny_blip2
 from curation.workarea import WorkArea
+from demo.tiny_blip2 import TINY_MODEL_NAME, build_tiny_blip2
 from shards.reader import iter_samples, read_index, read_manifest
 from shards.validate import validate
 

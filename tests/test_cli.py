@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs import demo
+from demo import curate as demo
 from jobs.cli import main as cli_main
 
 VIDEOFACTORY = str(Path(sys.executable).parent / "videofactory")
@@ -61,7 +61,7 @@ def test_help_names_each_commands_options(command, capsys):
 @pytest.mark.parametrize("command", [
     [VIDEOFACTORY, "curate", "--help"],
     [sys.executable, "-m", "jobs.curate", "--help"],
-    [sys.executable, "-m", "jobs.demo", "--help"],
+    [sys.executable, "-m", "demo.curate", "--help"],
 ])
 def test_installed_entry_points_answer_help(command):
     result = run(*command)

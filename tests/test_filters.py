@@ -21,9 +21,9 @@ from curation.frames import sample_clip, sample_frames
 from curation.pipeline import run_curation
 from curation.probe import probe
 from curation.runner import Operator, OperatorWorker, frontier
-from curation.sample_videos import run_ffmpeg
 from curation.stage import Resources
 from curation.workarea import WorkArea
+from demo.sample_videos import run_ffmpeg
 from shards.reader import iter_samples, read_index, read_rejections
 from shards.schema import to_table
 from tests import media

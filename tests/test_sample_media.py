@@ -19,7 +19,7 @@ import pytest
 from scenedetect import AdaptiveDetector, ContentDetector, SceneManager, open_video
 from scenedetect.detector import SceneDetector
 
-from curation.sample_videos import SAMPLE_CUTS, main, make_sample_videos, run_ffmpeg
+from demo.sample_videos import SAMPLE_CUTS, main, make_sample_videos, run_ffmpeg
 from tests import media
 
 
@@ -124,7 +124,7 @@ def test_make_sample_videos_is_idempotent(samples: dict[str, Path]) -> None:
 
 
 def test_main_prints_paths(samples: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
-    """``python -m curation.sample_videos DEST`` prints one path per sample."""
+    """``python -m demo.sample_videos DEST`` prints one path per sample."""
     main([str(next(iter(samples.values())).parent)])
     assert capsys.readouterr().out.split() == [str(p) for p in samples.values()]
 

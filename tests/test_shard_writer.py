@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from curation.sample_videos import run_ffmpeg
+from demo.sample_videos import run_ffmpeg
 from shards.hashing import file_sha256
 from shards.schema import INDEX_SCHEMA
 from shards.writer import Sample, content_digest, plan_shards, sample_from_row, write_shard

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import shards.validate
-from curation.sample_videos import run_ffmpeg
+from demo.sample_videos import run_ffmpeg
 from shards.layout import INDEX_DIR, MANIFEST_FILE, SHARDS_DIR, shard_locations
 from shards.reader import index_batches, iter_samples, read_index, read_manifest, read_rejections
 from shards.schema import INDEX_SCHEMA, RECORD_SCHEMA, REJECTION_SCHEMA, to_table

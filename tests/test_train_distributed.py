@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from demo.tiny_training import make_tiny_pretrained
 from jobs.train import absolute_paths, train_on_ray
 from tests.train_corpus import write_corpus
 from training.checkpoint import list_checkpoints, load_state
 from training.config import TrainConfig, config_from_dict, load_config, save_config
-from training.tiny import make_tiny_pretrained
 
 ROOT = Path(__file__).resolve().parent.parent
 

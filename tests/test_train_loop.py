@@ -1,7 +1,7 @@
 """The training loop on the tiny U-Net with UNTRAINED tiny encoders: it learns, resumes exactly, samples.
 
 The corpus is real (ffmpeg clips in shards written by the shard writer), the text encoder and VAE are
-real transformers/diffusers classes with random weights (training.tiny), loaded by the real code.
+real transformers/diffusers classes with random weights (demo.tiny_training), loaded by the real code.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import torch
 from safetensors.torch import load_file
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from demo.tiny_training import make_tiny_pretrained
 from jobs.sample import main as sample_main
 from jobs.train import main as train_main
 from shards.layout import shard_locations
@@ -23,7 +24,6 @@ from tests.train_corpus import write_corpus
 from training.checkpoint import checkpoints_root, list_checkpoints, load_state
 from training.config import TrainConfig, config_from_dict, load_config, save_config
 from training.distributed import DistEnv
-from training.tiny import make_tiny_pretrained
 from training.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -154,7 +154,7 @@ def test_user_mistakes_are_clear_errors(material: dict, tmp_path: Path) -> None:
 
 
 def test_the_demo_trains_and_samples_on_a_corpus(material: dict, tmp_path: Path) -> None:
-    from jobs.train_demo import train_and_sample
+    from demo.train import train_and_sample
 
     video = train_and_sample(material["two_clips"], tmp_path, steps=2)
     assert video.stat().st_size > 0 and list_checkpoints(tmp_path / "train-tiny")[-1].name == "step-00000002"

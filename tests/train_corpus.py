@@ -12,7 +12,7 @@ import math
 import tempfile
 from pathlib import Path
 
-from curation.sample_videos import run_ffmpeg
+from demo.sample_videos import run_ffmpeg
 from tests.layout_corpus import Clip
 from tests.layout_corpus import write_corpus as write_layout
 

@@ -56,7 +56,7 @@ def make_tiny_pretrained(root: str | Path, seed: int = 0) -> dict[str, str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m training.tiny", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m demo.tiny_training", description=__doc__)
     parser.add_argument("dir", nargs="?", default="outputs/tiny-pretrained",
                         help="where to write text_encoder/, tokenizer/ and vae/ (default: outputs/tiny-pretrained, "
                              "where configs/train_tiny.yaml looks)")

@@ -125,7 +125,7 @@ def make_sample_videos(dest: Path) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m curation.sample_videos DEST``: render the samples and print one path per line."""
+    """``python -m demo.sample_videos DEST``: render the samples and print one path per line."""
     parser = argparse.ArgumentParser(description="Render the sample videos into DEST.")
     parser.add_argument("dest", type=Path, help="directory to write the sample videos into")
     for path in make_sample_videos(parser.parse_args(argv).dest):

@@ -5,10 +5,10 @@ included) to it with ``ray job submit`` over the shared test videos (``../shared
 that folder is absent, over a few videos made here with ffmpeg), stops the head, validates the
 corpus, prints where it is and what the filters rejected, and writes its statistics report.
 Then it trains a few steps of the tiny U-Net on the corpus, with UNTRAINED tiny text encoder and VAE,
-and samples one video (``jobs.train_demo``): a test of the machinery, not a video model.
+and samples one video (``demo.train``): a test of the machinery, not a video model.
 
 Captions come from BLIP-2 OPT-2.7B when its weights are at the documented ``models/blip2-opt-2.7b``.
-Without them the demo captions with a tiny untrained BLIP-2 (``curation.tiny_blip2``) so that every
+Without them the demo captions with a tiny untrained BLIP-2 (``demo.tiny_blip2``) so that every
 stage still runs, says so in its output, and every clip's ``caption_model`` names that model as
 untrained: its captions are meaningless.
 """
@@ -25,10 +25,10 @@ import yaml
 
 from curation.caption import DEFAULT_REPO, check_weights
 from curation.config import DEFAULT_CAPTION_MODEL, load_config
-from curation.sample_videos import make_sample_videos
-from curation.tiny_blip2 import TINY_MODEL_NAME, build_tiny_blip2
+from demo.sample_videos import make_sample_videos
+from demo.tiny_blip2 import TINY_MODEL_NAME, build_tiny_blip2
+from demo.train import train_and_sample
 from jobs.local_cluster import LocalRayCluster
-from jobs.train_demo import train_and_sample
 from shards.layout import index_location, rejections_location
 from shards.reader import read_manifest
 from shards.validate import validate
@@ -80,7 +80,7 @@ def print_filter_funnel(counts: dict) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jobs.demo", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m demo.curate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--outputs", default=str(ROOT / "outputs"), help="where the corpus, config and Ray logs go")
     parser.add_argument("--port", type=int, default=6379, help="Ray head's GCS port")

@@ -1,7 +1,7 @@
 """The demo's last act: train a few steps of the TINY model on the corpus just built and sample one video.
 
 The U-Net is ``configs/train_tiny.yaml``'s (about a million parameters) and the text encoder and
-VAE are the UNTRAINED tiny ones of ``training.tiny``: this shows the training and sampling machinery
+VAE are the UNTRAINED tiny ones of ``demo.tiny_training``: this shows the training and sampling machinery
 running end to end on real shards, and the video it writes is noise-like by construction.
 """
 
@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from demo.tiny_training import make_tiny_pretrained
 from jobs.train import absolute_paths, run_training
 from training.config import load_config
 from training.sample import generate, write_mp4
-from training.tiny import make_tiny_pretrained
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -115,7 +115,7 @@ def _byte_symbols(byte_values: range) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m curation.tiny_blip2", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m demo.tiny_blip2", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("directory", help="where to write the model (created)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights")
