@@ -34,11 +34,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from curation.config import CurationConfig  # noqa: E402
+from curation.config import CurationConfig, WatermarkFilterConfig  # noqa: E402
 from curation.filtering import ClipFilter  # noqa: E402
 from curation.filters.motion import motion_scores  # noqa: E402
 from curation.filters.quality import frame_scores  # noqa: E402
-from curation.filters.watermark import WatermarkFilterConfig, watermark_score  # noqa: E402
+from curation.filters.watermark import watermark_score  # noqa: E402
 from curation.frames import FrameSample, sample_clip  # noqa: E402
 from curation.probe import probe  # noqa: E402
 

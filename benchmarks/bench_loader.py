@@ -88,7 +88,7 @@ def main() -> None:
     torch.set_num_threads(1)
     tmp = Path(tempfile.mkdtemp(prefix="bench-loader-"))
     corpus = Path(args.corpus) if args.corpus else render_corpus(tmp, clips=6, seconds=8.0)
-    data = DataConfig(corpora=[CorpusConfig(str(corpus))], frames=args.frames, stride=args.stride,
+    data = DataConfig(corpora=[CorpusConfig(path=str(corpus))], frames=args.frames, stride=args.stride,
                       width=args.width, height=args.height, batch_size=1, workers=0, shuffle_buffer=8)
     loader = ResumableLoader(data, seed=0)
     load_avg = os.getloadavg()

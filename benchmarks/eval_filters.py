@@ -24,16 +24,17 @@ import os
 import platform
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from curation.filters.motion import MotionFilterConfig, motion_scores  # noqa: E402
-from curation.filters.text import TextDetector, TextFilterConfig, pick_frames, union_area  # noqa: E402
-from curation.filters.watermark import WatermarkFilterConfig, iou, watermark_score  # noqa: E402
+from curation.config import MotionFilterConfig, TextFilterConfig, WatermarkFilterConfig  # noqa: E402
+from curation.filters.motion import motion_scores  # noqa: E402
+from curation.filters.text import TextDetector, pick_frames, union_area  # noqa: E402
+from curation.filters.watermark import iou, watermark_score  # noqa: E402
 from curation.frames import FrameSample, sample_clip  # noqa: E402
 
 SHARED_VIDEOS = Path(__file__).resolve().parent.parent.parent / "shared" / "testvideos"
@@ -114,7 +115,7 @@ def curve(videos: list[Video], cfg: TextFilterConfig) -> tuple[str, dict[int, di
     all_boxes = {}
     for width in CURVE_WIDTHS:
         print(f"detecting text at {width} px wide", file=sys.stderr)
-        boxes, per_frame = detect_all(videos, replace(cfg, width=width))
+        boxes, per_frame = detect_all(videos, cfg.model_copy(update={"width": width}))
         all_boxes[width] = boxes
         for count in CURVE_FRAMES:
             maxima = []

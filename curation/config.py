@@ -3,37 +3,106 @@
 The same config drives ``videofactory curate`` and ``python -m jobs.curate`` under ``ray job submit``.
 It is also written into ``manifest.json`` of the corpus and fingerprinted, so a resumed run can tell
 whether it is being asked to continue the same work.
+
+Built on ``settings.Config`` (the one config system of every job): unknown keys are refused at any
+depth, and ``--set section.key=value`` overrides any field. The filter options live here, not in the
+filter modules, so that reading a config imports neither OpenCV nor PyAV (the driver and every
+worker read it before deciding what to load).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
-from dataclasses import dataclass, field
+import typing
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, ClassVar, Literal
 
-import yaml
+from pydantic import Field, field_validator
 
-from curation.filters.motion import MotionFilterConfig
-from curation.filters.quality import QualityFilterConfig
-from curation.filters.text import TextFilterConfig
-from curation.filters.watermark import WatermarkFilterConfig
+from settings import Config, load
 
 #: The stages, in the order data moves through them.
 STAGES: tuple[str, ...] = ("download", "probe", "split", "extract", "filter", "caption", "write")
 
+CaptionDtype = Literal["auto", "float16", "bfloat16", "float32"]
 #: Weight dtypes a caption actor may run in; "auto" is float16 on a GPU and float32 on a CPU.
-CAPTION_DTYPES: tuple[str, ...] = ("auto", "float16", "bfloat16", "float32")
+CAPTION_DTYPES: tuple[str, ...] = typing.get_args(CaptionDtype)
 
 VIDEO_EXTENSIONS: tuple[str, ...] = (
     ".mp4", ".mkv", ".webm", ".mov", ".m4v", ".avi", ".ts", ".mts", ".flv", ".mpg", ".mpeg", ".wmv", ".3gp",
 )
 
+#: A count that must be at least one (frames, tokens, beams, actors...).
+Positive = Annotated[int, Field(ge=1)]
+#: GPUs a worker declares to Ray; None leaves the choice to the job.
+GPUs = Annotated[float, Field(ge=0)] | None
 
-@dataclass
-class DownloadConfig:
+
+# -- the filters' options (``filter.<name>``); the filters themselves are in ``curation/filters/`` ---------------
+
+
+class QualityFilterConfig(Config):
+    """Options of the quality filter (``filter.quality``).
+
+    It has no minimum duration: ``split.min_duration`` already drops every shorter scene, so no clip
+    that reaches the filter is shorter.
+    """
+
+    enabled: bool = True
+    min_short_side: int = 720  # display short side in pixels (720 = HD)
+    aspect: Annotated[float, Field(gt=0)] = 16 / 9  # wanted display aspect (width / height)
+    # Allowed |aspect / wanted - 1|: 16:9 and 1.85:1 pass; 16:10, 4:3, 2.39:1 do not.
+    aspect_tolerance: Annotated[float, Field(ge=0)] = 0.05
+    max_duration: float | None = None  # seconds; None = no bound (split.max_duration already caps clips)
+    black_luma: float = 12.0  # a frame whose mean luma (0-255) is at most this is black
+    blank_std: float = 3.0  # a frame whose luma standard deviation is at most this is blank (one flat colour)
+    max_blank_share: float = 0.3  # reject a clip when more than this share of its sampled frames is black or blank
+
+
+class MotionFilterConfig(Config):
+    """Options of the motion filter (``filter.motion``)."""
+
+    enabled: bool = True
+    width: Annotated[int, Field(ge=16)] = 160  # frames are downscaled to this width for the flow
+    gap_s: Annotated[float, Field(gt=0)] = 0.1  # seconds between the two frames of a flow pair
+    min_motion: float = 0.002  # frame diagonals per second (median over the clip); below: static or slideshow
+    max_motion: float | None = None  # above: extreme shake (None = no upper bound)
+
+
+class TextFilterConfig(Config):
+    """Options of the text filter (``filter.text``)."""
+
+    enabled: bool = True
+    frames: int = 3  # frames of the shared sample the detector sees (evenly spaced, middle included)
+    width: int = 640  # detection width on a CPU: frames wider than this are downscaled (480 misses subtitles)
+    gpu_width: int = 640  # on a GPU: the same by default, so a clip scores the same on every node
+    max_area: float = 0.005  # the stage rejects a clip whose text_area_max is above this share of the frame
+    text_threshold: float = 0.5  # CRAFT character-score threshold (EasyOCR: 0.7, which misses small subtitles)
+    low_text: float = 0.3  # CRAFT text-region threshold (EasyOCR: 0.4)
+    min_size: int = 8  # boxes whose longer side is at most this many detection pixels are noise
+
+
+class WatermarkFilterConfig(Config):
+    """Options of the watermark filter (``filter.watermark``)."""
+
+    enabled: bool = True
+    max_score: float = 0.5  # the stage rejects a clip whose watermark_score is above this
+    width: int = 320  # grey frames are downscaled to this width before edge detection
+    persistence: float = 0.75  # share of frames an edge (or a text box) must be present in to be fixed
+    max_context_persistence: float = 0.25  # largest share of a region's surroundings whose edges persist too
+    static_share: float = 0.03  # persistent edges over more of the frame than this: a static shot, no evidence
+    min_region: float = 0.003  # smallest region (bounding-box share of the frame)
+    max_region: float = 0.08  # largest region: anything bigger is part of the set, not an overlay
+    border: float = 0.25  # regions must lie within this share of the frame from one of its sides
+    min_frames: int = 3  # fewer frames than this cannot show persistence
+
+
+# -- the job's sections ----------------------------------------------------------------------------------------------
+
+
+class DownloadConfig(Config):
     """How sources are fetched."""
 
     timeout_s: float = 60.0  # connect/read timeout of one HTTP attempt
@@ -51,17 +120,16 @@ class DownloadConfig:
     deadline_s: float = 3600.0  # bound of one source's whole download, every attempt and wait included
     # Directories local paths and file:// URLs may be read from (symlinks resolved). Empty: the input
     # directory, or the manifest's own directory; anything else is rejected as outside_roots.
-    local_roots: list[str] = field(default_factory=list)
+    local_roots: list[str] = Field(default_factory=list)
     # URLs (and every redirect) to loopback, private, link-local (the cloud metadata service), shared,
     # unspecified and multicast addresses are refused unless this is true.
     allow_private_networks: bool = False
 
     #: Fields that name places, not results: left out of the resume fingerprint (another mount point matches).
-    RESOURCE_FIELDS = ("local_roots",)
+    RESOURCE_FIELDS: ClassVar[tuple[str, ...]] = ("local_roots",)
 
 
-@dataclass
-class ProbeConfig:
+class ProbeConfig(Config):
     """How sources are inspected before any decoding."""
 
     max_dimension: int = 8192  # a side larger than this is an absurd video and is rejected
@@ -69,25 +137,23 @@ class ProbeConfig:
     vfr_tolerance: float = 0.01  # relative gap between nominal and average fps that counts as VFR
 
 
-@dataclass
-class SplitConfig:
+class SplitConfig(Config):
     """Scene detection with PySceneDetect and cutting scenes into clips."""
 
-    detector: str = "adaptive"  # adaptive | content
-    adaptive: dict[str, Any] = field(default_factory=dict)  # AdaptiveDetector keyword arguments
-    content: dict[str, Any] = field(default_factory=dict)  # ContentDetector keyword arguments
-    backend: str = "pyav"  # PySceneDetect video backend: pyav | opencv
+    detector: Literal["adaptive", "content"] = "adaptive"
+    adaptive: dict[str, Any] = Field(default_factory=dict)  # AdaptiveDetector keyword arguments
+    content: dict[str, Any] = Field(default_factory=dict)  # ContentDetector keyword arguments
+    backend: Literal["pyav", "opencv"] = "pyav"  # PySceneDetect video backend
     downscale: int | None = None  # frame downscale factor for detection; None = PySceneDetect's automatic
     min_duration: float = 2.0  # seconds; shorter scenes (after trimming) are rejected
     max_duration: float = 10.0  # seconds; longer scenes are cut into consecutive chunks
     trim_frames: int = 0  # frames dropped on each side of every detected cut (keeps transitions out)
 
 
-@dataclass
-class ExtractConfig:
+class ExtractConfig(Config):
     """How clips are cut out of their source with ffmpeg."""
 
-    mode: str = "reencode"  # reencode (frame-exact) | copy (stream copy, start snaps to a keyframe)
+    mode: Literal["reencode", "copy"] = "reencode"  # reencode: frame-exact; copy: stream copy (start snaps to a key)
     codec: str = "libx264"
     preset: str = "veryfast"
     crf: int = 20
@@ -96,8 +162,7 @@ class ExtractConfig:
     threads: int = 1  # ffmpeg threads per clip; Ray runs one clip per declared CPU
 
 
-@dataclass
-class FilterConfig:
+class FilterConfig(Config):
     """The filter stage: one decode per clip feeding quality, motion, text and watermark filters.
 
     Each filter returns scores; the stage compares them with the thresholds below and rejects a clip
@@ -108,25 +173,26 @@ class FilterConfig:
 
     enabled: bool = True  # false: no filter runs; clips pass with empty scores
     score_only: bool = False  # compute every score, reject nothing (a clip with no decodable frame still fails)
-    frames: int = 8  # evenly spaced frames sampled per clip; the middle frame is added when this is even
+    # Evenly spaced frames sampled per clip (at least 2: motion needs several moments); the middle frame is
+    # added when this is even.
+    frames: Annotated[int, Field(ge=2)] = 8
     threads: int = 1  # decoder threads per clip; Ray runs one clip per declared CPU
-    num_gpus: float | None = None  # GPUs per filter actor; None = 1 if one is left after this job's caption actors
+    num_gpus: GPUs = None  # GPUs per filter actor; None = 1 if one is left after this job's caption actors
     actors: int = 1  # filter actors when they hold GPUs (on CPUs the stage is a plain fused task)
-    quality: QualityFilterConfig = field(default_factory=QualityFilterConfig)
-    motion: MotionFilterConfig = field(default_factory=MotionFilterConfig)
-    text: TextFilterConfig = field(default_factory=TextFilterConfig)
-    watermark: WatermarkFilterConfig = field(default_factory=WatermarkFilterConfig)
+    quality: QualityFilterConfig = Field(default_factory=QualityFilterConfig)
+    motion: MotionFilterConfig = Field(default_factory=MotionFilterConfig)
+    text: TextFilterConfig = Field(default_factory=TextFilterConfig)
+    watermark: WatermarkFilterConfig = Field(default_factory=WatermarkFilterConfig)
 
     #: Fields that decide how fast filtering goes, not its results: left out of the resume fingerprint.
-    RESOURCE_FIELDS = ("threads", "num_gpus", "actors")
+    RESOURCE_FIELDS: ClassVar[tuple[str, ...]] = ("threads", "num_gpus", "actors")
 
 
 #: Where the documented download command puts the BLIP-2 OPT-2.7B weights (relative to where the job runs).
 DEFAULT_CAPTION_MODEL = "models/blip2-opt-2.7b"
 
 
-@dataclass
-class CaptionConfig:
+class CaptionConfig(Config):
     """BLIP-2 captions, as HD-VG-130M made them: one caption from each clip's middle frame.
 
     Captioning is on by default because a text-video corpus without text is rarely what anyone
@@ -137,21 +203,20 @@ class CaptionConfig:
 
     enabled: bool = True
     model_path: str = DEFAULT_CAPTION_MODEL  # local directory of a BLIP-2 checkpoint (never downloaded at run time)
-    dtype: str = "auto"  # auto (float16 on a GPU, float32 on CPU) | float16 | bfloat16 | float32
-    frames: int = 1  # frames captioned per clip, evenly spaced; 1 = the middle frame (the main caption's frame)
+    dtype: CaptionDtype = "auto"  # auto: float16 on a GPU, float32 on CPU
+    frames: Positive = 1  # frames captioned per clip, evenly spaced; 1 = the middle frame (the main caption's frame)
     prompt: str = ""  # optional text the captions continue, e.g. "a video of"; stripped from the caption
-    max_new_tokens: int = 30
-    num_beams: int = 1  # 1 = greedy decoding; more = beam search
-    batch_size: int = 16  # clips per model call (frames x batch_size images)
-    actors: int = 1  # caption actors (model replicas) in the pool
-    num_gpus: float | None = None  # GPUs per actor; None = 1 when the cluster has GPUs, else 0 (CPU actors)
+    max_new_tokens: Positive = 30
+    num_beams: Positive = 1  # 1 = greedy decoding; more = beam search
+    batch_size: Positive = 16  # clips per model call (frames x batch_size images)
+    actors: Positive = 1  # caption actors (model replicas) in the pool
+    num_gpus: GPUs = None  # GPUs per actor; None = 1 when the cluster has GPUs, else 0 (CPU actors)
 
     #: Fields that decide how fast captions come, not what they say: left out of the resume fingerprint.
-    RESOURCE_FIELDS = ("batch_size", "actors", "num_gpus")
+    RESOURCE_FIELDS: ClassVar[tuple[str, ...]] = ("batch_size", "actors", "num_gpus")
 
 
-@dataclass
-class WriteConfig:
+class WriteConfig(Config):
     """WebDataset shards and the index."""
 
     name: str = "corpus"  # shards are shards/<name>-p00042-000000.tar, ...
@@ -164,11 +229,10 @@ class WriteConfig:
     write_cpus: float = 0.25  # CPUs of a partition-writing task (tar building and uploads: mostly I/O)
 
     #: Fields that decide how the job runs, not what it writes: left out of the resume fingerprint.
-    RESOURCE_FIELDS = ("keep_clips", "write_cpus", "sources_per_partition")
+    RESOURCE_FIELDS: ClassVar[tuple[str, ...]] = ("keep_clips", "write_cpus", "sources_per_partition")
 
 
-@dataclass
-class ResourcesConfig:
+class ResourcesConfig(Config):
     """What each stage declares to Ray, so the scheduler packs work onto the cluster.
 
     Equal values let Ray Data fuse the stages into one task per source, with no hand-over between
@@ -185,118 +249,78 @@ class ResourcesConfig:
     sources_per_block: int = 1  # sources processed together in one Ray task
 
 
-@dataclass
-class CurationConfig:
+class CurationConfig(Config):
     """Everything the curation job needs."""
 
     input: str = ""  # manifest (parquet, csv, jsonl, txt) or a directory of videos
     output: str = ""  # corpus directory; also the shared path where stages persist their results
-    stages: list[str] = field(default_factory=lambda: list(STAGES))
+    stages: list[str] = Field(default_factory=lambda: list(STAGES))  # a list, or one string "download,probe"
     url_column: str = "url"  # manifest column with the URL or path
-    input_extensions: list[str] = field(default_factory=lambda: list(VIDEO_EXTENSIONS))
-    download: DownloadConfig = field(default_factory=DownloadConfig)
-    probe: ProbeConfig = field(default_factory=ProbeConfig)
-    split: SplitConfig = field(default_factory=SplitConfig)
-    extract: ExtractConfig = field(default_factory=ExtractConfig)
-    filter: FilterConfig = field(default_factory=FilterConfig)
-    caption: CaptionConfig = field(default_factory=CaptionConfig)
-    write: WriteConfig = field(default_factory=WriteConfig)
-    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+    input_extensions: list[str] = Field(default_factory=lambda: list(VIDEO_EXTENSIONS))
+    download: DownloadConfig = Field(default_factory=DownloadConfig)
+    probe: ProbeConfig = Field(default_factory=ProbeConfig)
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    extract: ExtractConfig = Field(default_factory=ExtractConfig)
+    filter: FilterConfig = Field(default_factory=FilterConfig)
+    caption: CaptionConfig = Field(default_factory=CaptionConfig)
+    write: WriteConfig = Field(default_factory=WriteConfig)
+    resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
 
-    def validate(self) -> None:
-        """Raise ValueError with a message that says what to fix."""
+    @field_validator("stages", mode="before")
+    @classmethod
+    def _stage_list(cls, value: Any) -> Any:
+        if isinstance(value, str):  # --stages download,probe
+            return [s.strip() for s in value.split(",") if s.strip()]
+        return value
+
+    @field_validator("stages")
+    @classmethod
+    def _known_stages(cls, value: list[str]) -> list[str]:
+        unknown = [s for s in value if s not in STAGES]
+        if unknown:
+            raise ValueError(f"unknown stage(s) {unknown}; choose from {', '.join(STAGES)}")
+        return value
+
+    def check(self) -> None:
+        """Raise ValueError with a message that says what to fix.
+
+        What one field may hold is checked whenever the config is built or a field is set. This checks what
+        may legitimately be missing until the job starts (input and output often come from the command
+        line) and what involves several fields; every run calls it before doing anything.
+        """
         if not self.input:
             raise ValueError("no input: set `input` in the config or pass --input (a manifest or a directory)")
         if not self.output:
             raise ValueError("no output: set `output` in the config or pass --output DIR")
-        unknown = [s for s in self.stages if s not in STAGES]
-        if unknown:
-            raise ValueError(f"unknown stage(s) {unknown}; choose from {', '.join(STAGES)}")
-        if self.split.detector not in ("adaptive", "content"):
-            raise ValueError(f"split.detector must be 'adaptive' or 'content', not {self.split.detector!r}")
-        if self.extract.mode not in ("reencode", "copy"):
-            raise ValueError(f"extract.mode must be 'reencode' or 'copy', not {self.extract.mode!r}")
         if not 0 < self.split.min_duration <= self.split.max_duration:
             raise ValueError("need 0 < split.min_duration <= split.max_duration")
-        self._validate_caption()
-        self._validate_filter()
-
-    def _validate_filter(self) -> None:
-        cfg = self.filter
-        if int(cfg.frames) < 2:
-            raise ValueError(f"filter.frames must be at least 2 (motion needs several moments), not {cfg.frames!r}")
-        if cfg.num_gpus is not None and cfg.num_gpus < 0:
-            raise ValueError(f"filter.num_gpus must be null (automatic) or >= 0, not {cfg.num_gpus!r}")
-        if cfg.motion.gap_s <= 0 or cfg.motion.width < 16:
-            raise ValueError("filter.motion.gap_s must be > 0 and filter.motion.width at least 16")
-        if not 0 < cfg.quality.aspect or cfg.quality.aspect_tolerance < 0:
-            raise ValueError("filter.quality.aspect must be > 0 and filter.quality.aspect_tolerance >= 0")
-
-    def _validate_caption(self) -> None:
-        caption = self.caption
-        if caption.dtype not in CAPTION_DTYPES:
-            raise ValueError(f"caption.dtype must be one of {', '.join(CAPTION_DTYPES)}, not {caption.dtype!r}")
-        for name in ("frames", "max_new_tokens", "num_beams", "batch_size", "actors"):
-            if int(getattr(caption, name)) < 1:
-                raise ValueError(f"caption.{name} must be at least 1, not {getattr(caption, name)!r}")
-        if caption.num_gpus is not None and caption.num_gpus < 0:
-            raise ValueError(f"caption.num_gpus must be null (automatic) or >= 0, not {caption.num_gpus!r}")
 
     def ordered_stages(self) -> list[str]:
         """The selected stages in pipeline order."""
         return [s for s in STAGES if s in self.stages]
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
     def fingerprint(self, stage: str) -> str:
         """Hash of everything that decides a stage's output (and of the stages before it).
 
         Paths and resources do not change results, so they are left out: the same work resumed with
-        more CPUs or from another mount point still matches.
+        more CPUs or from another mount point still matches. The sections are hashed as JSON with sorted
+        keys: the same in every process and after a round trip through ``to_dict``.
         """
         parts: dict[str, Any] = {"url_column": self.url_column, "input_extensions": self.input_extensions}
         for name in STAGES[: STAGES.index(stage) + 1]:
             section = getattr(self, name, None)
             if section is not None:
-                skipped = getattr(section, "RESOURCE_FIELDS", ())
-                parts[name] = {k: v for k, v in dataclasses.asdict(section).items() if k not in skipped}
+                parts[name] = section.model_dump(mode="json", exclude=set(getattr(section, "RESOURCE_FIELDS", ())))
         return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def _build(cls: type, data: dict[str, Any], where: str) -> Any:
-    """Build dataclass ``cls`` from ``data``, refusing unknown keys with the list of known ones."""
-    known = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(known))
-    if unknown:
-        raise ValueError(f"unknown config key(s) {unknown} in {where or 'top level'}; known: {sorted(known)}")
-    kwargs: dict[str, Any] = {}
-    for name, value in data.items():
-        default = getattr(cls(), name) if name in known else None
-        if dataclasses.is_dataclass(default) and isinstance(value, dict):
-            kwargs[name] = _build(type(default), value, f"{where}.{name}".strip("."))
-        else:
-            kwargs[name] = value
-    return cls(**kwargs)
-
-
-def load_config(path: str | Path | None = None, **overrides: Any) -> CurationConfig:
-    """Read a YAML config (or start from defaults) and apply non-None ``overrides`` of top-level keys."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        loaded = yaml.safe_load(Path(path).read_text())
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ValueError(f"{path}: a config must be a YAML mapping")
-        data = loaded or {}
-    for key, value in overrides.items():
-        if value is not None:
-            data[key] = value
-    return config_from_dict(data)
 
 
 def config_from_dict(data: dict[str, Any]) -> CurationConfig:
     """Build a config from plain data (a parsed YAML file, or ``to_dict()`` shipped to a Ray worker)."""
-    config = _build(CurationConfig, data, "")
-    if isinstance(config.stages, str):
-        config.stages = [s.strip() for s in config.stages.split(",") if s.strip()]
-    return config
+    return CurationConfig.from_dict(data)
+
+
+def load_config(path: str | Path | None = None, overrides: Iterable[str] = (), **fields: Any) -> CurationConfig:
+    """Read a YAML config (or start from the defaults), apply ``--set`` style ``overrides``
+    (``["caption.enabled=false", "filter.text.max_area=0.01"]``), then the non-None top-level ``fields``
+    (``input=...``, ``output=...``: the explicit command-line options, which win)."""
+    return load(CurationConfig, path, overrides, hint="configs/default.yaml documents every option", **fields)

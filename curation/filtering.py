@@ -8,8 +8,9 @@ rule's reason (``checks.low_resolution = {"score": 1080, "threshold": 720, "pass
 reason that rejected the clip, and each filter's raw scores.
 
 Rules run in groups, cheapest first: the source's resolution, aspect and the clip's duration (no
-decoding), then decoding itself (a clip whose decoding stops early is broken, whichever filters are
-on), the decoded frames (black or blank), motion, text, and watermarks (which use the text boxes).
+decoding; only an upper bound, as ``split.min_duration`` already dropped shorter scenes), then decoding
+itself (a clip whose decoding stops early is broken, whichever filters are on), the decoded frames
+(black or blank), motion, text, and watermarks (which use the text boxes).
 Outside score-only mode a clip stops at the first group it fails, so text detection (the dominant
 cost on a CPU) only runs on clips that passed everything else; a rejected clip's record holds the
 scores computed until then. In score-only mode every group runs and nothing is rejected.
@@ -54,7 +55,6 @@ RULES: dict[str, tuple[Rule, ...]] = {
         Rule("quality", "short_side", "min_short_side", "min", "low_resolution", "the source is not high-definition"),
         Rule("quality", "aspect_deviation", "aspect_tolerance", "max", "aspect_ratio",
              "the display aspect is too far from filter.quality.aspect"),
-        Rule("quality", "duration", "min_duration", "min", "too_short", "the clip is too short"),
         Rule("quality", "duration", "max_duration", "max", "too_long", "the clip is too long"),
     ),
     "decode": (

@@ -19,6 +19,7 @@ A job may run any contiguous run of stages: the first reads what the job before 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections import Counter, defaultdict
@@ -32,6 +33,7 @@ import ray
 from tqdm import tqdm
 
 from curation.config import STAGES, CurationConfig
+from curation.copies import find_copies
 from curation.ffmpeg import require_tools
 from curation.ingest import ingest
 from curation.lease import Lease, acquire
@@ -65,7 +67,7 @@ class RunSummary:
 
 def run_curation(cfg: CurationConfig) -> RunSummary:
     """Run the configured stages on the configured input; resume whatever an earlier run left."""
-    cfg.validate()
+    cfg.check()
     require_tools()
     started, wall_started = time.monotonic(), time.time()
     stages = cfg.ordered_stages()
@@ -98,38 +100,66 @@ def _run(cfg: CurationConfig, work: WorkArea, stages: list[str], lease: Lease, w
     summary = RunSummary(stages=stages, sources=int(sum(partitions["sources"].to_pylist())))
 
     writing = "write" in stages
-    digests = {p: f"{cfg.fingerprint('write')}{d}"[:32] for p, d in
-               zip(partitions["partition"].to_pylist(), partitions["digest"].to_pylist(), strict=True)}
     expected = dict(zip(partitions["partition"].to_pylist(), partitions["sources"].to_pylist(), strict=True))
-    records = work.written_records() if writing else {}
-    todo = [p for p in sorted(expected) if records.get(p, ("", None))[0] != digests[p]]
-    summary.partitions = len(todo)
-    log.info("%d partition(s) of %d to process (%d already written)", len(todo), len(expected),
-             len(expected) - len(todo))
+    sources = dict(zip(partitions["partition"].to_pylist(), partitions["digest"].to_pylist(), strict=True))
     stage_times: dict[str, Any] = {}
-    if todo:
-        operators = plan_operators(cfg, content, JobResources(ray.cluster_resources().get("GPU", 0), tuple(stages)))
-        log.info("operators: %s", ", ".join(f"{op.name} ({_describe(op)})" for op in operators) or "none")
-        dataset = _dataset(cfg, work, operators, todo, stages[0])
-        writer = _PartitionWriter(cfg, {p: expected[p] for p in todo}, digests,
-                                  {p: loc.uri for p, (_, loc) in records.items()}) if writing else None
-        try:
-            stage_times = _consume(dataset, summary, writer, lease)
-            if writer is not None:
-                stage_times["write"] = writer.finish()
-        except Exception as exc:
-            fault = _machine_fault(exc)
-            if fault is None:
-                raise
-            raise RuntimeError(f"the job stopped on a fault of the machine or the store, not of the data: {fault}. "
-                               "Nothing was recorded against the input; fix it and rerun the job, which resumes "
-                               "where it stopped.") from None
-        if "caption" in content and cfg.caption.enabled:
-            _log_caption_actors(work, since=wall_started)
+    todo = sorted(expected)
+    for round_ in range(2):  # a second round writes again the partitions whose exact copies changed
+        records = work.written_records() if writing else {}
+        copies = work.copies_records() if writing else {}
+        digests = {p: _digest(cfg, sources[p], copies.get(p, ("", None))[0]) for p in todo}
+        todo = [p for p in todo if records.get(p, ("", None))[0] != digests[p]]
+        if round_ == 0:
+            summary.partitions = len(todo)
+            log.info("%d partition(s) of %d to process (%d already written)", len(todo), len(expected),
+                     len(expected) - len(todo))
+        if todo:
+            times = _process(cfg, work, stages, lease, {p: expected[p] for p in todo}, digests,
+                             {p: loc.uri for p, (_, loc) in records.items()},
+                             {p: loc.uri for p, (_, loc) in copies.items()},
+                             summary if round_ == 0 else RunSummary(stages=stages))  # rows counted once
+            stage_times = stage_times or times
+            if "caption" in content and cfg.caption.enabled:
+                _log_caption_actors(work, since=wall_started)
+        if not writing:
+            break
+        todo = sorted(find_copies(work, sorted(expected), summary.sources) & set(expected))
+        if not todo:
+            break
     if writing:
         lease.check()
         summary.corpus = write_manifest(cfg, work, partitions, count, stage_times)
     return summary
+
+
+def _digest(cfg: CurationConfig, sources: str, copies: str) -> str:
+    """What a written partition must match to be skipped: the config, its sources, and its exact copies."""
+    if not copies:
+        return f"{cfg.fingerprint('write')}{sources}"[:32]
+    return hashlib.sha256(f"{cfg.fingerprint('write')}{sources}{copies}".encode()).hexdigest()[:32]
+
+
+def _process(cfg: CurationConfig, work: WorkArea, stages: list[str], lease: Lease, expected: dict[int, int],
+             digests: dict[int, str], records: dict[int, str], copies: dict[int, str],
+             summary: RunSummary) -> dict[str, Any]:
+    """Run the job's stages over the partitions of ``expected`` and write each as it completes."""
+    content = [s for s in stages if s != "write"]
+    operators = plan_operators(cfg, content, JobResources(ray.cluster_resources().get("GPU", 0), tuple(stages)))
+    log.info("operators: %s", ", ".join(f"{op.name} ({_describe(op)})" for op in operators) or "none")
+    dataset = _dataset(cfg, work, operators, sorted(expected), stages[0])
+    writer = _PartitionWriter(cfg, expected, digests, records, copies) if "write" in stages else None
+    try:
+        stage_times = _consume(dataset, summary, writer, lease)
+        if writer is not None:
+            stage_times["write"] = writer.finish()
+    except Exception as exc:
+        fault = _machine_fault(exc)
+        if fault is None:
+            raise
+        raise RuntimeError(f"the job stopped on a fault of the machine or the store, not of the data: {fault}. "
+                           "Nothing was recorded against the input; fix it and rerun the job, which resumes "
+                           "where it stopped.") from None
+    return stage_times
 
 
 def _machine_fault(exc: BaseException) -> BaseException | None:
@@ -196,9 +226,9 @@ class _PartitionWriter:
     """Collects the pipeline's rows by partition; writes each partition in a Ray task once all its sources are in."""
 
     def __init__(self, cfg: CurationConfig, expected: dict[int, int], digests: dict[int, str],
-                 previous: dict[int, str]) -> None:
+                 previous: dict[int, str], copies: dict[int, str]) -> None:
         self.config = cfg.to_dict()
-        self.expected, self.digests, self.previous = expected, digests, previous
+        self.expected, self.digests, self.previous, self.copies = expected, digests, previous, copies
         self.task = ray.remote(write_partition).options(num_cpus=cfg.write.write_cpus)
         self.rows: dict[int, list[dict[str, Any]]] = defaultdict(list)
         self.seen: Counter = Counter()  # rows seen of each source still open
@@ -221,7 +251,7 @@ class _PartitionWriter:
     def _submit(self, partition: int) -> None:
         rows = to_table(self.rows.pop(partition, []))
         self.in_flight.append(self.task.remote(self.config, partition, rows, self.digests[partition],
-                                                 self.previous.get(partition)))
+                                                 self.previous.get(partition), self.copies.get(partition)))
         while len(self.in_flight) > MAX_WRITES_IN_FLIGHT:
             self._collect(1)
 

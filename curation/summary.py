@@ -94,11 +94,12 @@ def _workers(records: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
 
 
 def _remove_partition(work: WorkArea, partition: int, record: Location) -> None:
-    """Delete a partition whose sources all left the input: shards, index and rejection files, record."""
+    """Delete a partition whose sources all left the input: shards, index, rejections, hashes, record."""
     for shard in json.loads(record.read_text()).get("shards", []):
         (work.output / SHARDS_DIR / shard["name"]).delete()
     (index_location(work.output) / f"{partition_name(partition)}.parquet").delete()
     (rejections_location(work.output) / f"{partition_name(partition)}.parquet").delete()
+    (work.hashes / f"{partition_name(partition)}.parquet").delete()
     record.delete()
     log.info("partition %d has no source in the input any more: removed", partition)
 

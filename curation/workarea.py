@@ -10,6 +10,8 @@ Its objects, on a local disk or in an object store alike::
     work/downloads/<source_id>.<ext>        a download kept for a later job (only when the job ends before extract)
     work/clips/<source_id>/<key>.mp4        a clip until its shard is written and verified
     work/written/p00042-<digest>.json       a written partition: what it holds, for the manifest and for skipping
+    work/hashes/p00042.parquet              the partition's downloaded sources and their sha256 (curation.copies)
+    work/copies/p00042-<digest>.parquet     its sources that copy another source's bytes (only where there are)
 
 State is kept at the granularity of work, not of clips: one object per task (one source, or one
 batch of clips for a batched stage such as captioning), under the partition of the rows it holds,
@@ -62,6 +64,14 @@ class WorkArea:
     def written(self) -> Location:
         return self.root / "written"
 
+    @property
+    def hashes(self) -> Location:
+        return self.root / "hashes"
+
+    @property
+    def copies(self) -> Location:
+        return self.root / "copies"
+
     def scratch_parent(self) -> str | None:
         """Where task scratch directories go: beside the output on a local disk (so finished files are
         moved into place, not copied), the system's temporary directory otherwise."""
@@ -102,16 +112,17 @@ class WorkArea:
 
     def written_records(self) -> dict[int, tuple[str, Location]]:
         """Partition -> (digest, record location) of every written partition."""
-        out: dict[int, tuple[str, Location]] = {}
-        for record in self.written.files():
-            stem = record.name.removesuffix(".json")
-            name, _, digest = stem.partition("-")
-            if record.name.endswith(".json") and name.startswith("p") and name[1:].isdigit():
-                out[int(name[1:])] = (digest, record)
-        return out
+        return _digest_records(self.written, ".json")
 
     def written_record(self, partition: int, digest: str) -> Location:
         return self.written / f"{partition_name(partition)}-{digest}.json"
+
+    def copies_records(self) -> dict[int, tuple[str, Location]]:
+        """Partition -> (digest, location) of the copies of every partition that holds any (``curation.copies``)."""
+        return _digest_records(self.copies, ".parquet")
+
+    def copies_record(self, partition: int, digest: str) -> Location:
+        return self.copies / f"{partition_name(partition)}-{digest}.parquet"
 
     # -- settings that must not change under a corpus -------------------------------------------
     def check_fingerprint(self, stage: str, fingerprint: str) -> None:
@@ -138,6 +149,16 @@ class WorkArea:
         count = requested or _power_of_two_at_least(-(-sources // max(1, sources_per_partition)))
         layout.write_text(json.dumps({"partitions": count}))
         return count
+
+
+def _digest_records(folder: Location, suffix: str) -> dict[int, tuple[str, Location]]:
+    """``p00042-<digest><suffix>`` objects of ``folder`` (one listing) by partition."""
+    out: dict[int, tuple[str, Location]] = {}
+    for record in folder.files():
+        name, _, digest = record.name.removesuffix(suffix).partition("-")
+        if record.name.endswith(suffix) and name.startswith("p") and name[1:].isdigit():
+            out[int(name[1:])] = (digest, record)
+    return out
 
 
 def _power_of_two_at_least(n: int) -> int:

@@ -35,6 +35,7 @@ from typing import Any
 import pyarrow as pa
 
 from curation.config import STAGES, config_from_dict
+from curation.copies import REASON, STAGE, apply_copies, read_copies, write_hashes
 from curation.workarea import WorkArea
 from shards.hashing import file_sha256
 from shards.layout import SHARDS_DIR, index_location, partition_name, rejections_location, shard_name
@@ -56,21 +57,26 @@ NO_RESULT_DETAIL = ("no stage recorded a result for this source (its worker died
 
 
 def write_partition(config: dict[str, Any], partition: int, rows: pa.Table, digest: str,
-                    previous_record: str | None) -> dict[str, Any]:
+                    previous_record: str | None, copies: str | None = None) -> dict[str, Any]:
     """Write ``partition`` from its final ``rows``; return its record (what the manifest aggregates).
 
-    ``previous_record`` is the location of the partition's last record, as the driver listed them once
-    at the job's start (listing them here, per partition, would cost every partition all the others).
+    ``previous_record`` is the location of the partition's last record, and ``copies`` that of its
+    exact copies (``curation.copies``), as the driver listed them once at the job's start (listing them
+    here, per partition, would cost every partition all the others).
     """
     started = time.monotonic()
     cfg = config_from_dict(config)
     work = WorkArea.of(cfg.output)
     root = work.output
-    clips, rejections = _split_outcomes(rows.to_pylist() + _missing_sources(work, partition, rows))
+    final, copied = rows.to_pylist(), read_copies(copies)
+    write_hashes(work, partition, final)
+    clips, rejections = _split_outcomes(apply_copies(final, copied) + _missing_sources(work, partition, rows))
     previous = _previous_record(previous_record)
     with scratch_dir(f"write-{partition_name(partition)}", work.scratch_parent()) as scratch:
+        old_clips = _OldClips(root, previous, scratch)
+        _keep_copied_clips(rejections, old_clips)
         shards = _write_shards(cfg.write.name, cfg.write.target_shard_bytes, partition, clips, previous, root,
-                               scratch)
+                               old_clips)
     index_rows = [{**row, "shard": shard["name"]} for shard in shards for row in shard.pop("rows")]
     (index_location(root) / f"{partition_name(partition)}.parquet").write_table(to_table(index_rows, INDEX_SCHEMA))
     (rejections_location(root) / f"{partition_name(partition)}.parquet").write_table(
@@ -98,6 +104,8 @@ def write_partition(config: dict[str, Any], partition: int, rows: pa.Table, dige
     if not cfg.write.keep_clips:  # one listing and one batch delete per source, not a request per clip
         unfinished = {r["source_id"] for r in rejections if r["reason"] == "no_result"}  # a rerun continues them
         done = {r["source_id"] for r in (*clips, *rejections) if r.get("clip_path")}  # clips kept, or rejected late
+        if copied is not None:  # a copy's clips come back into the corpus if its original leaves the input
+            unfinished |= set(copied["source_id"].to_pylist())
         with ThreadPoolExecutor(READ_AHEAD) as pool:
             list(pool.map(lambda sid: (work.clips / sid).delete_tree(), sorted(done - unfinished)))
     return record
@@ -133,15 +141,28 @@ def _previous_record(location: str | None) -> dict[str, Any]:
     return {**json.loads(Location(location).read_text()), "location": location}
 
 
+def _keep_copied_clips(rejections: list[dict[str, Any]], old_clips: _OldClips) -> None:
+    """Put back into the work area the clips of sources just found to be copies, before their shards change.
+
+    They left the work area when their shard was written; the shard is about to be rewritten without
+    them, and they return to the corpus if their original leaves the input.
+    """
+    for row in rejections:
+        if row["reason"] == REASON and row["stage"] == STAGE and row.get("clip_path"):
+            clip = Location(row["clip_path"])
+            if not clip.exists():
+                clip.write_bytes(old_clips.video(row))
+
+
 def _write_shards(name: str, target_bytes: int, partition: int, clips: list[dict[str, Any]],
-                  previous: dict[str, Any], root: Location, scratch: Path) -> list[dict[str, Any]]:
+                  previous: dict[str, Any], root: Location, old_clips: _OldClips) -> list[dict[str, Any]]:
     """Write (or keep) each planned shard of the partition; return their entries, each with its ``rows``."""
     plan = plan_shards([r["clip_bytes"] for r in clips], target_bytes)
     planned: dict[int, list[dict[str, Any]]] = defaultdict(list)
     for number, row in zip(plan, clips, strict=True):
         planned[number].append(row)
     kept = {s["name"]: s for s in previous.get("shards", [])}
-    old_clips = _OldClips(root, previous, scratch)
+    scratch = old_clips.scratch
     entries = []
     for number in sorted(planned):
         rows = planned[number]

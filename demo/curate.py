@@ -96,7 +96,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     corpus = outputs / "demo-corpus"
     model, real_model = caption_model(outputs)
     config = write_job_config(outputs, demo_input(outputs), corpus, model)
-    with LocalRayCluster(outputs / "ray", port=args.port, dashboard_port=args.dashboard_port) as cluster:
+    # One node, so that every port of the cluster (GCS, raylet, agents, job API) listens on loopback only.
+    with LocalRayCluster(outputs / "ray", port=args.port, dashboard_port=args.dashboard_port,
+                         multi_node=False) as cluster:
         log.info("submitting the curation job to %s", cluster.dashboard_url)
         job = cluster.submit(["python", "-m", "jobs.curate", "--config", str(config)], ROOT, stream=True)
     if job.returncode != 0:

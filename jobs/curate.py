@@ -1,4 +1,4 @@
-"""Entry point of the curation job: ``python -m jobs.curate --config CONFIG.yaml``.
+"""Entry point of the curation job: ``python -m jobs.curate --config CONFIG.yaml [--set KEY=VALUE ...]``.
 
 This is what ``ray job submit ... -- python -m jobs.curate --config ...`` runs on a cluster; inside
 a Ray job ``ray.init()`` joins that cluster, and outside one it starts a local Ray (or joins
@@ -13,8 +13,8 @@ import os
 import sys
 from collections.abc import Sequence
 
-from curation.config import STAGES, load_config
-from jobs.entry import log, run_entry_point
+from curation.config import STAGES, CurationConfig, load_config
+from jobs.entry import add_set_argument, log, run_entry_point
 from storage import Location
 
 
@@ -28,20 +28,32 @@ def add_curate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stages", help=f"comma-separated contiguous stages to run (default: all of "
                                          f"{','.join(STAGES)}); e.g. download,probe,split in one job and "
                                          "extract,filter,caption,write in another")
+    add_set_argument(parser, "filter.text.max_area=0.01 --set caption.enabled=false")
+
+
+def config_from_args(args: argparse.Namespace) -> CurationConfig:
+    """The job's config: the --config file (or the defaults), then each --set, then --input, --output, --stages;
+    checked, with input and output made absolute (or store URIs). Raises ValueError saying what to fix."""
+    cfg = load_config(args.config, args.set, input=args.input, output=args.output, stages=args.stages)
+    cfg.check()
+    cfg.input, cfg.output = (str(Location(p)) for p in (cfg.input, cfg.output))  # absolute, or a store URI
+    return cfg
 
 
 def curate(args: argparse.Namespace) -> int:
     """Run the curation job described by parsed ``args``; return the exit code."""
+    cfg = config_from_args(args)  # first: a mistake in the config is reported before Ray starts
+
+    # Inside `ray job submit` RAY_ADDRESS names the cluster; otherwise start a private local Ray on loopback
+    # only, rather than join whatever cluster a stale address file on this machine names. Before anything
+    # imports Ray: Ray reads the loopback switch at its first import.
+    from jobs.local_cluster import init_ray
+
+    init_ray(os.environ.get("RAY_ADDRESS"), log_to_driver=True)
     import ray
 
     from curation.pipeline import run_curation
 
-    cfg = load_config(args.config, input=args.input, output=args.output, stages=args.stages)
-    cfg.validate()
-    cfg.input, cfg.output = (str(Location(p)) for p in (cfg.input, cfg.output))  # absolute, or a store URI
-    # Inside `ray job submit` RAY_ADDRESS names the cluster; otherwise start a private local Ray
-    # ("local"), rather than joining whatever cluster a stale address file on this machine names.
-    ray.init(address=os.environ.get("RAY_ADDRESS") or "local", log_to_driver=True)
     log.info("Ray cluster: %d CPUs on %d node(s)", int(ray.cluster_resources().get("CPU", 0)), len(ray.nodes()))
     summary = run_curation(cfg)
     print(f"corpus: {cfg.output}")

@@ -1,13 +1,24 @@
-"""A real Ray cluster on this machine, on loopback only, for the demo and the tests.
+"""Local Ray on this machine: the driver's own local Ray (``init_ray``) and a real ``ray start`` cluster.
 
-The head and any extra nodes are started with the real ``ray start --block`` CLI as child
-processes and stopped through their own pids (SIGTERM makes ``ray start --block`` shut its node
-down cleanly), never by a process-name pattern that could hit someone else's Ray. Jobs go through
-the real ``ray job submit`` CLI. The cluster uses token authentication with a token of its own,
-kept in its work directory, so nothing on the machine can submit to it uninvited.
+``init_ray`` is how ``videofactory curate`` and ``videofactory train --ray`` reach Ray: they join
+``RAY_ADDRESS`` when it is set (always so inside ``ray job submit``), and otherwise start a private
+local Ray whose every port (GCS, raylet, workers, agents, dashboard) listens on 127.0.0.1 only.
 
-Ray replaces 127.0.0.1 with the machine's network address, so nodes bind other loopback addresses
-(127.0.0.2, 127.0.0.3, ...) while the dashboard, and so the job API, listens on 127.0.0.1.
+``LocalRayCluster`` is a real cluster for the demo and the tests. The head and any extra nodes are
+started with the real ``ray start --block`` CLI as child processes and stopped through their own pids
+(SIGTERM makes ``ray start --block`` shut its node down cleanly), never by a process-name pattern that
+could hit someone else's Ray. Jobs go through the real ``ray job submit`` CLI. The cluster uses token
+authentication with a token of its own, kept in its work directory, so nothing on the machine can
+submit to it uninvited.
+
+Loopback only, and why only a single node can be: Ray's gRPC servers bind 127.0.0.1 when their node's
+address is exactly 127.0.0.1 and all interfaces otherwise, and Ray swaps a node address of 127.0.0.1
+for the machine's network address unless ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` (``LOOPBACK_ONLY_ENV``),
+which also makes ``ray start`` refuse to join any further node. So a single-node cluster (the
+default) runs its head on 127.0.0.1 with that variable: GCS, raylet, agents and dashboard all listen
+on loopback. A ``multi_node=True`` cluster puts its nodes on 127.0.0.2, 127.0.0.3, ... (the dashboard,
+and so the job API, stays on 127.0.0.1): their gRPC ports then listen on all interfaces, a limitation
+of Ray, and only the cluster's token keeps strangers out.
 """
 
 from __future__ import annotations
@@ -25,6 +36,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -38,14 +50,68 @@ UPLOAD_EXCLUDES = [".venv", "outputs", ".git", "test-artifacts", "**/__pycache__
 NO_AGENT_YET = "No available agent to submit job"
 AGENT_WAIT_S = 60.0
 
+#: Ray's switch for clusters of several nodes (``ray._private.ray_constants.ENABLE_RAY_CLUSTER``), read once when
+#: ``ray`` is first imported. At "0" Ray keeps a node address of 127.0.0.1 as it is instead of swapping in the
+#: machine's network address, and Ray's gRPC servers bind loopback only for a node on exactly 127.0.0.1; the
+#: price is that ``ray start --address`` refuses to join another node, so only a single-node Ray can have it.
+LOOPBACK_ONLY_VAR = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+LOOPBACK_ONLY_ENV = {LOOPBACK_ONLY_VAR: "0"}
+
+
+def start_local_ray(**kwargs: Any) -> Any:
+    """``ray.init(address="local", **kwargs)``: a private local Ray with every port on 127.0.0.1.
+
+    Sets ``LOOPBACK_ONLY_ENV`` in this process, so that Ray and the processes it starts read it. Ray
+    reads the variable once, when it is first imported: call this before anything imports ``ray``.
+    Raises rather than leave a Ray running whose node is not 127.0.0.1, i.e. one listening on all
+    interfaces.
+    """
+    os.environ.update(LOOPBACK_ONLY_ENV)
+    import ray
+
+    context = ray.init(address="local", **kwargs)
+    node = ray.util.get_node_ip_address()
+    if node != "127.0.0.1":
+        ray.shutdown()
+        raise RuntimeError(f"the local Ray came up on {node}, not 127.0.0.1, so it would listen on all interfaces: "
+                           f"`ray` was imported before start_local_ray set {LOOPBACK_ONLY_VAR}=0; call it first")
+    return context
+
+
+def init_ray(address: str | None, **kwargs: Any) -> Any:
+    """Join the cluster at ``address`` (``ray.init``'s) or, when it is empty, start a loopback-only local Ray;
+    nothing when this process is already connected to a Ray.
+
+    The drivers pass ``RAY_ADDRESS``, which Ray sets inside ``ray job submit``; without it they start a
+    private Ray (``start_local_ray``) rather than join whatever cluster a stale address file here names.
+    """
+    running = sys.modules.get("ray")
+    if running is not None and running.is_initialized():
+        return None  # this process already has its Ray (a test's, or the caller's)
+    if not address:
+        return start_local_ray(**kwargs)
+    import ray
+
+    return ray.init(address=address, **kwargs)
+
 
 class LocalRayCluster:
-    """A head node plus optional worker nodes, each a ``ray start --block`` child process."""
+    """A head node plus, with ``multi_node``, worker nodes; each a ``ray start --block`` child process.
 
-    def __init__(self, workdir: Path, head_ip: str = "127.0.0.2", port: int = 6379, dashboard_port: int = 8265,
-                 head_cpus: int | None = None) -> None:
+    By default a single node on 127.0.0.1, every port on loopback. ``multi_node=True`` lets ``add_node``
+    join nodes, at the cost of the nodes' gRPC ports listening on all interfaces (see the module's doc);
+    its head is on ``head_ip`` (default 127.0.0.2), the other nodes on addresses given to ``add_node``.
+    """
+
+    def __init__(self, workdir: Path, head_ip: str | None = None, port: int = 6379, dashboard_port: int = 8265,
+                 head_cpus: int | None = None, multi_node: bool = False) -> None:
+        if not multi_node and head_ip not in (None, "127.0.0.1"):
+            raise ValueError(f"a single-node LocalRayCluster runs on 127.0.0.1 (loopback only), not {head_ip}; "
+                             "pass multi_node=True for a head on another address")
         self.workdir = Path(workdir)
-        self.head_ip, self.port, self.dashboard_port, self.head_cpus = head_ip, port, dashboard_port, head_cpus
+        self.multi_node = multi_node
+        self.head_ip = head_ip or ("127.0.0.2" if multi_node else "127.0.0.1")
+        self.port, self.dashboard_port, self.head_cpus = port, dashboard_port, head_cpus
         self.processes: list[subprocess.Popen[bytes]] = []
         self.token_path = self.workdir / "auth_token"
         self.ray = str(Path(sys.executable).parent / "ray")
@@ -60,6 +126,8 @@ class LocalRayCluster:
         env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(self.token_path), RAY_USAGE_STATS_ENABLED="0")
         env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
         env.pop("RAY_ADDRESS", None)
+        # Loopback only for a single node; a multi-node cluster needs Ray's default (on Linux "1") to join nodes.
+        env[LOOPBACK_ONLY_VAR] = "1" if self.multi_node else LOOPBACK_ONLY_ENV[LOOPBACK_ONLY_VAR]
         return env
 
     def start(self, timeout_s: float = 90.0) -> LocalRayCluster:
@@ -77,7 +145,11 @@ class LocalRayCluster:
         return self
 
     def add_node(self, ip: str, cpus: int, timeout_s: float = 90.0) -> None:
-        """Join a worker node on loopback address ``ip`` with ``cpus`` CPUs."""
+        """Join a worker node on loopback address ``ip`` with ``cpus`` CPUs (a ``multi_node`` cluster only)."""
+        if not self.multi_node:
+            raise RuntimeError("this LocalRayCluster is single-node so that every port listens on loopback only; "
+                               "Ray cannot join another node to such a head: create it with multi_node=True "
+                               "(whose gRPC ports listen on all interfaces, guarded by the cluster's token)")
         expected = self._nodes() + 1
         self._spawn(f"node-{ip}", [f"--address={self.head_ip}:{self.port}", f"--node-ip-address={ip}",
                                    f"--num-cpus={cpus}"])

@@ -10,7 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from jobs.entry import run_entry_point
+from jobs.entry import add_set_argument, run_entry_point
 
 
 def add_sample_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,6 +26,10 @@ def add_sample_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--frames", type=int, help="frames to generate (default: the training config's)")
     parser.add_argument("--fps", type=float, default=8.0, help="frame rate written into the mp4 (default: 8)")
     parser.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA weights")
+    add_set_argument(parser, "model.vae=/new/place/vae",
+                     applies_to="the training config saved in the checkpoint, for this sample only (where the "
+                                "encoders are now, or data.width and data.height for another size; model.unet "
+                                "must stay as trained)", order="")
 
 
 def sample(args: argparse.Namespace) -> int:
@@ -34,7 +38,7 @@ def sample(args: argparse.Namespace) -> int:
     if args.steps < 1:
         raise ValueError("--steps must be at least 1")
     frames = generate(args.checkpoint, args.prompt, steps=args.steps, guidance=args.guidance, seed=args.seed,
-                      frames=args.frames, use_ema=not args.no_ema)
+                      frames=args.frames, use_ema=not args.no_ema, overrides=args.set)
     path = write_mp4(frames, args.out, args.fps)
     print(f"wrote {path} ({frames.shape[0]} frames, {frames.shape[2]}x{frames.shape[1]})")
     return 0

@@ -1,4 +1,4 @@
-"""Entry point of training: ``python -m jobs.train --config CONFIG.yaml``.
+"""Entry point of training: ``python -m jobs.train --config CONFIG.yaml [--set KEY=VALUE ...]``.
 
 - alone: one process (GPU if there is one);
 - under ``torchrun --nproc-per-node N -m jobs.train --config ...``: DDP, one process per GPU (gloo on CPU);
@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from jobs.entry import run_entry_point, setup_logging
+from jobs.entry import add_set_argument, run_entry_point, setup_logging
 from storage import Location
 from training.config import TrainConfig, config_from_dict, load_config
 
@@ -41,6 +41,15 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-failures", type=int, default=0,
                         help="with --ray: restarts of the workers after a failure; each restart resumes from the "
                              "latest checkpoint in the output directory (default: 0)")
+    add_set_argument(parser, "optim.lr=1e-4 --set data.batch_size=2")
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The run's config: the --config file, then each --set, then --output and --steps; paths made absolute and
+    checked. Raises ValueError (or FileNotFoundError for a missing file) saying what to fix."""
+    cfg = absolute_paths(load_config(args.config, args.set, output=args.output, steps=args.steps))
+    cfg.check()
+    return cfg
 
 
 def absolute_paths(cfg: TrainConfig) -> TrainConfig:
@@ -81,12 +90,13 @@ def train_on_ray(cfg: TrainConfig, num_workers: int, resume: bool = True, max_fa
     Ray restarts failed workers up to ``max_failures`` times; they resume from the output directory's
     latest checkpoint (so on a multi-node cluster ``output`` must be shared storage).
     """
+    from jobs.local_cluster import init_ray
+
+    init_ray(os.environ.get("RAY_ADDRESS"))  # RAY_ADDRESS, or a local Ray on loopback only; before Ray's import
     import ray
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    if not ray.is_initialized():
-        ray.init(address=os.environ.get("RAY_ADDRESS") or "local")
     use_gpu = ray.cluster_resources().get("GPU", 0) >= num_workers
     trainer = TorchTrainer(
         _ray_worker,
@@ -100,13 +110,7 @@ def train_on_ray(cfg: TrainConfig, num_workers: int, resume: bool = True, max_fa
 
 def train(args: argparse.Namespace) -> int:
     """Run training as parsed ``args`` say; return the exit code."""
-    cfg = load_config(args.config)
-    if args.output:
-        cfg.output = args.output
-    if args.steps is not None:
-        cfg.steps = args.steps
-    cfg = absolute_paths(cfg)
-    cfg.validate()
+    cfg = config_from_args(args)
     if args.ray:
         train_on_ray(cfg, args.num_workers, resume=not args.no_resume, max_failures=args.max_failures)
     else:

@@ -101,6 +101,7 @@ STATUS_FIELDS: list[pa.Field] = [
     pa.field("stage", pa.string()),  # the stage that produced this row
     pa.field("reason", pa.string()),  # short machine-readable reason of a rejection
     pa.field("detail", pa.string()),  # sentence a person can act on
+    pa.field("duplicate_of", pa.string()),  # a dedup rejection: key of the clip kept in this one's place
     pa.field("worker", pa.string()),  # Ray node (ip/node id) that ran the stage: provenance, not content
 ]
 
@@ -116,14 +117,14 @@ RECORD_SCHEMA = pa.schema(
 )
 
 #: Internal columns that do not belong in the published index (they point into the work area).
-INTERNAL_COLUMNS = ("local_path", "clip_path", "status", "worker", "source_rows")
+INTERNAL_COLUMNS = ("local_path", "clip_path", "status", "worker", "source_rows", "duplicate_of")
 
 #: ``index.parquet``: one row per published clip.
 INDEX_SCHEMA = pa.schema([f for f in RECORD_SCHEMA if f.name not in INTERNAL_COLUMNS])
 
 #: ``rejections.parquet``: one row per rejected source or clip.
 REJECTION_SCHEMA = pa.schema(
-    [RECORD_SCHEMA.field(n) for n in ("source_id", "source", "key", "stage", "reason", "detail")]
+    [RECORD_SCHEMA.field(n) for n in ("source_id", "source", "key", "stage", "reason", "detail", "duplicate_of")]
     + [RECORD_SCHEMA.field(n) for n in ("start_time", "end_time", "start_frame", "end_frame", "extra")]
 )
 

@@ -15,8 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import webdataset as wds
-
 from shards.schema import sample_metadata
 
 #: Fixed member mtime: identical clips give byte-identical shards.
@@ -66,6 +64,8 @@ def content_digest(samples: list[Sample], video_sha256: list[str]) -> str:
 
 def write_shard(path: Path, samples: Iterable[tuple[Sample, bytes]]) -> None:
     """Write the local tar ``path`` from ``(sample, mp4 bytes)`` pairs, read one at a time by the caller."""
+    import webdataset as wds  # imports torch (webdataset.pytorch): paid by the process that writes, not importers
+
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "wb") as fh:
         writer = wds.TarWriter(fh, mtime=SHARD_MTIME)

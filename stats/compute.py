@@ -14,7 +14,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curation.filters.quality import QualityFilterConfig
+from curation.config import QualityFilterConfig
 from stats.captions import caption_stats
 from stats.describe import describe, top_values
 from stats.funnel import funnel, rejection_counts, stage_order

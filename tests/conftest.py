@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from jobs.local_cluster import LOOPBACK_ONLY_ENV, start_local_ray
 from tests.http_server import VideoServer
 from tests.s3_server import S3Server, s3_client_env
 
@@ -39,12 +41,17 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED_VIDEOS = REPO_ROOT.parent / "shared" / "testvideos"
 
 
+# Ray reads this once, when first imported (after this conftest): every local Ray this test process starts
+# (the fixture below, a module's own `ray.init(address="local")`) then keeps all its ports on 127.0.0.1.
+os.environ.update(LOOPBACK_ONLY_ENV)
+
+
 @pytest.fixture(scope="session")
 def local_ray() -> Iterator[None]:
-    """One in-process local Ray for every test that runs the pipeline without a cluster of its own."""
+    """One in-process local Ray (loopback only) for every test that runs the pipeline without a cluster of its own."""
     import ray
 
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+    start_local_ray(num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
     yield
     ray.shutdown()
 

@@ -203,12 +203,17 @@ ALL_BAD: dict[str, Callable[[Path], Path]] = {
 
 
 def one_shot_videos(folder: Path, names: list[str]) -> list[Path]:
-    """Small one-shot videos, each different (its own hue), long enough for one clip each; made once."""
+    """Small one-shot videos, long enough for one clip each; made once.
+
+    Each differs from the others of the call by its hue, and from any other name's video by its bytes
+    (the name is in its metadata), so that no two are exact copies (``curation.copies``).
+    """
     folder.mkdir(parents=True, exist_ok=True)
     out = []
     for i, name in enumerate(names):
         path = folder / f"{name}.mp4"
         if not path.exists():
-            _encode(path, f"testsrc2=size=192x108:rate=24:duration=2.5,hue=h={37 * i}", "-frames:v", "60")
+            _encode(path, f"testsrc2=size=192x108:rate=24:duration=2.5,hue=h={37 * i}", "-frames:v", "60",
+                    "-metadata", f"title={name}")
         out.append(path)
     return out

@@ -9,9 +9,13 @@ from pathlib import Path
 import pytest
 
 from demo import curate as demo
+from jobs import curate as curate_job
+from jobs import train as train_job
+from jobs.cli import build_parser
 from jobs.cli import main as cli_main
 
 VIDEOFACTORY = str(Path(sys.executable).parent / "videofactory")
+TRAIN_TINY = str(Path(__file__).resolve().parent.parent / "configs" / "train_tiny.yaml")
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -20,11 +24,14 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
 
 #: Each command and the options its help must name (what the README and the docs tell users to type).
 OPTIONS = {
-    "curate": ("--config", "--input", "--output", "--stages", "resume"),
+    "curate": ("--config", "--input", "--output", "--stages", "resume", "--set KEY=VALUE",
+               "--set filter.text.max_area=0.01", "repeatable", "unknown key"),
     "validate": ("corpus", "Exit status 0", "1 with a list of problems"),
     "stats": ("corpus", "--compare", "--out", "stats.json", "report.html"),
-    "train": ("--config", "--output", "--steps", "--no-resume", "--ray", "--num-workers", "--max-failures"),
-    "sample": ("--checkpoint", "--prompt", "--out", "--steps", "--guidance", "--seed", "--frames", "--fps", "--no-ema"),
+    "train": ("--config", "--output", "--steps", "--no-resume", "--ray", "--num-workers", "--max-failures",
+              "--set KEY=VALUE", "--set optim.lr=1e-4"),
+    "sample": ("--checkpoint", "--prompt", "--out", "--steps", "--guidance", "--seed", "--frames", "--fps", "--no-ema",
+               "--set KEY=VALUE", "for this sample only", "--set model.vae="),
 }
 
 
@@ -118,3 +125,83 @@ def test_demo_makes_its_own_videos_when_the_shared_ones_are_absent(tmp_path: Pat
     text = config.read_text()
     assert str(videos.resolve()) in text and str((tmp_path / "corpus").resolve()) in text
     assert str(tmp_path / "model") in text
+
+
+# --- --set: dotted overrides of any config key -----------------------------------------------------------------
+
+
+def test_curate_set_overrides_reach_the_config(tmp_path: Path):
+    args = build_parser().parse_args([
+        "curate", "--input", str(tmp_path), "--set", "output=" + str(tmp_path / "from-set"),
+        "--set", "filter.text.max_area=0.01", "--set", "caption.enabled=false",
+        "--set", "split.adaptive={adaptive_threshold: 5}", "--set", "stages=[download, probe, split]",
+    ])
+    cfg = curate_job.config_from_args(args)
+    assert cfg.filter.text.max_area == 0.01 and cfg.filter.text.width == 640
+    assert cfg.caption.enabled is False
+    assert cfg.split.adaptive == {"adaptive_threshold": 5}
+    assert cfg.stages == ["download", "probe", "split"]
+    assert (cfg.input, cfg.output) == (str(tmp_path), str(tmp_path / "from-set"))
+    # an explicit option is an override too, and wins over --set of the same key
+    args = build_parser().parse_args(["curate", "--input", str(tmp_path), "--output", str(tmp_path / "explicit"),
+                                      "--set", f"output={tmp_path / 'from-set'}", "--stages", "download"])
+    cfg = curate_job.config_from_args(args)
+    assert cfg.output == str(tmp_path / "explicit") and cfg.stages == ["download"]
+
+
+def test_curate_set_applies_on_top_of_the_config_file(tmp_path: Path):
+    config = tmp_path / "job.yaml"
+    config.write_text("caption:\n  enabled: true\n  prompt: a video of\nfilter:\n  text:\n    max_area: 0.02\n")
+    args = build_parser().parse_args(["curate", "--config", str(config), "--input", str(tmp_path), "--output",
+                                      str(tmp_path / "o"), "--set", "caption.enabled=false"])
+    cfg = curate_job.config_from_args(args)
+    assert cfg.caption.enabled is False and cfg.caption.prompt == "a video of" and cfg.filter.text.max_area == 0.02
+
+
+def test_train_set_overrides_reach_the_config(tmp_path: Path):
+    args = build_parser().parse_args([
+        "train", "--config", TRAIN_TINY, "--steps", "7", "--output", str(tmp_path / "run"),
+        "--set", "optim.lr=0.001", "--set", f"data.corpora=[{{path: {tmp_path / 'c'}, weight: 2}}]",
+        "--set", "model.unet.attention=factorized", "--set", "steps=99",
+    ])
+    cfg = train_job.config_from_args(args)
+    assert cfg.optim.lr == 0.001 and cfg.model.unet.attention == "factorized"
+    assert [(c.path, c.weight) for c in cfg.data.corpora] == [(str(tmp_path / "c"), 2.0)]
+    assert cfg.steps == 7, "--steps is explicit: it wins over --set steps"
+    assert cfg.output == str(tmp_path / "run")
+
+
+@pytest.mark.parametrize(("argv", "said"), [
+    (["--set", "filter.text.max_aera=0.01"], ["filter.text.max_aera: unknown config key", "max_area"]),
+    (["--set", "caption.enabled=maybe"], ["caption.enabled: Input should be a valid boolean", "'maybe'"]),
+    (["--set", "split.detector=histogram"], ["split.detector: Input should be 'adaptive' or 'content'"]),
+])
+def test_a_bad_set_on_curate_is_exit_2_naming_it(tmp_path: Path, caplog, argv: list[str], said: list[str]):
+    assert cli_main(["curate", "--input", str(tmp_path), "--output", str(tmp_path / "o"), *argv]) == 2
+    assert all(s in caplog.text for s in said), caplog.text
+    assert not (tmp_path / "o").exists(), "nothing started"
+
+
+def test_a_bad_set_on_train_is_exit_2_naming_it(tmp_path: Path, caplog):
+    assert cli_main(["train", "--config", TRAIN_TINY, "--output", str(tmp_path / "run"),
+                     "--set", "optim.learning_rate=1"]) == 2
+    assert "optim.learning_rate: unknown config key" in caplog.text and "lr" in caplog.text
+    assert cli_main(["train", "--config", TRAIN_TINY, "--output", str(tmp_path / "run"),
+                     "--set", "data.batch_size=0"]) == 2
+    assert "data.batch_size: Input should be greater than or equal to 1" in caplog.text
+    assert not (tmp_path / "run").exists(), "nothing started"
+
+
+@pytest.mark.parametrize("command", [["curate"], ["train", "--config", TRAIN_TINY], ["sample", "--checkpoint", "x",
+                                                                                     "--prompt", "p"]])
+def test_a_set_without_equals_is_a_usage_error(command: list[str], capsys):
+    said = misuse([*command, "--set", "caption.enabled"], capsys)
+    assert "argument --set: --set 'caption.enabled': expected KEY=VALUE" in said
+
+
+def test_set_works_on_the_ray_job_entry_point(tmp_path: Path):
+    """``python -m jobs.curate`` (what ``ray job submit`` runs) takes --set too, and refuses a typo with exit 2."""
+    result = run(sys.executable, "-m", "jobs.curate", "--input", str(tmp_path), "--output", str(tmp_path / "o"),
+                 "--set", "filter.motion.min_motoin=0.1")
+    assert result.returncode == 2
+    assert "filter.motion.min_motoin: unknown config key" in result.stderr and "min_motion" in result.stderr

@@ -55,7 +55,7 @@ def curate_entrypoint(config: Path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def cluster(s3_server, tmp_path_factory):
-    """A one-node cluster: head on 127.0.0.2 with 2 CPUs, job API on 127.0.0.1:8281; it reaches the S3 server."""
+    """A one-node cluster: head on 127.0.0.1 with 2 CPUs, job API on 127.0.0.1:8281; it reaches the S3 server."""
     with LocalRayCluster(tmp_path_factory.mktemp("ray-one"), port=6381, dashboard_port=8281, head_cpus=2) as c:
         yield c
 
@@ -140,7 +140,7 @@ def test_two_nodes_without_a_shared_directory_give_the_same_clips_and_use_both_n
     cluster.stop()  # one cluster at a time on a 2-core machine
     output = f"{s3_bucket}/corpus"
     config = job_config(upload_inputs(job_input, s3_bucket), output, tmp_path)
-    with LocalRayCluster(tmp_path / "ray-two", port=6382, dashboard_port=8282, head_cpus=1) as two:
+    with LocalRayCluster(tmp_path / "ray-two", port=6382, dashboard_port=8282, head_cpus=1, multi_node=True) as two:
         two.add_node("127.0.0.3", cpus=1)
         result = two.submit(curate_entrypoint(config), REPO_ROOT)
     assert result.returncode == 0, result.stdout[-3000:]

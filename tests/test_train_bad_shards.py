@@ -44,7 +44,7 @@ def damaged(tmp_path_factory: pytest.TempPathFactory) -> dict:
 def data_config(path: Path, **overrides: object) -> DataConfig:
     fields = dict(frames=4, stride=2, width=256, height=144, batch_size=1, workers=0, shuffle_buffer=4)
     fields.update(overrides)
-    return DataConfig(corpora=[CorpusConfig(str(path), 1.0)], **fields)
+    return DataConfig(corpora=[CorpusConfig(path=str(path), weight=1.0)], **fields)
 
 
 def take(loader: ResumableLoader, batches: int) -> list[dict]:

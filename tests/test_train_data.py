@@ -38,7 +38,7 @@ def data_config(*paths: Path | str, weights: list[float] | None = None, **overri
     weights = weights or [1.0] * len(paths)
     fields = dict(frames=4, stride=2, width=256, height=144, batch_size=2, workers=0, shuffle_buffer=4)
     fields.update(overrides)
-    return DataConfig(corpora=[CorpusConfig(str(p), w) for p, w in zip(paths, weights)], **fields)
+    return DataConfig(corpora=[CorpusConfig(path=str(p), weight=w) for p, w in zip(paths, weights)], **fields)
 
 
 def take(loader: ResumableLoader, batches: int) -> list[dict]:

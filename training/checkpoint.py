@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -128,5 +129,6 @@ def load_state(path: Path) -> dict[str, Any]:
     return torch.load(path / STATE_FILE, weights_only=True)
 
 
-def load_checkpoint_config(path: Path) -> TrainConfig:
-    return load_config(path / CONFIG_FILE)
+def load_checkpoint_config(path: Path, overrides: Iterable[str] = ()) -> TrainConfig:
+    """The training config saved in checkpoint ``path``, with ``--set`` style ``overrides`` applied."""
+    return load_config(path / CONFIG_FILE, overrides)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from fractions import Fraction
 from pathlib import Path
 
@@ -16,10 +17,16 @@ from training.trainer import build_unet
 
 
 def generate(checkpoint: str | Path, prompt: str, steps: int = 50, guidance: float = 7.5, seed: int = 0,
-             frames: int | None = None, use_ema: bool = True, device: str | None = None) -> np.ndarray:
-    """(T, H, W, 3) uint8 frames for ``prompt`` from ``checkpoint`` (a checkpoint or a training output dir)."""
+             frames: int | None = None, use_ema: bool = True, device: str | None = None,
+             overrides: Iterable[str] = ()) -> np.ndarray:
+    """(T, H, W, 3) uint8 frames for ``prompt`` from ``checkpoint`` (a checkpoint or a training output dir).
+
+    ``overrides`` (``--set`` style, ``"model.vae=/elsewhere/vae"``) change the checkpoint's training config for
+    this sample only: where the encoders are now, or another ``data.width``/``data.height``. Keys that shape
+    the weights (``model.unet``) must stay as trained, or loading the weights fails.
+    """
     path = resolve_checkpoint(checkpoint)
-    cfg = load_checkpoint_config(path)
+    cfg = load_checkpoint_config(path, overrides)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     text_encoder = TextEncoder(cfg.model.text_encoder, cfg.model.tokenizer, cfg.data.max_caption_tokens, device)
     vae = VideoVAE(cfg.model.vae, device)

@@ -40,14 +40,14 @@ from training.data import ResumableLoader
 from training.diffusion import diffusion_loss, make_scheduler
 from training.distributed import DistEnv, gather, mean_over_ranks
 from training.encoders import TextEncoder, VideoVAE
-from training.model import UNetConfig, VideoUNet
+from training.model import VideoUNet
 
 log = logging.getLogger("videofactory.train")
 
 
 def build_unet(cfg: TrainConfig, text_hidden: int, latent_channels: int, latent_hw: tuple[int, int]) -> VideoUNet:
     """The U-Net of the config, checked against the encoders and the frame size it will see."""
-    unet = UNetConfig.from_dict(cfg.model.unet)
+    unet = cfg.model.unet
     if unet.cross_attention_dim != text_hidden:
         raise ValueError(f"model.unet.cross_attention_dim is {unet.cross_attention_dim} but the text encoder's "
                          f"hidden size is {text_hidden}: make them equal")
@@ -97,7 +97,7 @@ class Trainer:
     """Builds everything from a config (resuming from the latest checkpoint in ``output`` if any) and trains."""
 
     def __init__(self, cfg: TrainConfig, env: DistEnv, resume: bool = True) -> None:
-        cfg.validate()
+        cfg.check()
         self.cfg, self.env = cfg, env
         self.text = TextEncoder(cfg.model.text_encoder, cfg.model.tokenizer, cfg.data.max_caption_tokens, env.device)
         self.vae = VideoVAE(cfg.model.vae, env.device)

@@ -13,24 +13,12 @@ is in frame diagonals per second, the same for any resolution and frame rate.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import cv2
 import numpy as np
 
 from curation.frames import FrameSample
-
-
-@dataclass
-class MotionFilterConfig:
-    """Options of the motion filter (``filter.motion`` in the job config)."""
-
-    enabled: bool = True
-    width: int = 160  # frames are downscaled to this width for the flow
-    gap_s: float = 0.1  # seconds between the two frames of a flow pair
-    min_motion: float = 0.002  # frame diagonals per second (median over the clip); below: static or slideshow
-    max_motion: float | None = None  # above: extreme shake (None = no upper bound)
 
 
 def flow_magnitude(first: np.ndarray, second: np.ndarray) -> float:

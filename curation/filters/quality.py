@@ -1,4 +1,4 @@
-"""Basic quality: high definition, widescreen, long enough, not black or blank, decodable.
+"""Basic quality: high definition, widescreen, not too long, not black or blank, decodable.
 
 Resolution and aspect are judged on the SOURCE's display size from the probe (``display_width`` and
 ``display_height``: sample aspect ratio and rotation applied), not on the extracted clip's size:
@@ -11,30 +11,15 @@ Blank frames and broken decoding are judged on the clip's decoded frames.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from curation.config import QualityFilterConfig
 from curation.frames import FrameSample
 
 #: Rec. 601 luma weights of R, G, B.
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
-
-
-@dataclass
-class QualityFilterConfig:
-    """Options of the quality filter (``filter.quality`` in the job config)."""
-
-    enabled: bool = True
-    min_short_side: int = 720  # display short side in pixels (720 = HD)
-    aspect: float = 16 / 9  # wanted display aspect (width / height)
-    aspect_tolerance: float = 0.05  # allowed |aspect / wanted - 1|: 16:9 and 1.85:1 pass; 16:10, 4:3, 2.39:1 do not
-    min_duration: float = 2.0  # seconds of clip
-    max_duration: float | None = None  # seconds; None = no bound (split.max_duration already caps clips)
-    black_luma: float = 12.0  # a frame whose mean luma (0-255) is at most this is black
-    blank_std: float = 3.0  # a frame whose luma standard deviation is at most this is blank (one flat colour)
-    max_blank_share: float = 0.3  # reject a clip when more than this share of its sampled frames is black or blank
 
 
 def geometry_scores(row: dict[str, Any], cfg: QualityFilterConfig) -> dict[str, Any]:

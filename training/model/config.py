@@ -1,17 +1,22 @@
-"""The U-Net's configuration: one dataclass that fully describes a ``VideoUNet``.
+"""The U-Net's configuration: one ``settings.Config`` model that fully describes a ``VideoUNet``.
 
 Diffusers-style: plain JSON-serialisable fields, ``to_dict``/``from_dict``, validated on construction so
 that a typo in a config file fails with a message that says what is allowed instead of a shape error deep
-inside the model.
+inside the model. It is ``model.unet`` of the training config, so a bad U-Net fails when the training
+config is read. Importing it loads no torch.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
-from typing import Any
+import typing
+from typing import Any, Literal, Self
 
-ATTENTION_VARIANTS = ("swap", "spatial_query", "temporal_query", "factorized", "full3d")
+from pydantic import ConfigDict, Field, model_validator
+
+from settings import Config
+
+AttentionVariant = Literal["swap", "spatial_query", "temporal_query", "factorized", "full3d"]
+ATTENTION_VARIANTS: tuple[str, ...] = typing.get_args(AttentionVariant)
 """The attention variants of the paper's ablation, selected by ``UNetConfig.attention``:
 
 * ``swap``: swapped spatiotemporal cross-attention in 3D windows; the query role alternates (the paper);
@@ -21,14 +26,17 @@ ATTENTION_VARIANTS = ("swap", "spatial_query", "temporal_query", "factorized", "
 * ``full3d``: global self-attention over all T*H*W tokens in place of the window cross-attention.
 """
 
-SWAP_EVERY = ("layer", "block")
+SwapEvery = Literal["layer", "block"]
+SWAP_EVERY: tuple[str, ...] = typing.get_args(SwapEvery)
 """How often the query role alternates in ``swap``: at every swap attention layer, or once per U-Net block
 (all swap layers of one down/mid/up block share a role, the next block that has attention swaps it)."""
 
 
-@dataclass
-class UNetConfig:
+class UNetConfig(Config):
     """Hyper-parameters of the swap-attention latent video diffusion 3D U-Net (see ``training.model.unet``)."""
+
+    # The docstrings under the fields are their descriptions (in the JSON schema, and for readers).
+    model_config = ConfigDict(use_attribute_docstrings=True)
 
     in_channels: int = 4
     """Channels of the latent the model denoises (the VAE's latent channels)."""
@@ -45,12 +53,12 @@ class UNetConfig:
     """Channels per attention head; a level with C channels has C // attention_head_dim heads."""
     cross_attention_dim: int = 1024
     """Hidden size of the text encoder whose last hidden states the spatial transformers attend to."""
-    attention: str = "swap"
+    attention: AttentionVariant = "swap"
     """Attention variant, one of ``ATTENTION_VARIANTS``: the only thing the paper's ablation changes."""
-    window: tuple[int, int, int] = (2, 4, 4)
+    window: tuple[int, ...] = (2, 4, 4)
     """(t, h, w) of the non-overlapping 3D windows of the swapped cross-attention; inputs are padded to whole
     windows, and an axis shorter than its window uses a window as long as the axis."""
-    swap_every: str = "layer"
+    swap_every: SwapEvery = "layer"
     """``layer`` or ``block``: see ``SWAP_EVERY``. Only used by ``swap``."""
     norm_num_groups: int = 32
     """Groups of every GroupNorm; every level's channel count must be divisible by it."""
@@ -60,25 +68,15 @@ class UNetConfig:
     """Dropout in ResNet blocks and temporal convolutions (ModelScope trains with 0.1)."""
     gradient_checkpointing: bool = False
     """Recompute each ResNet and transformer block in the backward pass instead of storing activations."""
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = Field(default_factory=dict)
     """Free-form metadata kept with the config (e.g. where pretrained weights came from); unused by the model."""
 
-    def __post_init__(self) -> None:
-        # JSON has no tuples: accept lists so that from_dict(json.load(...)) round-trips to an equal config.
-        self.block_channels = tuple(self.block_channels)
-        self.window = tuple(self.window)
-        if self.attention_levels is not None:
-            self.attention_levels = tuple(bool(a) for a in self.attention_levels)
-        self._validate()
-
-    def _validate(self) -> None:
+    @model_validator(mode="after")
+    def _check_sizes(self) -> Self:
+        """What one field's type cannot say: sizes that must agree with each other."""
         def fail(message: str) -> None:
-            raise ValueError(f"UNetConfig: {message}")
+            raise ValueError(message)
 
-        if self.attention not in ATTENTION_VARIANTS:
-            fail(f"unknown attention variant {self.attention!r}; choose one of {', '.join(ATTENTION_VARIANTS)}")
-        if self.swap_every not in SWAP_EVERY:
-            fail(f"unknown swap_every {self.swap_every!r}; choose one of {', '.join(SWAP_EVERY)}")
         if not self.block_channels or any(c <= 0 for c in self.block_channels):
             fail(f"block_channels must be a non-empty list of positive ints, got {list(self.block_channels)}")
         if len(self.window) != 3 or any(int(w) < 1 for w in self.window):
@@ -99,6 +97,7 @@ class UNetConfig:
                  f"{len(self.block_channels)} levels in block_channels; give one true/false per level")
         if not 0.0 <= self.dropout < 1.0:
             fail(f"dropout must be in [0, 1), got {self.dropout}")
+        return self
 
     @property
     def levels_with_attention(self) -> tuple[bool, ...]:
@@ -113,24 +112,6 @@ class UNetConfig:
         """H and W of the latent must be divisible by this (each level but the last halves them)."""
         return 2 ** (len(self.block_channels) - 1)
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable dict of every field (tuples become lists)."""
-        d = dataclasses.asdict(self)
-        for key, value in d.items():
-            if isinstance(value, tuple):
-                d[key] = list(value)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> UNetConfig:
-        """Inverse of ``to_dict``; unknown keys are an error (a misspelt field would silently use a default)."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"UNetConfig: unknown field(s) {', '.join(unknown)}; valid fields are "
-                             f"{', '.join(sorted(names))}")
-        return cls(**d)
-
     @classmethod
     def tiny(cls, **overrides: Any) -> UNetConfig:
         """A model of a few hundred thousand parameters for CPU tests: 2 levels, 1 layer each, small windows."""
@@ -139,4 +120,4 @@ class UNetConfig:
             window=(2, 2, 2), norm_num_groups=8,
         )
         base.update(overrides)
-        return cls(**base)
+        return cls.from_dict(base)

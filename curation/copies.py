@@ -1,0 +1,151 @@
+"""Exact copies: sources with the same bytes under different names keep their clips once.
+
+The manifest already makes one source of every spelling of one name (``curation.manifest``). Copies
+under other names (a re-upload, a mirrored file, the same video in two folders) are only known once
+downloaded, by ``source_sha256``, and two copies are usually in different partitions. So they are
+found across the corpus after its partitions are written:
+
+1. each partition writer leaves ``work/hashes/p00042.parquet``: ``source_id``, ``partition`` and
+   ``source_sha256`` of each of its downloaded sources (one small object per partition);
+2. ``find_copies`` groups every partition's hashes by ``source_sha256`` (in the driver for a small
+   corpus, with a Ray Data shuffle for a large one) and, of each group, keeps the source with the
+   lowest ``source_id`` (a rule independent of input order and of which ran first); the others are
+   its copies, written per partition as ``work/copies/p00042-<digest>.parquet`` (only partitions
+   that hold a copy have one);
+3. the partitions whose copies changed are written again (their rows come from the work area; no
+   video is processed twice): each clip of a copy becomes a ``dedup/exact_copy`` rejection whose
+   ``duplicate_of`` is the key of the same clip of the kept source. The copy's other rejections stay,
+   and so do its clips in ``work/clips``: they return to the corpus if the original leaves the input.
+
+A partition's copies are part of its digest, so a rerun that finds the same copies rewrites
+nothing, and a copy whose original leaves the input gets its clips back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import ray
+
+from curation.ids import clip_key
+from curation.workarea import WorkArea
+from shards.layout import partition_name
+from shards.schema import STATUS_OK, STATUS_REJECTED
+from storage import Location
+
+log = logging.getLogger(__name__)
+
+#: Corpora of up to this many sources are grouped in the driver (a few MB of hashes); larger ones by a shuffle.
+DRIVER_MAX_SOURCES = 100_000
+
+#: Objects read or written at once by the driver (object-store requests are latency-bound).
+THREADS = 16
+
+#: Ray Data's own default partition count for a groupby; fewer when the corpus has fewer partitions.
+MAX_SHUFFLE_PARTITIONS = 200
+
+HASHES_SCHEMA = pa.schema([pa.field("source_id", pa.string()), pa.field("partition", pa.int32()),
+                           pa.field("source_sha256", pa.string())])
+COPIES_SCHEMA = pa.schema([*HASHES_SCHEMA, pa.field("original", pa.string())])
+
+STAGE, REASON = "dedup", "exact_copy"
+
+
+def source_hashes(rows: list[dict[str, Any]]) -> pa.Table:
+    """One row per downloaded source among ``rows`` (a partition's final rows), sorted by id."""
+    seen = {(r["source_id"], r["partition"], r["source_sha256"]) for r in rows if r.get("source_sha256")}
+    ordered = sorted(seen)
+    return pa.table({name: [row[i] for row in ordered] for i, name in enumerate(HASHES_SCHEMA.names)},
+                    schema=HASHES_SCHEMA)
+
+
+def apply_copies(rows: list[dict[str, Any]], copies: pa.Table | None) -> list[dict[str, Any]]:
+    """``rows`` with every finished clip of a copy turned into a ``dedup/exact_copy`` rejection."""
+    if copies is None or copies.num_rows == 0:
+        return rows
+    originals = dict(zip(copies["source_id"].to_pylist(), copies["original"].to_pylist(), strict=True))
+    out = []
+    for row in rows:
+        original = originals.get(row["source_id"])
+        if original is not None and row["status"] == STATUS_OK and row.get("key"):
+            row = {**row, "status": STATUS_REJECTED, "stage": STAGE, "reason": REASON,
+                   "duplicate_of": clip_key(original, int(row["clip_index"])),
+                   "detail": f"source {original} has the same bytes (sha256 {row['source_sha256'][:16]}…); "
+                             "its clip is kept instead"}
+        out.append(row)
+    return out
+
+
+def copies_digest(copies: pa.Table) -> str:
+    """What a partition's copies add to its digest: which of its sources are copies of which."""
+    pairs = sorted(zip(copies["source_id"].to_pylist(), copies["original"].to_pylist(), strict=True))
+    return hashlib.sha256("".join(f"{c}\t{o}\n" for c, o in pairs).encode()).hexdigest()[:16]
+
+
+def read_copies(location: str | None) -> pa.Table | None:
+    """The copies recorded for a partition (``location`` as the driver listed it), or None when it has none."""
+    return None if location is None else Location(location).read_table(schema=COPIES_SCHEMA)
+
+
+def write_hashes(work: WorkArea, partition: int, rows: list[dict[str, Any]]) -> None:
+    (work.hashes / f"{partition_name(partition)}.parquet").write_table(source_hashes(rows))
+
+
+def find_copies(work: WorkArea, partitions: list[int], sources: int) -> set[int]:
+    """Group the corpus's hashes, record each partition's copies; return the partitions whose copies changed."""
+    wanted = {f"{partition_name(p)}.parquet" for p in partitions}
+    hashes = [h for h in work.hashes.files() if h.name in wanted]  # one listing, not a request per partition
+    old = work.copies_records()  # before any is written
+    new: dict[int, str] = {}
+    if hashes and sources <= DRIVER_MAX_SOURCES:
+        with ThreadPoolExecutor(THREADS) as pool:
+            found = _copies_in(pa.concat_tables(pool.map(lambda h: h.read_table(schema=HASHES_SCHEMA), hashes)))
+            groups = [found.filter(pc.equal(found["partition"], p)) for p in set(found["partition"].to_pylist())]
+            for digest in pool.map(lambda g: _record_copies(g, work.output.uri), groups):
+                new.update(zip(digest["partition"].to_pylist(), digest["digest"].to_pylist(), strict=True))
+    elif hashes:
+        shuffle = min(len(partitions), MAX_SHUFFLE_PARTITIONS)
+        rows = (ray.data.read_parquet([h.path for h in hashes], filesystem=work.output.fs, schema=HASHES_SCHEMA)
+                .groupby("source_sha256", num_partitions=shuffle).map_groups(_copies_in, batch_format="pyarrow")
+                .groupby("partition", num_partitions=shuffle)
+                .map_groups(_record_copies, fn_kwargs={"output": work.output.uri}, batch_format="pyarrow")
+                .take_all())
+        new = {int(r["partition"]): r["digest"] for r in rows}
+    for partition, (digest, location) in old.items():
+        if new.get(partition) != digest:
+            location.delete()
+    changed = {p for p in set(old) | set(new) if old.get(p, ("", None))[0] != new.get(p)}
+    if new or changed:
+        log.info("exact copies: %d partition(s) hold sources whose bytes another source has; %d changed",
+                 len(new), len(changed))
+    return changed
+
+
+def _copies_in(hashes: pa.Table) -> pa.Table:
+    """Every source of ``hashes`` whose bytes a source with a lower id has too, with that original."""
+    rows = sorted(zip(hashes["source_sha256"].to_pylist(), hashes["source_id"].to_pylist(),
+                      hashes["partition"].to_pylist(), strict=True))
+    out: dict[str, list[Any]] = {name: [] for name in COPIES_SCHEMA.names}
+    original: tuple[str, str] | None = None
+    for sha, sid, partition in rows:
+        if original is not None and original[0] == sha:
+            if sid != original[1]:
+                for name, value in zip(COPIES_SCHEMA.names, (sid, partition, sha, original[1]), strict=True):
+                    out[name].append(value)
+        else:
+            original = (sha, sid)
+    return pa.table(out, schema=COPIES_SCHEMA)
+
+
+def _record_copies(copies: pa.Table, output: str) -> pa.Table:
+    """Write one partition's copies (unless that very record exists); its partition and digest."""
+    partition, digest = copies["partition"][0].as_py(), copies_digest(copies)
+    record = WorkArea.of(output).copies_record(partition, digest)
+    if not record.exists():
+        record.write_table(copies.sort_by("source_id"))
+    return pa.table({"partition": [partition], "digest": [digest]})
