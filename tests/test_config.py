@@ -31,7 +31,7 @@ from training.model.config import UNetConfig
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_YAML = REPO_ROOT / "configs" / "default.yaml"
-TRAIN_YAMLS = [REPO_ROOT / "configs" / "train.yaml", REPO_ROOT / "configs" / "train_tiny.yaml"]
+TRAIN_YAMLS = [REPO_ROOT / "configs" / name for name in ("train.yaml", "train_tiny.yaml", "train_sd21.yaml")]
 
 
 def write(tmp_path: Path, text: str) -> Path:

@@ -283,3 +283,28 @@ def test_bad_inputs_say_what_is_wrong() -> None:
     with pytest.raises(ValueError, match="cross_attention_dim"):
         model(latents, steps, text[..., :8])
     assert model(latents, torch.tensor(10), text).shape == latents.shape  # a scalar timestep is broadcast
+
+
+def test_every_variant_starts_from_the_same_shared_weights() -> None:
+    """Fair arms: with one seed, every tensor two variants share (name and shape) starts equal, whatever
+    variant-specific (fusion) layers each builds; the fusion layers still follow the seed, and the global RNG
+    is left where it would be without them."""
+    states, after = {}, {}
+    for attention in ATTENTION_VARIANTS:
+        torch.manual_seed(0)
+        states[attention] = VideoUNet(UNetConfig.tiny(attention=attention, layers_per_block=2)).state_dict()
+        after[attention] = torch.get_rng_state()
+    for i, a in enumerate(ATTENTION_VARIANTS):
+        for b in ATTENTION_VARIANTS[i + 1:]:
+            shared = [k for k in states[a] if k in states[b] and states[a][k].shape == states[b][k].shape]
+            assert shared, (a, b)
+            differ = [k for k in shared if not torch.equal(states[a][k], states[b][k])]
+            assert not differ, f"{a} vs {b}: {len(differ)} of {len(shared)} shared tensors differ, e.g. {differ[:3]}"
+            assert torch.equal(after[a], after[b]), (a, b)
+    torch.manual_seed(1)
+    reseeded = VideoUNet(UNetConfig.tiny(attention="swap", layers_per_block=2)).state_dict()
+    fusion = [k for k in reseeded if ".fusion." in k and reseeded[k].unique().numel() > 1]  # drawn at random
+    assert fusion and all(not torch.equal(reseeded[k], states["swap"][k]) for k in fusion)
+    torch.manual_seed(0)
+    again = VideoUNet(UNetConfig.tiny(attention="swap", layers_per_block=2)).state_dict()
+    assert all(torch.equal(again[k], states["swap"][k]) for k in again)

@@ -24,7 +24,8 @@ from tests.train_corpus import write_corpus
 from training.checkpoint import checkpoints_root, list_checkpoints, load_state
 from training.config import TrainConfig, config_from_dict, load_config, save_config
 from training.distributed import DistEnv
-from training.trainer import Trainer
+from training.model import VideoUNet
+from training.trainer import EMA, Trainer, ema_decay
 
 ROOT = Path(__file__).resolve().parent.parent
 CPU = DistEnv(rank=0, world=1, local_rank=0, device=torch.device("cpu"))
@@ -90,6 +91,40 @@ def test_two_n_steps_equal_n_steps_resume_n_steps(material: dict, tmp_path: Path
                                                   sb["optimizer"]["state"][0].values()))
     first = Trainer(tiny_config(material, material["mixed"], tmp_path / "c", **overrides), CPU)
     assert not torch.equal(next(first.model.parameters()), next(resumed.model.parameters()))  # it did train
+
+
+def test_the_ema_decay_warms_up() -> None:
+    """min(decay, (1 + step) / (10 + step)): the first updates follow the model, late ones use ``decay``."""
+    assert ema_decay(0.9999, 0) == pytest.approx(0.1)
+    assert ema_decay(0.9999, 10) == pytest.approx(11 / 20)
+    assert ema_decay(0.9999, 10**6) == 0.9999
+    assert ema_decay(0.9999, 0, warmup=False) == 0.9999
+    model = torch.nn.Linear(2, 2)
+    with torch.no_grad():
+        model.weight.zero_()
+        ema = EMA(model, 0.9999)
+        model.weight.fill_(1.0)
+    ema.update(model, step=0)
+    assert torch.allclose(ema.state["weight"], torch.full((2, 2), 0.9))  # 90 % of the way to the model
+    ema.update(model, step=10**6)
+    assert torch.allclose(ema.state["weight"], torch.full((2, 2), 0.9 + 0.1 * 1e-4))
+
+
+def test_a_checkpoint_without_ema_resumes_with_the_ema_of_its_weights(material: dict, tmp_path: Path) -> None:
+    """The EMA is built after the restore: its weights are the checkpoint's, not the random initialisation."""
+    overrides = dict(steps=1, checkpoint_every=1, data__workers=0, optim__ema_decay=0.0)
+    Trainer(tiny_config(material, material["two_clips"], tmp_path, **overrides), CPU).train()
+    checkpoint = list_checkpoints(tmp_path)[-1]
+    assert not (checkpoint / "ema.safetensors").exists()
+    resumed = Trainer(tiny_config(material, material["two_clips"], tmp_path, **{**overrides, "steps": 2,
+                                                                                 "optim__ema_decay": 0.99}), CPU)
+    assert resumed.step == 1 and resumed.ema is not None
+    restored = load_file(checkpoint / "model.safetensors")
+    assert resumed.ema.state.keys() == restored.keys()
+    assert all(torch.equal(resumed.ema.state[k], restored[k].float()) for k in restored)
+    torch.manual_seed(resumed.cfg.seed)
+    initial = VideoUNet(resumed.cfg.model.unet).state_dict()
+    assert any(not torch.equal(initial[k], restored[k]) for k in restored)  # the step did change the weights
 
 
 def test_a_run_skips_an_unreadable_shard_and_logs_it(material: dict, tmp_path: Path) -> None:

@@ -60,6 +60,12 @@ class ModelConfig(Config):
     text_encoder: str = ""  # local directory of a transformers CLIPTextModel (save_pretrained layout)
     tokenizer: str = ""  # local directory of its tokenizer
     vae: str = ""  # local directory of a diffusers AutoencoderKL
+    # Local directory of a pretrained diffusers UNet2DConditionModel (e.g. Stable Diffusion 2.1 base's unet/; never
+    # downloaded) that a new run starts from: its config.json sets model.unet's spatial layout (block_channels,
+    # layers_per_block, attention levels, heads, cross_attention_dim, groups, in/out channels), its weights fill
+    # every 2D layer, and the temporal and fusion layers start as identities (training.model.pretrained).
+    # model.unet then only supplies the video-only fields. "": random initialisation.
+    init_from: str = ""
 
 
 class DiffusionConfig(Config):
@@ -71,7 +77,7 @@ class DiffusionConfig(Config):
     beta_schedule: Literal["linear", "scaled_linear", "squaredcos_cap_v2"] = "scaled_linear"
     beta_start: float = 0.00085
     beta_end: float = 0.012
-    zero_terminal_snr: bool = False  # rescale betas so the last step is pure noise (use with objective v)
+    zero_terminal_snr: bool = False  # rescale betas so the last step is pure noise (needs objective v)
     # Share of captions replaced by "" so classifier-free guidance works.
     caption_dropout: Annotated[float, Field(ge=0, le=1)] = 0.1
 
@@ -86,6 +92,8 @@ class OptimConfig(Config):
     grad_clip: float = 1.0  # max global grad norm (0: off)
     grad_accumulation: Positive = 1  # micro-batches per optimizer step
     ema_decay: float = 0.9999  # 0: no EMA
+    # EMA decay min(ema_decay, (1 + step) / (10 + step)): early EMA follows the model instead of its random init
+    ema_warmup: bool = True
 
 
 class TrainConfig(Config):
@@ -120,6 +128,12 @@ class TrainConfig(Config):
         for name in ("text_encoder", "tokenizer", "vae"):
             if not getattr(self.model, name):
                 raise ValueError(f"model.{name} is empty: set it to a local directory (see configs/train.yaml)")
+        if self.diffusion.zero_terminal_snr and self.diffusion.objective == "eps":
+            # At t = T-1 alpha_bar is 0: the clean latent x0 = (x - sqrt(1 - alpha_bar) eps) / sqrt(alpha_bar)
+            # divides by 0, so DDIM's first step gives NaN samples, and eps of pure noise says nothing about x0.
+            raise ValueError("diffusion.zero_terminal_snr: true needs diffusion.objective: v (with objective eps "
+                             "the last timestep has no signal and sampling divides by sqrt(alpha_bar) = 0, giving "
+                             "NaN); set objective: v, or zero_terminal_snr: false")
 
 
 def config_from_dict(data: dict[str, Any]) -> TrainConfig:

@@ -2,7 +2,9 @@
 
 Training noises latents with a ``DDPMScheduler`` (linear or scaled-linear betas, optionally rescaled
 to zero terminal SNR) and regresses the noise (eps) or the velocity (v). Sampling runs a
-``DDIMScheduler`` built from the same config, with classifier-free guidance against the empty caption.
+``DDIMScheduler`` built from the same config, with classifier-free guidance against the empty caption,
+on "trailing" timesteps: ``round(arange(T, 0, -T / steps)) - 1``, so the first step is t = T - 1 as in
+training (999, 979, ..., 19 for T = 1000 and 50 steps; "leading" spacing would give 980, ..., 0).
 """
 
 from __future__ import annotations
@@ -24,8 +26,10 @@ def make_scheduler(cfg: DiffusionConfig) -> DDPMScheduler:
         num_train_timesteps=cfg.num_train_timesteps, beta_schedule=cfg.beta_schedule, beta_start=cfg.beta_start,
         beta_end=cfg.beta_end, prediction_type=PREDICTION_TYPES[cfg.objective],
         rescale_betas_zero_snr=cfg.zero_terminal_snr, clip_sample=False,
-        # zero-SNR needs the last training timestep among the sampled ones (Lin et al. 2023, sec. 3.3)
-        timestep_spacing="trailing" if cfg.zero_terminal_snr else "leading",
+        # Sampling starts at the last training timestep (999 of 1000), the noisiest level training covers:
+        # "trailing" spacing (Lin et al. 2023, sec. 3.3). "leading" would start at 980 for 50 steps, taking pure
+        # noise for x_980 (which still holds signal); zero terminal SNR needs t = 999 in any case.
+        timestep_spacing="trailing",
     )
 
 

@@ -4,10 +4,11 @@ Per optimizer step: ``grad_accumulation`` micro-batches are streamed (``training
 the frozen VAE and text encoder (captions dropped to "" with ``caption_dropout`` so classifier-free
 guidance works), and their diffusion loss back-propagated (bf16 autocast on CUDA, DDP syncing only
 on the last micro-batch); then gradients are clipped, AdamW steps at the warm-up schedule's rate,
-and the EMA weights follow. Every ``checkpoint_every`` steps rank 0 writes a checkpoint holding
-everything needed to continue bit for bit: weights, EMA, optimizer, step, RNG states and every
-rank's data position. Randomness comes from the global torch RNG (seeded per rank and saved) and
-from the data stream's own seeded generators, so 2N steps equal N steps + resume + N steps.
+and the EMA weights follow (with a warm-up of their decay, ``ema_decay``). Every ``checkpoint_every``
+steps rank 0 writes a checkpoint holding everything needed to continue bit for bit: weights, EMA,
+optimizer, step, RNG states and every rank's data position. Randomness comes from the global torch
+RNG (seeded per rank and saved) and from the data stream's own seeded generators, so 2N steps equal
+N steps + resume + N steps.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from training.diffusion import diffusion_loss, make_scheduler
 from training.distributed import DistEnv, gather, mean_over_ranks
 from training.encoders import TextEncoder, VideoVAE
 from training.model import VideoUNet
+from training.model.pretrained import load_2d_weights, read_2d_config, unet_config_from_2d
 
 log = logging.getLogger("videofactory.train")
 
@@ -66,18 +68,36 @@ def learning_rate(step: int, cfg: OptimConfig) -> float:
     return cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup_steps))
 
 
-class EMA:
-    """Exponential moving average of the model's floating-point state, kept in float32."""
+def ema_decay(decay: float, step: int, warmup: bool = True) -> float:
+    """The EMA's decay at the update after optimizer step ``step`` (0 for the first update).
 
-    def __init__(self, model: torch.nn.Module, decay: float) -> None:
-        self.decay = decay
+    With ``warmup``, ``min(decay, (1 + step) / (10 + step))`` (TensorFlow's ``ExponentialMovingAverage`` with
+    ``num_updates``; diffusers' ``EMAModel`` without ``use_ema_warmup`` has the same curve one update later):
+    0.1 at step 0, 0.55 at step 10, 0.999 near step 9000, so the EMA follows the model early on instead of
+    keeping its random initialisation (at a flat 0.9999, 0.9999 ** 20000 = 13 % of the EMA would still be the
+    initial weights after 20k steps).
+    """
+    return min(decay, (1 + step) / (10 + step)) if warmup else decay
+
+
+class EMA:
+    """Exponential moving average of the model's floating-point state, kept in float32, starting from the
+    model's current weights (the restored ones when a run resumes from a checkpoint without an EMA)."""
+
+    def __init__(self, model: torch.nn.Module, decay: float, warmup: bool = True) -> None:
+        self.decay, self.warmup = decay, warmup
         self.state = {k: v.detach().float().clone() for k, v in model.state_dict().items()}
 
+    def decay_at(self, step: int) -> float:
+        return ema_decay(self.decay, step, self.warmup)
+
     @torch.no_grad()
-    def update(self, model: torch.nn.Module) -> None:
+    def update(self, model: torch.nn.Module, step: int) -> None:
+        """Move towards ``model``'s weights after optimizer step ``step`` (0 for the first)."""
+        weight = 1 - self.decay_at(step)
         for key, value in model.state_dict().items():
             if value.is_floating_point():
-                self.state[key].lerp_(value.float(), 1 - self.decay)
+                self.state[key].lerp_(value.float(), weight)
             else:
                 self.state[key].copy_(value)
 
@@ -105,22 +125,34 @@ class Trainer:
         if cfg.data.width % f or cfg.data.height % f:
             raise ValueError(f"data.width and data.height must be multiples of the VAE's factor {f}")
         torch.manual_seed(cfg.seed)  # the same initial weights on every rank
+        if cfg.model.init_from:  # the spatial layout of a pretrained image U-Net (kept in every checkpoint's config)
+            cfg.model.unet = unet_config_from_2d(read_2d_config(cfg.model.init_from), cfg.model.unet)
         self.model = build_unet(cfg, self.text.hidden_size, self.vae.channels,
                                 (cfg.data.height // f, cfg.data.width // f)).to(env.device)
+        if cfg.model.init_from and not (resume and list_checkpoints(cfg.output)):  # a resumed run has its weights
+            report = load_2d_weights(self.model, cfg.model.init_from)
+            log.info("initialised %d spatial tensors from %s; %d video-only tensors start as identities",
+                     len(report.copied), cfg.model.init_from, len(report.video_only))
         self.model.set_gradient_checkpointing(cfg.gradient_checkpointing)
         self.scheduler = make_scheduler(cfg.diffusion)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.optim.lr, betas=tuple(cfg.optim.betas),
                                            weight_decay=cfg.optim.weight_decay)
-        self.ema = EMA(self.model, cfg.optim.ema_decay) if cfg.optim.ema_decay > 0 else None
         self.step = 0
         torch.manual_seed(cfg.seed + env.rank)  # different noise, timesteps and dropout on each rank
-        data_state = None
+        data_state, ema_state = None, None
         if env.main:  # rank 0 writes the checkpoints: what an interrupted write left is its to clear
             for partial in remove_partial_checkpoints(cfg.output):
                 log.info("removed %s, left by an interrupted checkpoint write", partial)
         found = list_checkpoints(cfg.output) if resume else []
         if found:
-            data_state = self._restore(found[-1])
+            data_state, ema_state = self._restore(found[-1])
+        # built after the restore: a checkpoint without an EMA (trained with ema_decay 0) resumes with an EMA
+        # of its restored weights, not of the random initialisation
+        self.ema = EMA(self.model, cfg.optim.ema_decay, cfg.optim.ema_warmup) if cfg.optim.ema_decay > 0 else None
+        if self.ema is not None and ema_state is not None:
+            self.ema.state = {k: v.to(env.device) for k, v in ema_state.items()}
+        elif self.ema is not None and found:
+            log.warning("%s has no EMA weights: the EMA starts from its model weights", found[-1])
         self.loader = ResumableLoader(cfg.data, cfg.seed, env.rank, env.world, data_state)
         on_gpu = env.device.type == "cuda"
         self.ddp = (DistributedDataParallel(self.model, device_ids=[env.device.index] if on_gpu else None)
@@ -129,22 +161,19 @@ class Trainer:
         self.network = torch.compile(network) if cfg.compile else network
         self.losses: list[float] = []
 
-    def _restore(self, path: Path) -> dict[str, Any]:
-        """Load checkpoint ``path``; return this rank's data position."""
+    def _restore(self, path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor] | None]:
+        """Load checkpoint ``path``'s weights, optimizer, step and RNG; return this rank's data position and the
+        checkpoint's EMA weights (None if it has none)."""
         state = load_state(path)
         if len(state["data"]) != self.env.world:
             raise ValueError(f"{path} was written by {len(state['data'])} ranks, this run has {self.env.world}: "
                              "resume with the same number of processes (or a new output directory)")
         load_weights(path, self.model)
-        if self.ema is not None:
-            ema = load_ema(path)
-            if ema is not None:
-                self.ema.state = {k: v.to(self.env.device) for k, v in ema.items()}
         self.optimizer.load_state_dict(state["optimizer"])
         self.step = int(state["step"])
         set_rng_state(state["rng"][self.env.rank])
         log.info("resumed from %s at step %d", path, self.step)
-        return state["data"][self.env.rank]
+        return state["data"][self.env.rank], load_ema(path)
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         on_gpu = self.env.device.type == "cuda" and self.cfg.bf16
@@ -178,7 +207,7 @@ class Trainer:
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         if self.ema is not None:
-            self.ema.update(self.model)
+            self.ema.update(self.model, self.step)
         self.step += 1
         return {"loss": sum(r[0] for r in results) / accumulation, "wait": sum(r[1] for r in results),
                 "seconds": time.perf_counter() - started, "samples": sum(r[2] for r in results), "lr": lr}

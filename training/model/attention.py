@@ -56,8 +56,12 @@ class Attention(nn.Module):
         self.to_v = nn.Linear(context_dim or dim, dim, bias=False)
         self.to_out = nn.Linear(dim, dim)
         if zero_init_out:
-            nn.init.zeros_(self.to_out.weight)
-            nn.init.zeros_(self.to_out.bias)
+            self.zero_output()
+
+    def zero_output(self) -> None:
+        """Zero the output projection: the layer then returns 0 whatever its input."""
+        nn.init.zeros_(self.to_out.weight)
+        nn.init.zeros_(self.to_out.bias)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None,
                 mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -132,6 +136,11 @@ class TemporalTransformer(_FactorizedTransformer):
 
     def __init__(self, channels: int, head_dim: int, groups: int):
         super().__init__(channels, head_dim, groups)
+        self.reset_to_identity()
+
+    def reset_to_identity(self) -> None:
+        """Zero the output projection, so the layer is the identity (a video-only layer, see
+        ``training.model.pretrained``)."""
         nn.init.zeros_(self.proj_out.weight)
         nn.init.zeros_(self.proj_out.bias)
 
@@ -216,6 +225,10 @@ class SwapWindowCrossAttention(nn.Module):
         self.norm_kv = nn.LayerNorm(channels)
         self.attn = Attention(channels, head_dim, zero_init_out=True)
 
+    def reset_to_identity(self) -> None:
+        """Zero the output projection: the update is 0, so the block it fuses into is unchanged."""
+        self.attn.zero_output()
+
     def forward(self, spatial: torch.Tensor, temporal: torch.Tensor) -> torch.Tensor:
         """Both streams (B, C, T, H, W) -> update (B, C, T, H, W)."""
         query, key_value = (spatial, temporal) if self.query_stream == "spatial" else (temporal, spatial)
@@ -236,6 +249,10 @@ class GlobalSpatiotemporalAttention(nn.Module):
         super().__init__()
         self.norm = nn.LayerNorm(channels)
         self.attn = Attention(channels, head_dim, zero_init_out=True)
+
+    def reset_to_identity(self) -> None:
+        """Zero the output projection: the update is 0, so the block it fuses into is unchanged."""
+        self.attn.zero_output()
 
     def forward(self, spatial: torch.Tensor, temporal: torch.Tensor) -> torch.Tensor:
         """Both streams (B, C, T, H, W) -> update (B, C, T, H, W); only the temporal stream is used."""

@@ -40,9 +40,13 @@ class TemporalConv(nn.Module):
             if i > 0 and dropout:
                 stages.append(nn.Dropout(dropout))
             stages.append(nn.Conv3d(channels, channels, kernel_size=(3, 1, 1), padding=(1, 0, 0)))
-        nn.init.zeros_(stages[-1].weight)
-        nn.init.zeros_(stages[-1].bias)
         self.net = nn.Sequential(*stages)
+        self.reset_to_identity()
+
+    def reset_to_identity(self) -> None:
+        """Zero the last convolution: the block is then the identity (see ``training.model.pretrained``)."""
+        nn.init.zeros_(self.net[-1].weight)
+        nn.init.zeros_(self.net[-1].bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.net(x)

@@ -16,7 +16,10 @@ Each transformer block is a ``SpatioTemporalBlock``; its fusion layer depends on
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import hashlib
+import itertools
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +29,18 @@ from torch.utils.checkpoint import checkpoint
 from training.model.attention import STREAMS, sinusoidal_embedding
 from training.model.blocks import Downsample, ResBlock, SpatioTemporalBlock, Upsample, make_fusion, per_frame
 from training.model.config import UNetConfig
+
+
+@contextlib.contextmanager
+def _own_rng(base: str, name: str) -> Iterator[None]:
+    """Build what is inside from an RNG stream of its own, seeded from ``base`` and ``name``, and leave the
+    global CPU RNG as it was. The attention variants' own layers (the fusion) are built this way, so the layers
+    every variant shares draw the same numbers whatever the variant: with one seed, all arms of the ablation
+    start from the same shared weights (and the global RNG ends in the same state)."""
+    seed = int.from_bytes(hashlib.sha256(f"{base}/{name}".encode()).digest()[:8], "little") >> 1
+    with torch.random.fork_rng(devices=[]):
+        torch.random.default_generator.manual_seed(seed)
+        yield
 
 
 class _QueryRoles:
@@ -73,6 +88,14 @@ class VideoUNet(nn.Module):
         self.conv_in = nn.Conv2d(config.in_channels, chans[0], 3, padding=1)
         roles = _QueryRoles(config)
         levels = config.levels_with_attention
+        # the variant-specific layers' streams follow the seed (the RNG state now) without drawing from it
+        rng_base = hashlib.sha256(torch.get_rng_state().numpy().tobytes()).hexdigest()
+        fusion_index = itertools.count()
+
+        def fusion(channels: int) -> nn.Module | None:
+            with _own_rng(rng_base, f"fusion.{next(fusion_index)}"):
+                return make_fusion(config.attention, channels, config.attention_head_dim, config.window,
+                                   roles.next())
 
         def resnet(cin: int, cout: int) -> ResBlock:
             return ResBlock(cin, cout, temb, config.norm_num_groups, config.temporal_conv_layers, config.dropout)
@@ -82,9 +105,7 @@ class VideoUNet(nn.Module):
                 return None
             roles.start_block()
             return [SpatioTemporalBlock(channels, config.attention_head_dim, config.cross_attention_dim,
-                                        config.norm_num_groups,
-                                        make_fusion(config.attention, channels, config.attention_head_dim,
-                                                    config.window, roles.next()))
+                                        config.norm_num_groups, fusion(channels))
                     for _ in range(count)]
 
         skips = [chans[0]]
