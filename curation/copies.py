@@ -33,6 +33,7 @@ import pyarrow.compute as pc
 import ray
 
 from curation.ids import clip_key
+from curation.ingest import DRIVER_INGEST_MAX_SOURCES, MAX_SHUFFLE_PARTITIONS, WRITE_THREADS
 from curation.workarea import WorkArea
 from shards.layout import partition_name
 from shards.schema import STATUS_OK, STATUS_REJECTED
@@ -40,14 +41,9 @@ from storage import Location
 
 log = logging.getLogger(__name__)
 
-#: Corpora of up to this many sources are grouped in the driver (a few MB of hashes); larger ones by a shuffle.
-DRIVER_MAX_SOURCES = 100_000
-
-#: Objects read or written at once by the driver (object-store requests are latency-bound).
-THREADS = 16
-
-#: Ray Data's own default partition count for a groupby; fewer when the corpus has fewer partitions.
-MAX_SHUFFLE_PARTITIONS = 200
+#: Corpora of up to this many sources are grouped in the driver (a few MB of hashes); larger ones by a
+#: shuffle, as ingest decides for the input.
+DRIVER_MAX_SOURCES = DRIVER_INGEST_MAX_SOURCES
 
 HASHES_SCHEMA = pa.schema([pa.field("source_id", pa.string()), pa.field("partition", pa.int32()),
                            pa.field("source_sha256", pa.string())])
@@ -103,7 +99,7 @@ def find_copies(work: WorkArea, partitions: list[int], sources: int) -> set[int]
     old = work.copies_records()  # before any is written
     new: dict[int, str] = {}
     if hashes and sources <= DRIVER_MAX_SOURCES:
-        with ThreadPoolExecutor(THREADS) as pool:
+        with ThreadPoolExecutor(WRITE_THREADS) as pool:
             found = _copies_in(pa.concat_tables(pool.map(lambda h: h.read_table(schema=HASHES_SCHEMA), hashes)))
             groups = [found.filter(pc.equal(found["partition"], p)) for p in set(found["partition"].to_pylist())]
             for digest in pool.map(lambda g: _record_copies(g, work.output.uri), groups):
