@@ -6,8 +6,11 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from jobs.ablate import ablate, add_ablate_arguments
 from jobs.curate import add_curate_arguments, curate
 from jobs.entry import run_handler
+from jobs.evaluate import __doc__ as evaluate_doc
+from jobs.evaluate import add_evaluate_arguments, evaluate
 from jobs.sample import add_sample_arguments, sample
 from jobs.stats import add_stats_arguments, stats
 from jobs.train import add_train_arguments, train
@@ -61,6 +64,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_sample_arguments(sample_parser)
     sample_parser.set_defaults(func=sample)
+    evaluate_parser = commands.add_parser(
+        "evaluate", help="metrics of a checkpoint: held-out loss per timestep bucket, temporal consistency, CLIPSIM, "
+                         "FVD (metrics.json, metrics.md, TensorBoard)",
+        description=evaluate_doc, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_evaluate_arguments(evaluate_parser)
+    evaluate_parser.set_defaults(func=evaluate)
+    ablate_parser = commands.add_parser(
+        "ablate", help="the attention ablation: one training run per variant and seed, then a results table",
+        description="Train every attention variant x seed from one config (same shared initial weights, same data "
+                    "order) in OUT/<variant>/seed<k>, then write OUT/results.md and OUT/results.json. Rerunning "
+                    "skips finished arms.",
+    )
+    add_ablate_arguments(ablate_parser)
+    ablate_parser.set_defaults(func=ablate)
     return parser
 
 

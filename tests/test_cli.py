@@ -32,6 +32,10 @@ OPTIONS = {
               "--set KEY=VALUE", "--set optim.lr=1e-4"),
     "sample": ("--checkpoint", "--prompt", "--out", "--steps", "--guidance", "--seed", "--frames", "--fps", "--no-ema",
                "--set KEY=VALUE", "for this sample only", "--set model.vae="),
+    "evaluate": ("--checkpoint", "--corpus", "--out", "--clip-model", "--i3d-weights", "--no-ema", "--no-samples",
+                 "--set KEY=VALUE", "heldout_loss", "fvd", "clipsim"),
+    "ablate": ("--config", "--variants", "--steps", "--seeds", "--out", "--last", "--no-eval", "--set KEY=VALUE",
+               "every arm's config", "skips finished arms"),
 }
 
 
@@ -52,7 +56,7 @@ def misuse(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
 
 def test_help_lists_every_command(capsys):
     text = help_text(["--help"], capsys)
-    assert "{curate,validate,stats,train,sample}" in text
+    assert "{curate,validate,stats,train,sample,evaluate,ablate}" in text
     for command in OPTIONS:
         assert f"{command} " in text
 

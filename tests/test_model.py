@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
 import torch
 
 from training.model import ATTENTION_VARIANTS, UNetConfig, VideoUNet
-from training.model.attention import GlobalSpatiotemporalAttention, SwapWindowCrossAttention, WindowLayout
+from training.model.attention import (
+    GlobalSpatiotemporalAttention,
+    SwapWindowCrossAttention,
+    TemporalSelfAttention,
+    WindowLayout,
+)
+from training.model.pretrained import reset_video_layers, video_unet_from_2d
 
 CROSS_STREAM = (SwapWindowCrossAttention, GlobalSpatiotemporalAttention)
 
@@ -264,8 +271,8 @@ def test_config_json_round_trip_and_validation() -> None:
     again = UNetConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
     assert again == cfg
     assert VideoUNet(again).state_dict().keys() == VideoUNet(cfg).state_dict().keys()
-    with pytest.raises(ValueError, match="attention: .*'swap', 'spatial_query', 'temporal_query', 'factorized' or "
-                                         "'full3d', not 'swapped'"):
+    with pytest.raises(ValueError, match="attention: .*'swap', 'spatial_query', 'temporal_query', 'factorized', "
+                                         "'full3d' or 'factorized_matched', not 'swapped'"):
         UNetConfig.tiny(attention="swapped")
     with pytest.raises(ValueError, match="windw: unknown config key; .*window"):
         UNetConfig.from_dict({**cfg.to_dict(), "windw": [2, 2, 2]})
@@ -308,3 +315,90 @@ def test_every_variant_starts_from_the_same_shared_weights() -> None:
     torch.manual_seed(0)
     again = VideoUNet(UNetConfig.tiny(attention="swap", layers_per_block=2)).state_dict()
     assert all(torch.equal(again[k], states["swap"][k]) for k in again)
+
+
+@pytest.mark.parametrize("fps_conditioning", [False, True])
+@pytest.mark.parametrize("attention", ATTENTION_VARIANTS)
+def test_a_single_frame_bypasses_the_temporal_layers(attention: str, fps_conditioning: bool) -> None:
+    """T = 1 (an image in joint image-video training) is exactly the image model: with every temporal, fusion and
+    fps layer trained (non-zero, not identities), a 1-frame input gives what the model with those layers zeroed
+    gives per frame on a longer clip; T > 1 still uses them."""
+    torch.manual_seed(0)
+    model = VideoUNet(UNetConfig.tiny(attention=attention, window=(2, 4, 4), fps_conditioning=fps_conditioning))
+    randomize_zero_params(model, seed=13)
+    image_model = copy.deepcopy(model)
+    assert reset_video_layers(image_model)  # temporal convs and transformers, fusion, fps embedding -> identity
+    latents, steps, text = inputs(model.config, t=3)
+    fps = torch.tensor([8.0, 24.0])
+    with torch.no_grad():
+        reference = image_model(latents, steps, text, fps=fps)  # zeroed temporal layers: per frame
+        for frame in range(3):
+            single = model(latents[:, :, frame:frame + 1], steps, text, fps=fps)
+            torch.testing.assert_close(single, reference[:, :, frame:frame + 1], atol=1e-5, rtol=1e-4)
+        video = model(latents, steps, text, fps=fps)
+    assert (video - reference).abs().amax() > 1e-3, "with T > 1 the temporal layers still act"
+
+
+def test_a_single_frame_of_a_trained_video_model_is_the_pretrained_image_model() -> None:
+    """Initialised from a 2D U-Net and then "trained" (every video-only layer non-zero), the video U-Net on one
+    frame still equals the 2D U-Net: joint training with images trains exactly the inherited image model."""
+    from tests.test_pretrained_init import per_frame_reference, tiny_2d
+
+    unet2d = tiny_2d().eval()
+    for attention in ATTENTION_VARIANTS:
+        model = video_unet_from_2d(unet2d, UNetConfig(attention=attention, window=(2, 2, 2), fps_conditioning=True))
+        randomize_zero_params(model, seed=14)
+        g = torch.Generator().manual_seed(0)
+        latents, steps, text = torch.randn(2, 4, 1, 8, 8, generator=g), torch.tensor([17, 803]), torch.randn(
+            2, 5, 32, generator=g)
+        with torch.no_grad():
+            difference = (model.eval()(latents, steps, text, fps=12.0)
+                          - per_frame_reference(unet2d, latents, steps, text)).abs().max()
+        assert difference <= 1e-5, (attention, difference)
+
+
+def test_fps_conditioning_is_zero_at_init_and_reaches_the_output_once_trained() -> None:
+    torch.manual_seed(0)
+    model = VideoUNet(UNetConfig.tiny(fps_conditioning=True))
+    latents, steps, text = inputs(model.config, t=3)
+    with torch.no_grad():
+        base = model(latents, steps, text, fps=8.0)
+        assert torch.equal(model(latents, steps, text, fps=torch.tensor([24.0, 2.0])), base), "zero-init: no effect"
+        randomize_zero_params(model.fps_embed, seed=15)
+        trained = model(latents, steps, text, fps=8.0)
+        assert (model(latents, steps, text, fps=24.0) - trained).abs().amax() > 1e-4, "fps now reaches the output"
+        assert torch.equal(model(latents[:, :, :1], steps, text, fps=24.0),
+                           model(latents[:, :, :1], steps, text, fps=8.0)), "a single frame ignores fps"
+    with pytest.raises(ValueError, match="pass fps"):
+        model(latents, steps, text)
+    # an optional layer from its own RNG stream: the shared weights are those of the model without it
+    torch.manual_seed(0)
+    plain = VideoUNet(UNetConfig.tiny()).state_dict()
+    torch.manual_seed(0)
+    with_fps = VideoUNet(UNetConfig.tiny(fps_conditioning=True)).state_dict()
+    assert all(torch.equal(plain[k], with_fps[k]) for k in plain)
+    assert {k for k in with_fps if k not in plain} == {k for k in with_fps if k.startswith("fps_embed.")}
+
+
+def parameter_count(cfg: UNetConfig) -> int:
+    with torch.device("meta"):  # shapes only: the default (SD-sized) U-Net costs no memory
+        return sum(p.numel() for p in VideoUNet(cfg).parameters())
+
+
+@pytest.mark.parametrize("make", [UNetConfig.tiny, UNetConfig], ids=["tiny", "default"])
+def test_factorized_matched_has_the_windowed_arms_parameters_without_cross_stream_attention(make) -> None:
+    counts = {a: parameter_count(make(attention=a)) for a in ("factorized", "factorized_matched", "swap")}
+    assert abs(counts["factorized_matched"] - counts["swap"]) <= 0.01 * counts["swap"], counts
+    assert counts["factorized_matched"] > counts["factorized"]
+    model = VideoUNet(UNetConfig.tiny(attention="factorized_matched"))
+    assert not [m for m in model.modules() if isinstance(m, CROSS_STREAM)]
+    layers = [m for m in model.modules() if isinstance(m, TemporalSelfAttention)]
+    assert layers
+    randomize_zero_params(layers[0], seed=16)
+    spatial, temporal = torch.randn(2, 1, 32, 3, 2, 2, generator=torch.Generator().manual_seed(17))
+    with torch.no_grad():  # it never looks at the spatial stream, and it mixes frames
+        out = layers[0](spatial, temporal)
+        assert torch.equal(layers[0](spatial + 1.0, temporal), out)
+        bumped = temporal.clone()
+        bumped[:, :, 0] += 1.0 + torch.randn(bumped[:, :, 0].shape)
+        assert (layers[0](spatial, bumped)[:, :, 1:] - out[:, :, 1:]).abs().amax() > 1e-4

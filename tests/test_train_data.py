@@ -34,11 +34,14 @@ def corpora(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, l
     }
 
 
-def data_config(*paths: Path | str, weights: list[float] | None = None, **overrides: object) -> DataConfig:
+def data_config(*paths: Path | str, weights: list[float] | None = None, corpus_frames: list[int | None] | None = None,
+                **overrides: object) -> DataConfig:
     weights = weights or [1.0] * len(paths)
+    corpus_frames = corpus_frames or [None] * len(paths)
     fields = dict(frames=4, stride=2, width=256, height=144, batch_size=2, workers=0, shuffle_buffer=4)
     fields.update(overrides)
-    return DataConfig(corpora=[CorpusConfig(path=str(p), weight=w) for p, w in zip(paths, weights)], **fields)
+    return DataConfig(corpora=[CorpusConfig(path=str(p), weight=w, frames=f)
+                               for p, w, f in zip(paths, weights, corpus_frames)], **fields)
 
 
 def take(loader: ResumableLoader, batches: int) -> list[dict]:
@@ -141,3 +144,61 @@ def test_a_corpus_in_an_object_store_streams_the_same_batches(corpora: dict, req
     assert all(torch.equal(b["video"], e["video"]) for b, e in zip(batches, expected))
     resumed = take(ResumableLoader(data_config(remote.uri, workers=2), seed=1, state=loader.state_dict()), 2)
     assert [b["key"] for b in resumed] == [b["key"] for b in take(local, 2)]
+
+
+def test_images_and_videos_are_mixed_by_weight_one_frame_count_per_batch(corpora: dict) -> None:
+    """Joint image-video training: a corpus with frames: 1 gives T = 1 batches (single frames of its clips),
+    never mixed with the T = 4 video batches, in the share of its weight; the same seed gives the same
+    sequence, a resumed loader continues it, and every batch carries its clips' sampled frame rate."""
+    videos, images = corpora["four_shards"][0], corpora["one_shard"][0]
+    cfg = data_config(videos, images, weights=[1.0, 3.0], corpus_frames=[None, 1], batch_size=2)
+    loader = ResumableLoader(cfg, seed=0)
+    batches = take(loader, 24)
+    lengths = [b["video"].shape[1] for b in batches]
+    assert set(lengths) == {1, 4}
+    for b in batches:  # one frame count per batch, from the corpus that has it
+        assert {k[0] for k in b["key"]} == ({"b"} if b["video"].shape[1] == 1 else {"a"})
+        assert b["video"].shape[2:] == (144, 256, 3) and b["fps"].tolist() == [12.5, 12.5]  # 25 fps, stride 2
+    share = lengths.count(1) / len(lengths)
+    assert 0.55 < share < 0.95, share  # weight 3 of 4
+    assert [b["video"].shape[1] for b in take(ResumableLoader(cfg, seed=0), 24)] == lengths
+    assert [b["video"].shape[1] for b in take(ResumableLoader(cfg, seed=1), 24)] != lengths
+    state = loader.state_dict()
+    expected = take(loader, 4)
+    resumed = take(ResumableLoader(cfg, seed=0, state=state), 4)
+    assert [b["key"] for b in resumed] == [b["key"] for b in expected]
+    assert all(torch.equal(r["video"], e["video"]) for r, e in zip(resumed, expected))
+
+
+def test_a_joint_image_video_run_with_fps_conditioning_trains(corpora: dict, tmp_path: Path) -> None:
+    """End to end on the tiny U-Net: image (T = 1) and video (T = 4) batches both reach the model, with their frame
+    rate, and the fps embedding (zero at init) learns from the video batches."""
+    from demo.tiny_training import make_tiny_pretrained
+    from training.config import config_from_dict, load_config
+    from training.distributed import DistEnv
+    from training.trainer import Trainer
+
+    data = load_config(Path(__file__).resolve().parent.parent / "configs" / "train_tiny.yaml").to_dict()
+    data["data"].update(corpora=[{"path": str(corpora["four_shards"][0]), "weight": 1.0},
+                                 {"path": str(corpora["one_shard"][0]), "weight": 1.0, "frames": 1}], workers=0)
+    data["model"].update(make_tiny_pretrained(tmp_path / "pretrained"))
+    data["model"]["unet"]["fps_conditioning"] = True
+    data.update(output=str(tmp_path / "run"), steps=6, checkpoint_every=6, log_every=6)
+    trainer = Trainer(config_from_dict(data), DistEnv(rank=0, world=1, local_rank=0, device=torch.device("cpu")))
+    seen: list[tuple[int, torch.Tensor]] = []
+    forward = trainer.model.forward
+    trainer.network = lambda x, t, c, fps=None: (seen.append((x.shape[2], fps)), forward(x, t, c, fps=fps))[1]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        losses = trainer.train()
+    finally:
+        torch.set_num_threads(threads)
+    assert len(losses) == 6 and all(np.isfinite(losses))
+    assert {t for t, _ in seen} == {1, 4}
+    assert all(fps is not None and fps.tolist() == [12.5, 12.5] for _, fps in seen)
+    assert trainer.model.fps_embed.mlp[-1].weight.abs().sum() > 0, "the fps embedding learned"
+    from training.sample import generate
+
+    frames = generate(tmp_path / "run", "a clip", steps=2, fps=12.5, device="cpu")  # a conditioned model samples
+    assert frames.shape == (4, 144, 256, 3)

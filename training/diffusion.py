@@ -9,6 +9,7 @@ training (999, 979, ..., 19 for T = 1000 and 50 steps; "leading" spacing would g
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import torch
@@ -34,25 +35,29 @@ def make_scheduler(cfg: DiffusionConfig) -> DDPMScheduler:
 
 
 def diffusion_loss(model: Denoiser, scheduler: DDPMScheduler, latents: torch.Tensor,
-                   text: torch.Tensor) -> torch.Tensor:
-    """MSE between the model's prediction and its target, at uniformly drawn timesteps (global torch RNG)."""
+                   text: torch.Tensor, fps: torch.Tensor | None = None) -> torch.Tensor:
+    """MSE between the model's prediction and its target, at uniformly drawn timesteps (global torch RNG).
+    ``fps`` (B,), the clips' frame rate, is passed on to a model with frame-rate conditioning."""
     noise = torch.randn_like(latents)
     t = torch.randint(0, scheduler.config.num_train_timesteps, (latents.shape[0],), device=latents.device)
     noisy = scheduler.add_noise(latents, noise, t)
     target = noise if scheduler.config.prediction_type == "epsilon" else scheduler.get_velocity(latents, noise, t)
-    prediction = model(noisy, t, text)
+    prediction = model(noisy, t, text) if fps is None else model(noisy, t, text, fps=fps)
     return F.mse_loss(prediction.float(), target.float())
 
 
 @torch.no_grad()
 def ddim_sample(model: Denoiser, scheduler: DDPMScheduler, text: torch.Tensor, empty: torch.Tensor,
                 shape: tuple[int, ...], steps: int = 50, guidance: float = 7.5,
-                generator: torch.Generator | None = None) -> torch.Tensor:
+                generator: torch.Generator | None = None, fps: float | None = None) -> torch.Tensor:
     """Latents of ``shape`` (B, C, T, h, w) denoised in ``steps`` DDIM steps with classifier-free guidance.
 
     ``text`` is (B, L, D), ``empty`` the embedding of the empty caption (1 or B, L, D); guidance 1 turns
-    the unconditional pass off.
+    the unconditional pass off. ``fps`` is passed on to a model with frame-rate conditioning.
     """
+    if fps is not None:
+        model = functools.partial(model, fps=fps)
+
     ddim = DDIMScheduler.from_config(scheduler.config)
     ddim.set_timesteps(steps)
     latents = torch.randn(shape, generator=generator, device=text.device, dtype=text.dtype)

@@ -18,12 +18,13 @@ from training.trainer import build_unet
 
 def generate(checkpoint: str | Path, prompt: str, steps: int = 50, guidance: float = 7.5, seed: int = 0,
              frames: int | None = None, use_ema: bool = True, device: str | None = None,
-             overrides: Iterable[str] = ()) -> np.ndarray:
+             overrides: Iterable[str] = (), fps: float | None = None) -> np.ndarray:
     """(T, H, W, 3) uint8 frames for ``prompt`` from ``checkpoint`` (a checkpoint or a training output dir).
 
     ``overrides`` (``--set`` style, ``"model.vae=/elsewhere/vae"``) change the checkpoint's training config for
     this sample only: where the encoders are now, or another ``data.width``/``data.height``. Keys that shape
-    the weights (``model.unet``) must stay as trained, or loading the weights fails.
+    the weights (``model.unet``) must stay as trained, or loading the weights fails. ``fps`` is the frame rate a
+    model with ``fps_conditioning`` is asked for (default: the config's ``data.fps``, else 8).
     """
     path = resolve_checkpoint(checkpoint)
     cfg = load_checkpoint_config(path, overrides)
@@ -38,7 +39,10 @@ def generate(checkpoint: str | Path, prompt: str, steps: int = 50, guidance: flo
     text, empty = text_encoder([prompt]), text_encoder([""])
     shape = (1, vae.channels, frames or cfg.data.frames, *latent_hw)
     generator = torch.Generator(device).manual_seed(seed)
-    latents = ddim_sample(model, make_scheduler(cfg.diffusion), text, empty, shape, steps, guidance, generator)
+    if cfg.model.unet.fps_conditioning:
+        fps = fps or cfg.data.fps or 8.0
+    latents = ddim_sample(model, make_scheduler(cfg.diffusion), text, empty, shape, steps, guidance, generator,
+                          fps=fps if cfg.model.unet.fps_conditioning else None)
     return vae.decode(latents)[0].numpy()
 
 

@@ -190,7 +190,8 @@ class Trainer:
         sync = contextlib.nullcontext() if last or self.ddp is None else self.ddp.no_sync()
         with sync:
             with self._autocast():
-                loss = diffusion_loss(self.network, self.scheduler, latents, text)
+                fps = batch["fps"].to(latents.device) if self.cfg.model.unet.fps_conditioning else None
+                loss = diffusion_loss(self.network, self.scheduler, latents, text, fps)
             (loss / self.cfg.optim.grad_accumulation).backward()
         return loss.item(), waited, latents.shape[0]
 
@@ -241,9 +242,27 @@ class Trainer:
                     window = []
                 if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
                     self.save()
+                if cfg.eval.every and self.step % cfg.eval.every == 0:
+                    self.evaluate(writer)
         if writer is not None:
             writer.close()
         return self.losses
+
+    # --- periodic held-out evaluation (training.evaluate; eval.every, eval.corpus) ---------------------------
+    def evaluate(self, writer: SummaryWriter | None) -> dict[str, Any] | None:
+        """Evaluate a copy of the model (EMA weights with ``eval.use_ema``) on ``eval.corpus`` on rank 0, logged
+        under ``eval/``; the model, the global RNG and the data stream are untouched, so resuming stays exact.
+        Other ranks wait at a barrier (keep the evaluation shorter than the process group's timeout)."""
+        results = None
+        if self.env.main:
+            from training.evaluate import evaluate_in_training
+
+            results, self._eval_clips = evaluate_in_training(
+                self.model, self.ema.state if self.ema is not None else None, self.cfg, self.text, self.vae,
+                self.step, writer, getattr(self, "_eval_clips", None), self._autocast)
+        if self.env.world > 1:
+            torch.distributed.barrier()
+        return results
 
     def _log(self, window: list[dict[str, float]], writer: SummaryWriter | None) -> None:
         """Loss, learning rate, samples/s, share of time waiting for data and GPU memory over the last steps."""

@@ -145,8 +145,10 @@ class TemporalTransformer(_FactorizedTransformer):
         nn.init.zeros_(self.proj_out.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``x`` (B, C, T, H, W) -> (B, C, T, H, W)."""
+        """``x`` (B, C, T, H, W) -> (B, C, T, H, W); the identity for a single frame (T = 1: images)."""
         b, c, t, h, w = x.shape
+        if t == 1:
+            return x
         tokens = self.proj_in(self.norm(x).permute(0, 3, 4, 2, 1).reshape(b * h * w, t, c))  # (B*H*W, T, C)
         frame_pos = sinusoidal_embedding(torch.arange(t, device=x.device), c).to(tokens.dtype)
         tokens = tokens + self.self_attn(self.norm_attn(tokens + frame_pos))
@@ -238,6 +240,36 @@ class SwapWindowCrossAttention(nn.Module):
         kv = layout.partition(self.norm_kv(key_value.permute(0, 2, 3, 4, 1)))
         out = self.attn(q, context=kv, mask=layout.key_mask(b, query.device))
         return layout.reverse(out, b).permute(0, 4, 1, 2, 3)
+
+
+class TemporalSelfAttention(nn.Module):
+    """The ``factorized_matched`` control: a second self-attention over the T frames at each spatial position,
+    on the temporal stream only, in the slot where ``swap`` has its window cross-attention.
+
+    It has exactly the parameters of ``SwapWindowCrossAttention`` (two LayerNorms, here one for the queries and
+    one for the keys and values, and the same ``Attention``), so ``factorized_matched`` has the windowed arms'
+    parameter count with no attention between the streams and no spatial mixing: the control that tells
+    "cross-stream attention helps" from "more parameters help". Zero output projection, as the other fusions.
+    """
+
+    def __init__(self, channels: int, head_dim: int):
+        super().__init__()
+        self.norm_q = nn.LayerNorm(channels)
+        self.norm_kv = nn.LayerNorm(channels)
+        self.attn = Attention(channels, head_dim, zero_init_out=True)
+
+    def reset_to_identity(self) -> None:
+        """Zero the output projection: the update is 0, so the block it fuses into is unchanged."""
+        self.attn.zero_output()
+
+    def forward(self, spatial: torch.Tensor, temporal: torch.Tensor) -> torch.Tensor:
+        """Both streams (B, C, T, H, W) -> update (B, C, T, H, W); only the temporal stream is used."""
+        del spatial  # same signature as the swap layer; this control never looks at the other stream
+        b, c, t, h, w = temporal.shape
+        tokens = temporal.permute(0, 3, 4, 2, 1).reshape(b * h * w, t, c)  # (B*H*W, T, C)
+        tokens = tokens + sinusoidal_embedding(torch.arange(t, device=tokens.device), c).to(tokens.dtype)
+        out = self.attn(self.norm_q(tokens), context=self.norm_kv(tokens))
+        return out.view(b, h, w, t, c).permute(0, 4, 3, 1, 2)
 
 
 class GlobalSpatiotemporalAttention(nn.Module):

@@ -17,7 +17,9 @@ from training.model.attention import (
     GlobalSpatiotemporalAttention,
     SpatialTransformer,
     SwapWindowCrossAttention,
+    TemporalSelfAttention,
     TemporalTransformer,
+    sinusoidal_embedding,
 )
 
 
@@ -49,6 +51,8 @@ class TemporalConv(nn.Module):
         nn.init.zeros_(self.net[-1].bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[2] == 1:  # a single frame (an image): temporal layers are bypassed (ModelScope, VideoLDM)
+            return x
         return x + self.net(x)
 
 
@@ -104,7 +108,9 @@ class SpatioTemporalBlock(nn.Module):
     The spatial stream is the spatial transformer's output, the temporal stream the temporal transformer's
     (which runs on the spatial stream, ModelScope's serial 2D + 1D order). ``fusion`` is the only part the
     attention variants change: ``None`` (factorized), a ``SwapWindowCrossAttention`` (swap and the one-way
-    variants) or a ``GlobalSpatiotemporalAttention`` (full3d); its output is added to the temporal stream.
+    variants), a ``GlobalSpatiotemporalAttention`` (full3d) or a ``TemporalSelfAttention`` (factorized_matched);
+    its output is added to the temporal stream. A single frame (T = 1, an image) skips the temporal transformer
+    and the fusion: the block is then exactly the image model's transformer block.
     """
 
     def __init__(self, channels: int, head_dim: int, context_dim: int, groups: int, fusion: nn.Module | None):
@@ -115,6 +121,8 @@ class SpatioTemporalBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         spatial = self.spatial(x, text)
+        if x.shape[2] == 1:  # a single frame (an image): only the image layers run, so T = 1 is the image model
+            return spatial
         temporal = self.temporal(spatial)
         if self.fusion is None:
             return temporal
@@ -128,4 +136,27 @@ def make_fusion(attention: str, channels: int, head_dim: int, window: tuple[int,
         return None
     if attention == "full3d":
         return GlobalSpatiotemporalAttention(channels, head_dim)
+    if attention == "factorized_matched":
+        return TemporalSelfAttention(channels, head_dim)
     return SwapWindowCrossAttention(channels, head_dim, window, query_stream)
+
+
+class FpsEmbedding(nn.Module):
+    """Frame-rate conditioning (Open-Sora, VideoLDM): sinusoids of the clip's frames per second through an MLP,
+    added to the timestep embedding. The last layer starts at zero, so a pretrained model is unchanged at init;
+    it is a video-only layer (``training.model.pretrained`` resets it, T = 1 inputs bypass it)."""
+
+    def __init__(self, channels: int, temb_channels: int):
+        super().__init__()
+        self.channels = channels
+        self.mlp = nn.Sequential(nn.Linear(channels, temb_channels), nn.SiLU(), nn.Linear(temb_channels, temb_channels))
+        self.reset_to_identity()
+
+    def reset_to_identity(self) -> None:
+        """Zero the last layer: the embedding is then 0, so the time embedding it is added to is unchanged."""
+        nn.init.zeros_(self.mlp[-1].weight)
+        nn.init.zeros_(self.mlp[-1].bias)
+
+    def forward(self, fps: torch.Tensor) -> torch.Tensor:
+        """``fps`` (B,) float -> (B, temb_channels)."""
+        return self.mlp(sinusoidal_embedding(fps, self.channels))

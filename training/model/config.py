@@ -15,7 +15,7 @@ from pydantic import ConfigDict, Field, model_validator
 
 from settings import Config
 
-AttentionVariant = Literal["swap", "spatial_query", "temporal_query", "factorized", "full3d"]
+AttentionVariant = Literal["swap", "spatial_query", "temporal_query", "factorized", "full3d", "factorized_matched"]
 ATTENTION_VARIANTS: tuple[str, ...] = typing.get_args(AttentionVariant)
 """The attention variants of the paper's ablation, selected by ``UNetConfig.attention``:
 
@@ -23,7 +23,13 @@ ATTENTION_VARIANTS: tuple[str, ...] = typing.get_args(AttentionVariant)
 * ``spatial_query``: the same window cross-attention, spatial features always query;
 * ``temporal_query``: the same, temporal features always query;
 * ``factorized``: 2D spatial + 1D temporal attention only (ModelScope), no attention between the streams;
-* ``full3d``: global self-attention over all T*H*W tokens in place of the window cross-attention.
+* ``full3d``: global self-attention over all T*H*W tokens in place of the window cross-attention;
+* ``factorized_matched``: the parameter-matched control of ``factorized``: a second temporal self-attention
+  (over the frames at each position, temporal stream only) with exactly the window cross-attention's
+  parameters in its place, so it has the windowed arms' parameter count without any cross-stream attention.
+
+With a single frame (T = 1: images in joint image-video training) every variant skips its temporal and fusion
+layers and is exactly the image model.
 """
 
 SwapEvery = Literal["layer", "block"]
@@ -66,6 +72,10 @@ class UNetConfig(Config):
     """Conv layers (kernel 3 over time) in the temporal convolution that follows every 2D ResNet block."""
     dropout: float = 0.0
     """Dropout in ResNet blocks and temporal convolutions (ModelScope trains with 0.1)."""
+    fps_conditioning: bool = False
+    """Condition on the clip's frame rate (frames per second after sampling, ``data.fps`` or source fps /
+    ``data.stride``): sinusoids -> MLP added to the timestep embedding, last layer zero-initialised (Open-Sora,
+    VideoLDM). The model then takes ``fps`` in ``forward``; single-frame inputs (T = 1) ignore it."""
     gradient_checkpointing: bool = False
     """Recompute each ResNet and transformer block in the backward pass instead of storing activations."""
     extra: dict[str, Any] = Field(default_factory=dict)

@@ -57,8 +57,9 @@ GEOMETRY_FIELDS: tuple[str, ...] = ("in_channels", "out_channels", "block_channe
                                     "attention_levels", "attention_head_dim", "cross_attention_dim",
                                     "norm_num_groups")
 
-#: A video-only tensor: a parameter of a temporal convolution / temporal transformer or of a fusion layer.
-VIDEO_ONLY = re.compile(r"(^|\.)(temporal|fusion)\.")
+#: A video-only tensor: a parameter of a temporal convolution / temporal transformer, a fusion layer or the fps
+#: embedding.
+VIDEO_ONLY = re.compile(r"(^|\.)(temporal|fusion|fps_embed)\.")
 
 # (pattern, replacement) applied in order to every 2D name (``re.sub``).
 _RENAMES: tuple[tuple[str, str], ...] = (

@@ -12,6 +12,8 @@ Layout (as Stable Diffusion's U-Net, applied per frame, with temporal layers add
 * GroupNorm, SiLU, ``conv_out`` per frame.
 
 Each transformer block is a ``SpatioTemporalBlock``; its fusion layer depends on ``config.attention``.
+With ``config.fps_conditioning`` an embedding of the clip's frame rate is added to the timestep embedding.
+A single frame (T = 1) bypasses every temporal layer, so images train the image model (joint training).
 """
 
 from __future__ import annotations
@@ -27,7 +29,15 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from training.model.attention import STREAMS, sinusoidal_embedding
-from training.model.blocks import Downsample, ResBlock, SpatioTemporalBlock, Upsample, make_fusion, per_frame
+from training.model.blocks import (
+    Downsample,
+    FpsEmbedding,
+    ResBlock,
+    SpatioTemporalBlock,
+    Upsample,
+    make_fusion,
+    per_frame,
+)
 from training.model.config import UNetConfig
 
 
@@ -91,6 +101,10 @@ class VideoUNet(nn.Module):
         # the variant-specific layers' streams follow the seed (the RNG state now) without drawing from it
         rng_base = hashlib.sha256(torch.get_rng_state().numpy().tobytes()).hexdigest()
         fusion_index = itertools.count()
+        self.fps_embed = None
+        if config.fps_conditioning:  # optional layer: its own RNG stream, so the shared weights stay the same
+            with _own_rng(rng_base, "fps_embed"):
+                self.fps_embed = FpsEmbedding(chans[0], temb)
 
         def fusion(channels: int) -> nn.Module | None:
             with _own_rng(rng_base, f"fusion.{next(fusion_index)}"):
@@ -149,11 +163,24 @@ class VideoUNet(nn.Module):
             return checkpoint(module, *args, use_reentrant=False)
         return module(*args)
 
-    def forward(self, latents: torch.Tensor, timesteps: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
-        """``latents`` (B, C, T, H, W); ``timesteps`` (B,) or scalar, int or float; ``text`` (B, L, D) ->
-        (B, out_channels, T, H, W)."""
+    def forward(self, latents: torch.Tensor, timesteps: torch.Tensor, text: torch.Tensor,
+                fps: torch.Tensor | float | None = None) -> torch.Tensor:
+        """``latents`` (B, C, T, H, W); ``timesteps`` (B,) or scalar, int or float; ``text`` (B, L, D); ``fps``
+        (B,) or scalar, the clips' frame rate (needed with ``fps_conditioning``, ignored without it and when
+        T = 1) -> (B, out_channels, T, H, W).
+
+        A single frame (T = 1) bypasses every temporal layer (temporal convolutions and transformers, fusion,
+        fps embedding): the model is then exactly the image model, for joint image-video training."""
         timesteps = self._check_inputs(latents, timesteps, text)
         temb = self.time_embed(sinusoidal_embedding(timesteps, self.config.block_channels[0]).to(latents.dtype))
+        if self.fps_embed is not None and latents.shape[2] > 1:
+            if fps is None:
+                raise ValueError("this model has model.unet.fps_conditioning: pass fps (the clips' frame rate)")
+            fps = torch.as_tensor(fps, device=latents.device, dtype=torch.float32)
+            fps = fps.expand(latents.shape[0]) if fps.ndim == 0 else fps
+            if fps.shape != (latents.shape[0],):
+                raise ValueError(f"fps must be a scalar or (B={latents.shape[0]},), got {tuple(fps.shape)}")
+            temb = temb + self.fps_embed(fps).to(temb.dtype)
 
         x = per_frame(self.conv_in, latents)
         skips = [x]
