@@ -26,6 +26,14 @@ otherwise idle machine. The whole machine's CPU (``/proc/stat``) is printed as a
 
 Run from the repository root: ``.venv/bin/python benchmarks/bench_curation.py`` (about 4 minutes
 on 2 cores). The markdown report goes to stdout, progress to stderr.
+
+``--low-resolution N`` measures one case alone instead: N local 640x360 sources (as much of a web
+crawl is), through every stage with the default filters. The screen stage rejects each right after
+its probe, so the job should cost a small fraction of the floor of the same inputs: no decode at all.
+The job is priced as above, under a fresh Ray (so it pays its workers' start-up and imports), then
+the same job again into a new output under the same Ray: its workers are warm, so that second job is
+the sources' own work plus a job's planning, what each source costs once a large crawl has
+amortised the start-up.
 """
 
 from __future__ import annotations
@@ -83,6 +91,7 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 #: The aims of the issue: detection inside the pipeline, and detection + extraction against decode + encode.
 AIM_DETECTION = 1.30
 AIM_DETECT_EXTRACT = 1.15
+AIM_LOW_RESOLUTION = 0.20
 
 log = logging.getLogger("bench")
 
@@ -566,6 +575,73 @@ def measure_pipeline(sources: list[Source], scratch: Path, cpus: int, settle_s: 
     return PipelineRun(ray_start, idle, detect_only, whole, write_again, resumed, summary.corpus["clips"])
 
 
+def make_low_resolution_corpus(folder: Path, count: int, seconds: float) -> list[Path]:
+    """``count`` distinct 640x360 H.264 files of ``seconds`` each: one encode, remuxed with a title of its own
+    (other bytes, so no source is another's exact copy), which costs nothing next to encoding each."""
+    folder.mkdir(parents=True)
+    base = folder / "base.mkv"
+    ffmpeg(["-f", "lavfi", "-i", f"testsrc2=s=640x360:r=25:d={seconds}", "-c:v", "libx264", "-preset", "veryfast",
+            "-pix_fmt", "yuv420p", str(base)])
+    paths = []
+    for i in range(count):
+        paths.append(folder / f"web{i:03d}.mp4")
+        ffmpeg(["-i", str(base), "-c", "copy", "-metadata", f"title=web video {i}", str(paths[-1])])
+    base.unlink()
+    return paths
+
+
+def low_resolution_case(count: int, seconds: float, scratch: Path, cpus: int, settle_s: float,
+                        load_before: tuple[float, float, float]) -> str:
+    """The low-resolution corpus through all stages with the default filters, against its floor (markdown)."""
+    import ray
+
+    from curation.pipeline import run_curation
+    from shards.reader import read_rejections
+
+    sources = load_sources(make_low_resolution_corpus(scratch / "lowres", count, seconds))
+    video_s = sum(s.duration for s in sources)
+    log.info("low-resolution case: %d sources, %.0f s of video; floor", len(sources), video_s)
+    floor = measure_floor(sources)
+    manifest = scratch / "lowres.txt"
+    manifest.write_text("".join(f"{s.path}\n" for s in sources))
+
+    def job(output: str) -> tuple[Window, Any]:
+        cfg = CurationConfig(input=str(manifest), output=str(scratch / output))
+        cfg.download.local_roots = [str(scratch / "lowres")]
+        cfg.caption.enabled = False  # no clip would reach it; its weights are not the point here
+        with TreeMeter() as window:
+            summary = run_curation(cfg)
+        return window, summary
+
+    with TreeMeter() as ray_start:
+        ray.init(address="local", num_cpus=cpus)
+        time.sleep(settle_s)
+    log.info("low-resolution case: the job")
+    whole, summary = job("lowres-corpus")
+    log.info("low-resolution case: the same job into a new output, with warm workers")
+    warm, _ = job("lowres-warm")
+    ray.shutdown()
+    rejections = read_rejections(scratch / "lowres-corpus").to_pylist()
+    outcome = sorted({(r["stage"], r["reason"]) for r in rejections})
+    if summary.corpus["clips"] or len(rejections) != count or outcome != [("screen", "low_resolution")]:
+        raise SystemExit(f"the low-resolution sources were not all rejected by the screen: {outcome}, "
+                         f"{summary.corpus['clips']} clips")
+    table = Table(floor.cpu_s, video_s)
+    table.add("floor: `ffmpeg -threads 1 -i X -map 0:v:0 -f null -`", floor)
+    table.add("**pipeline, all stages, default filters** (the job's CPU, fresh Ray, its start excluded)",
+              whole.cost, f"{count} sources, all `screen/low_resolution`, 0 clips")
+    table.add("**the same job again, warm workers** (a new output, the same Ray)", warm.cost,
+              f"{warm.tree_s / count:.3f} CPU s per source")
+    return "\n".join([
+        f"# Low-resolution corpus: {count} local 640x360 sources, {video_s:.0f} s of video", "",
+        *machine_info(load_before), f"- Ray start (not in the rows): {ray_start.tree_s:.2f} CPU s", "",
+        *table.lines, "",
+        f"- aim ≤ {AIM_LOW_RESOLUTION}× the floor: **{warm.tree_s / floor.cpu_s:.3f}×** with warm workers; "
+        f"{whole.tree_s / floor.cpu_s:.2f}× for the job that starts them", "",
+        "All stages, fresh Ray:", "", *_process_table(whole), "",
+        "The same job, warm workers:", "", *_process_table(warm)])
+
+
 # --- the report -----------------------------------------------------------------------------------
 
 
@@ -808,6 +884,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--settle-seconds", type=float, default=5.0,
                         help="how long to let Ray finish starting, and then to watch it idle to price its "
                              "background CPU (default: 5)")
+    parser.add_argument("--low-resolution", type=int, metavar="N",
+                        help="measure only the low-resolution case: N local 640x360 sources through every stage "
+                             "with the default filters, against their floor")
+    parser.add_argument("--low-resolution-seconds", type=float, default=30.0,
+                        help="length of each low-resolution source (default: 30)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     logging.getLogger("curation").setLevel(logging.WARNING)
@@ -815,6 +896,10 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()
     scratch = Path(tempfile.mkdtemp(prefix="bench_curation-"))
     try:
+        if args.low_resolution:
+            print(low_resolution_case(args.low_resolution, args.low_resolution_seconds, scratch, args.cpus,
+                                      args.settle_seconds, load_before))
+            return 0
         sources = load_sources(find_inputs(args.input, scratch))
         log.info("%d inputs, %.1f s of video; warming up", len(sources), sum(s.duration for s in sources))
         detect_scenes(str(min(sources, key=lambda s: s.duration).path), SplitConfig())  # imports, caches

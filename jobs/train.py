@@ -53,12 +53,15 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def absolute_paths(cfg: TrainConfig) -> TrainConfig:
-    """The config with corpus, model and output paths made absolute (workers may run elsewhere)."""
+    """The config with corpus, model, evaluation and output paths made absolute (workers may run elsewhere)."""
     data = cfg.to_dict()
     for corpus in data["data"]["corpora"]:
         corpus["path"] = Location(corpus["path"]).uri  # absolute when local; s3://... as it is
-    for name in ("text_encoder", "tokenizer", "vae"):
-        data["model"][name] = os.path.abspath(data["model"][name]) if data["model"][name] else ""
+    if data["eval"]["corpus"]:
+        data["eval"]["corpus"] = Location(data["eval"]["corpus"]).uri
+    for section, name in (("model", "text_encoder"), ("model", "tokenizer"), ("model", "vae"), ("model", "init_from"),
+                          ("eval", "clip_model"), ("eval", "i3d_weights")):
+        data[section][name] = os.path.abspath(data[section][name]) if data[section][name] else ""
     data["output"] = os.path.abspath(data["output"])
     return config_from_dict(data)
 

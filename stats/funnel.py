@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 #: The order stages run in; a stage not listed here is placed before ``write`` in order of appearance.
-KNOWN_ORDER = ("manifest", "download", "probe", "split", "extract", "filter", "caption", "write")
+KNOWN_ORDER = ("manifest", "download", "probe", "screen", "split", "extract", "filter", "caption", "write")
 #: The stage that turns sources into clips: the ones before it handle whole sources.
 SPLIT_STAGE = "split"
 

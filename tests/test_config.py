@@ -133,7 +133,7 @@ def test_every_problem_is_listed_at_once() -> None:
     message = str(caught.value)
     assert message.startswith("3 problems in CurationConfig:")
     assert "split.max_duraton: unknown config key" in message
-    assert "split.detector: Input should be 'adaptive' or 'content', not 'histogram'" in message
+    assert "split.detector: Input should be 'adaptive', 'content' or 'transnetv2', not 'histogram'" in message
     assert "caption.frames: Input should be greater than or equal to 1, not 0" in message
 
 
@@ -332,8 +332,10 @@ def fingerprints(config: CurationConfig) -> dict[str, str]:
     ("extract", {"extract__crf": 28}),
     ("extract", {"extract__short_side": 720}),
     ("filter", {"filter__frames": 16}),
-    ("filter", {"filter__score_only": True}),
-    ("filter", {"filter__quality__min_short_side": 1080}),
+    ("screen", {"filter__score_only": True}),  # the screen applies the filter's source rules
+    ("screen", {"filter__quality__min_short_side": 1080}),
+    ("screen", {"filter__quality__aspect_tolerance": 0.1}),
+    ("screen", {"split__min_duration": 1.0}),
     ("filter", {"filter__motion__min_motion": 0.01}),
     ("filter", {"filter__text__max_area": 0.01}),
     ("caption", {"caption__prompt": "a video of"}),
@@ -362,7 +364,7 @@ def test_resource_fields_name_real_fields() -> None:
     """A renamed field left in RESOURCE_FIELDS would silently start counting in the fingerprint."""
     sections = [getattr(CurationConfig(), s) for s in STAGES if hasattr(CurationConfig(), s)]
     named = [(type(s), f) for s in sections for f in getattr(s, "RESOURCE_FIELDS", ())]
-    assert len(named) == 10
+    assert len(named) == 11  # split.transnetv2 counts only when it is the detector
     assert all(f in cls.model_fields for cls, f in named), named
 
 
@@ -380,6 +382,11 @@ def test_fingerprint_is_the_same_after_a_round_trip_and_in_another_process() -> 
 
 
 def test_fingerprint_of_the_defaults_is_pinned() -> None:
-    """Changing it makes every existing corpus refuse to resume: do it only on purpose, and say so."""
-    assert fingerprints(CurationConfig())["split"] == "59712876e537e834"
-    assert fingerprints(CurationConfig())["write"] == "bc2f71fd9b5588d6"
+    """Changing it makes every existing corpus refuse to resume: do it only on purpose, and say so.
+
+    Changed on 2026-12-02 (stop 18): the `screen` stage now runs before `split`, so the fingerprints from
+    `split` on include its settings; download..probe are unchanged.
+    """
+    assert fingerprints(CurationConfig())["probe"] == "9ec4918721119cde"
+    assert fingerprints(CurationConfig())["split"] == "8cf6a0349652acee"
+    assert fingerprints(CurationConfig())["write"] == "d84a2af1a73e45bb"

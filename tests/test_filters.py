@@ -228,6 +228,7 @@ def filtered(local_ray, sample_videos: Path, made: dict[str, Path], tmp_path_fac
     shutil.copy(made["still"], folder / "still.mp4")
     shutil.copy(made["black"], folder / "black.mp4")
     _moving(folder / "small.mp4", "640x360")
+    _moving(folder / "four_three.mp4", "960x720")
     cfg = load_config(None, input=str(folder), output=str(folder.parent / "corpus"))
     cfg.caption.enabled = False
     cfg.split.min_duration = 1.0
@@ -248,23 +249,36 @@ def test_the_pipeline_keeps_good_clips_and_records_why_others_went(filtered: Pat
     samples = {s["key"]: s["json"] for s in iter_samples(filtered)}
     assert all(samples[r["key"]]["scores"] == r["scores"] for r in index)
 
-    rejected = [r for r in read_rejections(filtered).to_pylist() if r["stage"] == "filter"]
+    rejections = read_rejections(filtered).to_pylist()
+    rejected = [r for r in rejections if r["stage"] == "filter"]
     # testsrc2, the first scene of three_scenes, is fixed graphics (its frame, labels, colour bars) around a
     # moving part: exactly what an overlay looks like to the watermark filter
     assert sorted((Path(r["source"]).name, r["reason"]) for r in rejected) == [
-        ("black.mp4", "black_frames"), ("small.mp4", "low_resolution"), ("still.mp4", "static"),
-        ("three_scenes.mp4", "watermark")]
-    detail = {r["reason"]: r["detail"] for r in rejected}
-    assert detail["low_resolution"].startswith("quality.short_side 360 < 720 (filter.quality.min_short_side)")
+        ("black.mp4", "black_frames"), ("still.mp4", "static"), ("three_scenes.mp4", "watermark")]
+    # the source's resolution and aspect are judged right after the probe: the whole source is rejected there
+    screened = [r for r in rejections if r["stage"] == "screen"]
+    assert sorted((Path(r["source"]).name, r["reason"], r["key"]) for r in screened) == [
+        ("four_three.mp4", "aspect_ratio", None), ("small.mp4", "low_resolution", None)]
+    detail = {r["reason"]: r["detail"] for r in rejected + screened}
+    assert detail["low_resolution"] == ("quality.short_side 360 < 720 (filter.quality.min_short_side): "
+                                        "the source is not high-definition")
+    assert detail["aspect_ratio"].startswith("quality.aspect_deviation 0.25 > 0.05 (filter.quality.aspect_tolerance)")
     assert "(filter.quality.max_blank_share)" in detail["black_frames"]
     # with captioning off and equal CPUs, download..caption are one operator: its state is kept under "caption"
     work = WorkArea.of(filtered)
-    persisted = {r["key"]: r for p in work.read_partition_table()["partition"].to_pylist()
-                 for r in work.read_state("caption", p).to_pylist() if r["key"]}
+    state = [r for p in work.read_partition_table()["partition"].to_pylist() for r in work.read_state("caption", p)
+             .to_pylist()]
+    persisted = {r["key"]: r for r in state if r["key"]}
     assert {r["key"] for r in index} <= set(persisted)
     for row in rejected:
         assert (persisted[row["key"]]["stage"], persisted[row["key"]]["reason"]) == ("filter", row["reason"])
         record = json.loads(persisted[row["key"]]["scores"])
+        assert record["rejected_by"] == row["reason"] and not record["checks"][row["reason"]]["passed"]
+    # a screened-out source is never split or cut: its state is its one rejected source row, with the record
+    for row in screened:
+        [source_state] = [r for r in state if r["source_id"] == row["source_id"]]
+        assert (source_state["stage"], source_state["key"], source_state["start_time"]) == ("screen", None, None)
+        record = json.loads(source_state["scores"])
         assert record["rejected_by"] == row["reason"] and not record["checks"][row["reason"]]["passed"]
     assert not list((filtered / "work" / "clips").rglob("*.mp4")), "no clip, kept or rejected, stays in the work area"
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+import subprocess
 from pathlib import Path
 
 import pyarrow.compute as pc
@@ -13,6 +14,7 @@ import pytest
 from curation.config import load_config
 from curation.ids import source_id
 from curation.pipeline import run_curation
+from curation.workarea import WorkArea
 from shards.reader import iter_samples, read_index, read_manifest, read_rejections
 from shards.validate import validate
 from tests import media
@@ -204,3 +206,29 @@ def test_stages_in_separate_jobs_equal_one_job(local_ray, sample_videos: Path, t
 def test_a_stage_without_its_input_says_what_to_run(local_ray, sample_videos: Path, tmp_path: Path):
     with pytest.raises(ValueError, match="starts with the download stage"):
         run_curation(_config(sample_videos, tmp_path / "c", stages=["extract"]))
+
+
+def test_a_job_that_probes_screens_and_what_it_rejects_is_never_split(local_ray, tmp_path: Path):
+    """``--stages download,probe`` runs the screen too; a later split job finds nothing of a rejected source."""
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc2=s=640x360:r=25:d=3",
+                    "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", str(videos / "small.mp4")],
+                   check=True, timeout=120)
+
+    def config(stages: list[str]):
+        cfg = _config(videos, tmp_path / "c", stages=stages)
+        cfg.filter.enabled = True  # the defaults: the quality filter's source rules screen the source
+        cfg.filter.text.enabled = False  # no OCR weights needed (the stage is not reached anyway)
+        return cfg
+
+    run_curation(config(["download", "probe"]))
+    work = WorkArea.of(str(tmp_path / "c"))
+    [partition] = work.read_partition_table()["partition"].to_pylist()
+    [row] = work.read_state("screen", partition).to_pylist()
+    assert (row["stage"], row["status"], row["reason"]) == ("screen", "rejected", "low_resolution")
+    assert json.loads(row["scores"])["checks"]["low_resolution"] == {"score": 360, "threshold": 720, "passed": False}
+    run_curation(config(["split", "extract"]))
+    assert not list((tmp_path / "c" / "work" / "state").glob("split/**/*.parquet"))
+    assert not list((tmp_path / "c" / "work" / "state").glob("extract/**/*.parquet")), "nothing split or cut"
+    assert not list((tmp_path / "c" / "work").rglob("*/clips/**/*.mp4"))

@@ -75,3 +75,18 @@ def test_two_ray_train_workers(two_rank_config: TrainConfig, tmp_path: Path, loc
     cfg = absolute_paths(config_from_dict({**two_rank_config.to_dict(), "output": str(tmp_path / "ray-run")}))
     train_on_ray(cfg, num_workers=2)
     assert_two_ranks_trained(tmp_path / "ray-run", 2)
+
+
+def test_every_local_path_a_worker_opens_is_made_absolute(tmp_path: Path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    relative = {"data": {"corpora": [{"path": "corpus"}]},
+                "model": {"text_encoder": "m/te", "tokenizer": "m/tok", "vae": "m/vae", "init_from": "m/unet"},
+                "eval": {"corpus": "held-out", "clip_model": "m/clip", "i3d_weights": "m/i3d.pt"},
+                "output": "out"}
+    data = absolute_paths(config_from_dict(relative)).to_dict()
+    paths = [data["data"]["corpora"][0]["path"], data["output"], data["eval"]["corpus"],
+             *(data["model"][k] for k in ("text_encoder", "tokenizer", "vae", "init_from")),
+             *(data["eval"][k] for k in ("clip_model", "i3d_weights"))]
+    assert all(p.startswith(str(tmp_path)) for p in paths), paths
+    assert absolute_paths(config_from_dict({"data": {"corpora": [{"path": "s3://b/c"}]}})).data.corpora[0].path \
+        == "s3://b/c"
