@@ -178,7 +178,8 @@ def test_train_set_overrides_reach_the_config(tmp_path: Path):
 @pytest.mark.parametrize(("argv", "said"), [
     (["--set", "filter.text.max_aera=0.01"], ["filter.text.max_aera: unknown config key", "max_area"]),
     (["--set", "caption.enabled=maybe"], ["caption.enabled: Input should be a valid boolean", "'maybe'"]),
-    (["--set", "split.detector=histogram"], ["split.detector: Input should be 'adaptive', 'content' or 'transnetv2'", "'histogram'"]),
+    (["--set", "split.detector=histogram"],
+     ["split.detector: Input should be 'adaptive', 'content' or 'transnetv2'", "'histogram'"]),
 ])
 def test_a_bad_set_on_curate_is_exit_2_naming_it(tmp_path: Path, caplog, argv: list[str], said: list[str]):
     assert cli_main(["curate", "--input", str(tmp_path), "--output", str(tmp_path / "o"), *argv]) == 2
