@@ -126,3 +126,14 @@ def s3_server() -> Iterator[S3Server]:
 def s3_bucket(s3_server: S3Server) -> str:
     """A fresh, uniquely named, empty bucket on ``s3_server``, as ``s3://<bucket>``."""
     return f"s3://{s3_server.create_bucket()}"
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """One intra-op torch thread: on a shared 2-core machine two threads spin-wait each other ~15x slower."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -5,11 +5,9 @@ skipped on a rerun, and evaluated (training.evaluate) once a held-out corpus is 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
 
 from demo.tiny_training import make_tiny_pretrained
 from jobs.cli import main as cli_main
@@ -21,12 +19,7 @@ from training.config import config_from_dict, load_config, save_config
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ UNTRAINED encoders, CLIP and I3D built from configs (their numbers mean nothing;
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -29,14 +28,7 @@ from training.metrics.fvd import frechet_distance, fvd_from_features
 from training.metrics.i3d import InceptionI3d, i3d_features, load_i3d, preprocess
 from training.trainer import Trainer, build_unet
 
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """One intra-op thread: on a shared 2-core machine two threads spin-wait each other ~15x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # --- FVD: the Fréchet distance ----------------------------------------------------------------------------

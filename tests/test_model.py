@@ -20,14 +20,7 @@ from training.model.pretrained import reset_video_layers, video_unet_from_2d
 CROSS_STREAM = (SwapWindowCrossAttention, GlobalSpatiotemporalAttention)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a busy machine spinning OpenMP threads make
-    them many times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def inputs(cfg: UNetConfig, b: int = 2, t: int = 3, h: int = 8, w: int = 8, seed: int = 0):
