@@ -45,15 +45,16 @@ def curate(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)  # first: a mistake in the config is reported before Ray starts
 
     # Inside `ray job submit` RAY_ADDRESS names the cluster; otherwise start a private local Ray on loopback
-    # only, rather than join whatever cluster a stale address file on this machine names. Before anything
-    # imports Ray: Ray reads the loopback switch at its first import.
-    from jobs.local_cluster import init_ray
+    # only, rather than join whatever cluster a stale address file on this machine names.
+    from jobs.local_cluster import init_ray, loopback_only_unless
 
-    init_ray(os.environ.get("RAY_ADDRESS"), log_to_driver=True)
+    address = os.environ.get("RAY_ADDRESS")
+    loopback_only_unless(address)  # before anything imports Ray, which reads the switch at its first import
     import ray
 
     from curation.pipeline import run_curation
 
+    init_ray(address, log_to_driver=True)
     log.info("Ray cluster: %d CPUs on %d node(s)", int(ray.cluster_resources().get("CPU", 0)), len(ray.nodes()))
     summary = run_curation(cfg)
     print(f"corpus: {cfg.output}")

@@ -58,6 +58,17 @@ LOOPBACK_ONLY_VAR = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 LOOPBACK_ONLY_ENV = {LOOPBACK_ONLY_VAR: "0"}
 
 
+def loopback_only_unless(address: str | None) -> None:
+    """Set ``LOOPBACK_ONLY_ENV`` when no cluster ``address`` is given, i.e. when a local Ray will be started.
+
+    Call it before anything imports ``ray``, and import the job's modules before ``init_ray``: under ``ray job
+    submit`` on two nodes of one machine, a module imported only after connecting was once found missing from
+    the job's working directory while a node unpacked it again.
+    """
+    if not address:
+        os.environ.update(LOOPBACK_ONLY_ENV)
+
+
 def start_local_ray(**kwargs: Any) -> Any:
     """``ray.init(address="local", **kwargs)``: a private local Ray with every port on 127.0.0.1.
 

@@ -93,13 +93,15 @@ def train_on_ray(cfg: TrainConfig, num_workers: int, resume: bool = True, max_fa
     Ray restarts failed workers up to ``max_failures`` times; they resume from the output directory's
     latest checkpoint (so on a multi-node cluster ``output`` must be shared storage).
     """
-    from jobs.local_cluster import init_ray
+    from jobs.local_cluster import init_ray, loopback_only_unless
 
-    init_ray(os.environ.get("RAY_ADDRESS"))  # RAY_ADDRESS, or a local Ray on loopback only; before Ray's import
+    address = os.environ.get("RAY_ADDRESS")
+    loopback_only_unless(address)  # before anything imports Ray, which reads the switch at its first import
     import ray
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
+    init_ray(address)  # RAY_ADDRESS, or a local Ray on loopback only
     use_gpu = ray.cluster_resources().get("GPU", 0) >= num_workers
     trainer = TorchTrainer(
         _ray_worker,

@@ -58,18 +58,19 @@ def settled(pids: list[int], quiet_s: float = 3.0, timeout_s: float = 60.0) -> l
     return last
 
 
-#: ``videofactory curate``'s start of Ray (``jobs.curate.curate``), in a child process: ``init_ray`` with
-#: ``RAY_ADDRESS`` (unset), then Ray and the pipeline imported; one task so that workers are up; the sockets
-#: as JSON.
+#: ``videofactory curate``'s start of Ray (``jobs.curate.curate``), in a child process: the loopback switch,
+#: Ray and the pipeline imported, ``init_ray`` with ``RAY_ADDRESS`` (unset); one task so that workers are up;
+#: the sockets as JSON.
 CURATE_LIKE = "\n".join([
     "import json, os, time",
     "import psutil",
-    "from jobs.local_cluster import init_ray",
+    "from jobs.local_cluster import init_ray, loopback_only_unless",
     inspect.getsource(listeners),
     inspect.getsource(settled),
-    "init_ray(os.environ.get('RAY_ADDRESS'), log_to_driver=False)",
+    "loopback_only_unless(os.environ.get('RAY_ADDRESS'))",
     "import ray",
     "from curation.pipeline import run_curation",
+    "init_ray(os.environ.get('RAY_ADDRESS'), log_to_driver=False)",
     "ray.get([ray.remote(lambda: 0).remote() for _ in range(2)])",
     "report = {'node': ray.util.get_node_ip_address(), 'listeners': settled([os.getpid()])}",
     "print('LISTENERS ' + json.dumps(report), flush=True)",
