@@ -5,8 +5,10 @@ on one thread is the floor. This script times, in one run and on the same inputs
 
 * the floor;
 * scene detection alone (PySceneDetect's ContentDetector and AdaptiveDetector with their defaults,
-  through ``curation.split.detect_scenes``), and where its time goes: decode, the colour
-  conversion at full resolution, the downscale, the detector;
+  through ``curation.split.detect_scenes``, whose frames come from swscale at the detection size), the
+  same through PySceneDetect's own frame path (``open_video`` + ``SceneManager``'s downscale: the split
+  stage before issue 12), and where the time goes on each path: decode, the colour conversion at full
+  resolution, the downscale, or the one swscale pass at the detection size, the detector;
 * a libx264 re-encode of each whole input at three presets (one decode + one encode, measured
   alone, at the size extraction writes);
 * extraction alone (``curation.extract.extract`` for every clip the split stage would plan), and
@@ -26,6 +28,9 @@ otherwise idle machine. The whole machine's CPU (``/proc/stat``) is printed as a
 
 Run from the repository root: ``.venv/bin/python benchmarks/bench_curation.py`` (about 4 minutes
 on 2 cores). The markdown report goes to stdout, progress to stderr.
+
+``--detection-only`` measures the detection rows alone (about a minute): the floor, detection on both frame
+paths, where its time goes, and the download, probe and split job under a fresh Ray.
 
 ``--low-resolution N`` measures one case alone instead: N local 640x360 sources (as much of a web
 crawl is), through every stage with the default filters. The screen stage rejects each right after
@@ -61,14 +66,19 @@ from typing import Any
 
 import av
 import cv2
+from av.video.reformatter import VideoReformatter
+from scenedetect import SceneManager, open_video
 from scenedetect.scene_manager import compute_downscale_factor
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # demo/ is not installed
 
 from curation.config import VIDEO_EXTENSIONS, CurationConfig, ExtractConfig, ProbeConfig, SplitConfig
 from curation.download import fetch
 from curation.extract import _clip_facts, _reencode_args, extract, output_size  # times extract's own commands
 from curation.ids import clip_key, source_id
 from curation.probe import probe
-from curation.split import Detection, Span, detect_scenes, plan_clips
+from curation.split import DETECTION_INTERPOLATION, Detection, Span, detect_scenes, plan_clips
+from curation.split import DETECTORS as SCENEDETECT_DETECTORS
 from demo.sample_videos import make_sample_videos
 from shards.hashing import file_sha256
 
@@ -372,35 +382,54 @@ def measure_detection(sources: list[Source], detector: str) -> tuple[Cost, dict[
     return cost, found
 
 
-#: Not PySceneDetect's path: what detection's frames would cost if swscale produced them at their final size.
-ONE_SWSCALE = "PyAV decode + one swscale to BGR at the detection size (fast bilinear)"
+def measure_detection_pyscenedetect(sources: list[Source], detector: str) -> Cost:
+    """PySceneDetect's own frame path with the detector's defaults (the split stage before issue 12).
+
+    ``open_video`` with the PyAV backend and ``SceneManager``'s automatic downscale: every frame is
+    converted to BGR at full resolution, then shrunk with ``cv2.resize``.
+    """
+    cost = Cost()
+    for src in sources:
+        with measured(cost):
+            manager = SceneManager()
+            manager.add_detector(SCENEDETECT_DETECTORS[detector]())
+            manager.detect_scenes(open_video(str(src.path), backend="pyav"))
+            manager.get_scene_list(start_in_scene=True)
+    return cost
+
+
+#: The split stage's frame path (``curation.split.DetectionSizeStream``), priced without the detector.
+ONE_SWSCALE = "PyAV decode + one swscale pass to BGR at the detection size"
+#: PySceneDetect's own frame path, step by step, without the detector.
+OWN_PATH = ("PyAV decode", "+ BGR conversion at full resolution", "+ downscale (cv2.resize)")
 
 
 def measure_detection_parts(sources: list[Source]) -> dict[str, Cost]:
-    """Detection's frame path without the detector, cumulatively, as PySceneDetect runs it.
+    """Detection's frame paths without the detector: PySceneDetect's own cumulatively, then the split stage's.
 
     PySceneDetect's PyAV backend decodes (slice threads), converts every frame to BGR at full
-    resolution, and only then shrinks it with ``cv2.resize`` to about 256 pixels wide. The last
-    entry is the alternative of converting and shrinking in one step, to price the difference.
+    resolution, and only then shrinks it with ``cv2.resize`` to about 256 pixels wide. The split stage
+    (``DetectionSizeStream``) has swscale convert and shrink in one pass, one scaler for every frame.
     """
-    steps: dict[str, Callable[[av.VideoFrame, tuple[int, int]], object]] = {
-        "PyAV decode": lambda frame, size: None,
-        "+ BGR conversion at full resolution": lambda frame, size: frame.to_ndarray(format="bgr24"),
-        "+ downscale (cv2.resize)": lambda frame, size: cv2.resize(frame.to_ndarray(format="bgr24"), size,
-                                                                   interpolation=cv2.INTER_LINEAR),
-        ONE_SWSCALE: lambda frame, size: frame.reformat(width=size[0], height=size[1], format="bgr24",
-                                                        interpolation="FAST_BILINEAR").to_ndarray(),
+    Step = Callable[[av.VideoFrame, tuple[int, int], VideoReformatter], object]
+    steps: dict[str, Step] = {
+        OWN_PATH[0]: lambda frame, size, scaler: None,
+        OWN_PATH[1]: lambda frame, size, scaler: frame.to_ndarray(format="bgr24"),
+        OWN_PATH[2]: lambda frame, size, scaler: cv2.resize(frame.to_ndarray(format="bgr24"), size,
+                                                            interpolation=cv2.INTER_LINEAR),
+        ONE_SWSCALE: lambda frame, size, scaler: scaler.reformat(
+            frame, size[0], size[1], "bgr24", interpolation=DETECTION_INTERPOLATION, threads=1).to_ndarray(),
     }
     costs = {}
     for name, step in steps.items():
         costs[name] = Cost()
         for src in sources:
             with av.open(str(src.path)) as container, measured(costs[name]):
-                stream = container.streams.video[0]
-                factor = compute_downscale_factor(stream.width)
+                stream, scaler = container.streams.video[0], VideoReformatter()
+                factor = compute_downscale_factor(max(stream.width, stream.height))
                 size = (max(1, round(stream.width / factor)), max(1, round(stream.height / factor)))
                 for frame in container.decode(stream):
-                    step(frame, size)
+                    step(frame, size, scaler)
     return costs
 
 
@@ -536,27 +565,11 @@ def measure_pipeline(sources: list[Source], scratch: Path, cpus: int, settle_s: 
     """
     import ray
 
-    from curation.pipeline import run_curation
-
-    manifest = scratch / "inputs.txt"
-    manifest.write_text("".join(f"{s.path}\n" for s in sources))
-
     def job(output: str, stages: list[str]) -> tuple[Window, Any]:
-        cfg = CurationConfig(input=str(manifest), output=str(scratch / output), stages=stages)
-        cfg.download.local_roots = sorted({str(Path(s.path).parent) for s in sources})  # where the videos are
-        cfg.caption.enabled = False  # captioning has its own benchmark (bench_caption.py)
-        cfg.filter.enabled = False  # the filters have their own benchmark (bench_filters.py)
-        with TreeMeter() as window:
-            summary = run_curation(cfg)
-        return window, summary
+        return pipeline_job(sources, scratch, output, stages)
 
     def start() -> tuple[Window, Window]:
-        with TreeMeter() as started:
-            ray.init(address="local", num_cpus=cpus)  # never join a cluster someone else started here
-            time.sleep(settle_s)
-        with TreeMeter() as idle:
-            time.sleep(settle_s)
-        return started, idle
+        return start_ray(cpus, settle_s)
 
     log.info("pipeline: download, probe, split")
     start()
@@ -573,6 +586,68 @@ def measure_pipeline(sources: list[Source], scratch: Path, cpus: int, settle_s: 
     resumed, _ = job("corpus", list(CurationConfig().stages))
     ray.shutdown()
     return PipelineRun(ray_start, idle, detect_only, whole, write_again, resumed, summary.corpus["clips"])
+
+
+def pipeline_job(sources: list[Source], scratch: Path, output: str, stages: list[str]) -> tuple[Window, Any]:
+    """One ``run_curation`` job over ``sources`` (filters and captions off: they have their own benchmarks)."""
+    from curation.pipeline import run_curation
+
+    manifest = scratch / "inputs.txt"
+    manifest.write_text("".join(f"{s.path}\n" for s in sources))
+    cfg = CurationConfig(input=str(manifest), output=str(scratch / output), stages=stages)
+    cfg.download.local_roots = sorted({str(Path(s.path).parent) for s in sources})  # where the videos are
+    cfg.caption.enabled = False  # captioning has its own benchmark (bench_caption.py)
+    cfg.filter.enabled = False  # the filters have their own benchmark (bench_filters.py)
+    with TreeMeter() as window:
+        summary = run_curation(cfg)
+    return window, summary
+
+
+def start_ray(cpus: int, settle_s: float) -> tuple[Window, Window]:
+    """A fresh local Ray: its start (with ``settle_s`` of settling) and then ``settle_s`` of it idle."""
+    import ray
+
+    with TreeMeter() as started:
+        ray.init(address="local", num_cpus=cpus)  # never join a cluster someone else started here
+        time.sleep(settle_s)
+    with TreeMeter() as idle:
+        time.sleep(settle_s)
+    return started, idle
+
+
+def detection_case(sources: list[Source], scratch: Path, cpus: int, settle_s: float,
+                   load_before: tuple[float, float, float]) -> str:
+    """``--detection-only``: the floor, detection on both frame paths, their parts, and the split job (markdown)."""
+    import ray
+
+    video_s = sum(s.duration for s in sources)
+    log.info("floor")
+    floor = measure_floor(sources)
+    log.info("detection: the split stage's path, then PySceneDetect's own")
+    detection = {name: measure_detection(sources, name)[0] for name in DETECTORS}
+    before = {name: measure_detection_pyscenedetect(sources, name) for name in DETECTORS}
+    parts = measure_detection_parts(sources)
+    log.info("pipeline: download, probe, split")
+    ray_start, _ = start_ray(cpus, settle_s)
+    split_job, _ = pipeline_job(sources, scratch, "detect", ["download", "probe", "split"])
+    ray.shutdown()
+    detector = SplitConfig().detector
+    table = Table(floor.cpu_s, video_s)
+    table.add("floor: `ffmpeg -threads 1 -i X -map 0:v:0 -f null -`", floor)
+    _detection_rows(table, detection, before)
+    table.add(f"Ray start: `ray.init(num_cpus={cpus})` + {settle_s:.0f} s", ray_start.cost, "not in the rows below")
+    table.add("pipeline: download, probe, split", split_job.cost, f"whole machine: {split_job.machine_s:.2f} CPU s")
+    inside = split_job.tree_s / floor.cpu_s
+    det, det_before = detection[detector].cpu_s / floor.cpu_s, before[detector].cpu_s / floor.cpu_s
+    return "\n".join([
+        f"# Detection rows: {len(sources)} videos, {video_s:.1f} s of video", "",
+        f"- inputs: {os.path.commonpath([str(s.path) for s in sources])}", *machine_info(load_before),
+        *_inputs_section(sources), "", "## CPU per row", "", *table.lines, "", "## Aims", "",
+        f"- {detector} detection alone: **{det:.2f}×** the floor (PySceneDetect's own frame path: {det_before:.2f}×)",
+        f"- detection inside the pipeline ≤ {AIM_DETECTION}× the floor: **{inside:.2f}×**, "
+        f"{'met' if inside <= AIM_DETECTION else 'not met'} (download, probe and split under a fresh Ray, its "
+        f"start excluded; the pipeline around detection adds {split_job.tree_s / detection[detector].cpu_s - 1:+.0%})",
+        *_detection_section(floor, parts, detection, before)])
 
 
 def make_low_resolution_corpus(folder: Path, count: int, seconds: float) -> list[Path]:
@@ -694,6 +769,7 @@ class Results:
     cpus: int
     settle_s: float
     load_before: tuple[float, float, float]
+    detection_before: dict[str, Cost] = field(default_factory=dict)  # detector -> cost on PySceneDetect's own path
 
 
 WORKERS = "Ray workers (stage code, with their ffmpeg/ffprobe)"
@@ -707,7 +783,7 @@ def report(r: Results) -> str:
     out += _inputs_section(r.sources)
     out += _main_table(r, video_s)
     out += _aims(r)
-    out += _detection_section(r)
+    out += _detection_section(r.floor, r.det_parts, r.detection, r.detection_before)
     out += _extraction_section(r, video_s)
     out += _pipeline_section(r)
     return "\n".join(out)
@@ -737,9 +813,7 @@ def _main_table(r: Results, video_s: float) -> list[str]:
     widest = max(r.sources, key=lambda s: s.info["width"] * s.info["height"])
     table = Table(r.floor.cpu_s, video_s)
     table.add("floor: `ffmpeg -threads 1 -i X -map 0:v:0 -f null -`", r.floor)
-    for name in DETECTORS:
-        table.add(f"detection alone: {name} (defaults)", r.detection[name],
-                  "the pipeline's detector" if name == detector else "")
+    _detection_rows(table, r.detection, r.detection_before)
     for preset in PRESETS:
         one = r.reencode[preset][widest.name].cpu_s / widest.floor.cpu_s
         table.add(f"decode + libx264 `{preset}` encode alone, whole inputs", sum(r.reencode[preset].values(), Cost()),
@@ -762,6 +836,18 @@ def _main_table(r: Results, video_s: float) -> list[str]:
             "video-s / CPU-s counts the inputs' whole duration.", "", *table.lines]
 
 
+def _detection_rows(table: Table, detection: dict[str, Cost], before: dict[str, Cost]) -> None:
+    detector = SplitConfig().detector
+    for name in DETECTORS:
+        table.add(f"detection alone: {name} (defaults)", detection[name],
+                  "the pipeline's detector; frames from swscale at the detection size" if name == detector else "")
+    for name in DETECTORS:
+        if name in before:
+            table.add(f"… {name} on PySceneDetect's own frame path (before)", before[name],
+                      f"full-resolution BGR, then `cv2.resize`; {before[name].cpu_s / detection[name].cpu_s:.2f}× "
+                      "the row above")
+
+
 def _aims(r: Results) -> list[str]:
     chosen, detector = ExtractConfig().preset, SplitConfig().detector
     det = r.detection[detector].cpu_s
@@ -780,18 +866,19 @@ def _aims(r: Results) -> list[str]:
     ]
 
 
-def _detection_section(r: Results) -> list[str]:
-    floor = r.floor.cpu_s
-    out = ["", "## Where detection's time goes", "",
-           "The same frames as PySceneDetect's PyAV backend handles them, one step added per row:", "",
-           "| step (cumulative) | CPU s | × floor |", "|---|---:|---:|"]
-    rows = [*((k, c) for k, c in r.det_parts.items() if k != ONE_SWSCALE),
-            *((f"+ the {n} detector (= detection alone)", r.detection[n]) for n in DETECTORS)]
-    out += [f"| {name} | {cost.cpu_s:.2f} | {cost.cpu_s / floor:.2f} |" for name, cost in rows]
-    alternative = r.det_parts[ONE_SWSCALE].cpu_s
-    out += ["", f"For comparison, not what PySceneDetect does: {ONE_SWSCALE}: {alternative:.2f} CPU s "
-                f"({alternative / floor:.2f}× the floor)."]
-    return out
+def _detection_section(floor_cost: Cost, parts: dict[str, Cost], detection: dict[str, Cost],
+                       before: dict[str, Cost]) -> list[str]:
+    floor = floor_cost.cpu_s
+    rows = [(f"PySceneDetect's own path: {OWN_PATH[0]}", parts[OWN_PATH[0]]),
+            *((name, parts[name]) for name in OWN_PATH[1:]),
+            *((f"+ the {n} detector (= detection on PySceneDetect's own path)", before[n]) for n in DETECTORS
+              if n in before),
+            (f"the split stage's path: {ONE_SWSCALE}", parts[ONE_SWSCALE]),
+            *((f"+ the {n} detector (= detection alone)", detection[n]) for n in DETECTORS)]
+    return ["", "## Where detection's time goes", "",
+            "Each frame path without the detector, one step added per row, then with each detector:", "",
+            "| step (cumulative) | CPU s | × floor |", "|---|---:|---:|",
+            *(f"| {name} | {cost.cpu_s:.2f} | {cost.cpu_s / floor:.2f} |" for name, cost in rows)]
 
 
 def _extraction_section(r: Results, video_s: float) -> list[str]:
@@ -884,6 +971,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--settle-seconds", type=float, default=5.0,
                         help="how long to let Ray finish starting, and then to watch it idle to price its "
                              "background CPU (default: 5)")
+    parser.add_argument("--detection-only", action="store_true",
+                        help="measure only the detection rows: the floor, detection on the split stage's frame path "
+                             "and on PySceneDetect's own, where the time goes, and the download, probe, split job")
     parser.add_argument("--low-resolution", type=int, metavar="N",
                         help="measure only the low-resolution case: N local 640x360 sources through every stage "
                              "with the default filters, against their floor")
@@ -903,12 +993,16 @@ def main(argv: list[str] | None = None) -> int:
         sources = load_sources(find_inputs(args.input, scratch))
         log.info("%d inputs, %.1f s of video; warming up", len(sources), sum(s.duration for s in sources))
         detect_scenes(str(min(sources, key=lambda s: s.duration).path), SplitConfig())  # imports, caches
+        if args.detection_only:
+            print(detection_case(sources, scratch, args.cpus, args.settle_seconds, load_before))
+            return 0
         log.info("floor")
         floor = measure_floor(sources)
         log.info("detection")
         detection, detections = {}, {}
         for name in DETECTORS:
             detection[name], detections[name] = measure_detection(sources, name)
+        detection_before = {name: measure_detection_pyscenedetect(sources, name) for name in DETECTORS}
         det_parts = measure_detection_parts(sources)
         log.info("re-encodes at %s", ", ".join(PRESETS))
         reencode = {p: measure_reencode(sources, p) for p in PRESETS}
@@ -920,7 +1014,7 @@ def main(argv: list[str] | None = None) -> int:
         imports = measure_worker_imports()
         run = measure_pipeline(sources, scratch, args.cpus, args.settle_seconds)
         print(report(Results(sources, floor, reencode, detection, det_parts, ext, len(rows), start, small, imports,
-                             run, args.cpus, args.settle_seconds, load_before)))
+                             run, args.cpus, args.settle_seconds, load_before, detection_before)))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return 0

@@ -25,6 +25,7 @@ import io
 import os
 import platform
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -33,6 +34,8 @@ from pathlib import Path
 
 import av
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # demo/ is not installed
 
 from demo.sample_videos import run_ffmpeg
 from demo.tiny_training import make_tiny_pretrained

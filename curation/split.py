@@ -1,10 +1,17 @@
 """Split stage: PySceneDetect (or TransNetV2) finds the cuts, then scenes become clips of bounded duration.
 
-Detection uses PySceneDetect's own API exactly as its release goldens do (``open_video`` with the
-PyAV backend, ``SceneManager`` with its automatic downscale), so our cuts can be checked against
-those goldens frame for frame. Frame numbers live on PySceneDetect's nominal-frame-rate timeline,
-which it derives from presentation timestamps; times in seconds come from the same timecodes, so
-variable-frame-rate sources get correct times.
+Detection uses PySceneDetect's own detectors and ``SceneManager``, with its PyAV backend, so our cuts
+can be checked against its release goldens frame for frame. One thing differs: where PySceneDetect
+converts every decoded frame to BGR at full resolution and only then shrinks it (``cv2.resize``) to
+its detection size, ``DetectionSizeStream`` asks swscale for BGR at the detection size in one pass, so
+no full-resolution BGR frame is ever made (about 40% of detection's CPU went there and to the
+shrinking). The size is PySceneDetect's own (its automatic downscale factor, or ``split.downscale``)
+and the scaler samples as its ``cv2.resize`` does at the usual whole factors, so the detectors see
+the same frames to within about one level and find the same cuts: the same scenes, frame for frame
+and timestamp for timestamp, on all 14 shared videos with both detectors (see
+``DETECTION_INTERPOLATION``). The OpenCV backend keeps PySceneDetect's own path. Frame numbers live
+on PySceneDetect's nominal-frame-rate timeline, which it derives from presentation timestamps; times
+in seconds come from the same timecodes, so variable-frame-rate sources get correct times.
 
 ``detector: transnetv2`` runs the TransNetV2 network instead (``curation.transnetv2``) on 48x27 frames
 straight from the decoder; its scenes are put on the same timeline (a decoded frame's number is its
@@ -18,8 +25,12 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+from av.video.reformatter import VideoReformatter
 from scenedetect import AdaptiveDetector, ContentDetector, SceneManager, open_video
-from scenedetect.video_stream import VideoOpenFailure
+from scenedetect.backends.pyav import VideoStreamAv
+from scenedetect.scene_manager import compute_downscale_factor
+from scenedetect.video_stream import VideoOpenFailure, VideoStream
 
 from curation import transnetv2
 from curation.config import SplitConfig
@@ -56,20 +67,91 @@ class Detection:
         return [s.start_frame for s in self.scenes[1:]]
 
 
+#: How swscale shrinks frames to the detection size. PySceneDetect shrinks with ``cv2.resize`` and
+#: INTER_LINEAR, which at a whole factor (5 for 1280 wide, its most common one) takes one source pixel
+#: per output pixel: swscale's point sampling is what comes nearest. Measured against PySceneDetect's
+#: own frames on ten shared videos, its mean absolute difference (levels of 255, per channel) is 0.2-1.6
+#: (3.5 on demo.mp4, 640 wide, factor 2.5, where AREA is no closer) against 1.4-4.4 for AREA and 2.9-10.6
+#: for FAST_BILINEAR; of the four tried (with BILINEAR) it alone keeps all 16 goldens: AREA and BILINEAR
+#: smooth the frames enough to add cuts inside testvideo.mp4's and fades.mp4's fades, FAST_BILINEAR
+#: moves one of ContentDetector's.
+DETECTION_INTERPOLATION = "POINT"
+
+
+class DetectionSizeStream(VideoStreamAv):
+    """PySceneDetect's PyAV stream, but ``read()`` returns BGR frames already at the detection size.
+
+    Decoding, seeking, frame numbers and timestamps are the parent's (they come from the decoded
+    frame, not from the picture); only the picture is made differently: one swscale pass from the
+    decoder's YUV straight to small BGR, with one scaler reused for every frame and one thread (the
+    pass is small; scaler threads would cost more than they save). ``frame_size`` is the detection
+    size, so a ``SceneManager`` given this stream must not downscale again (``downscale = 1``).
+    """
+
+    def __init__(self, path: str, downscale: float | None = None) -> None:
+        super().__init__(path)
+        full = super().frame_size
+        #: PySceneDetect's own choice: its automatic factor from the larger side, or the configured one
+        self.factor = compute_downscale_factor(max(full)) if downscale is None else float(downscale)
+        self._scaler = VideoReformatter()
+
+    def detection_size(self, width: int, height: int) -> tuple[int, int]:
+        """The size ``SceneManager`` would shrink a ``width`` x ``height`` frame to (its own rounding)."""
+        if self.factor <= 1.0:
+            return width, height
+        return max(1, round(width / self.factor)), max(1, round(height / self.factor))
+
+    @property
+    def frame_size(self) -> tuple[int, int]:
+        return self.detection_size(*super().frame_size)
+
+    def read(self, decode: bool = True) -> np.ndarray | bool:
+        decoded = super().read(decode=False)
+        if decoded is False or not decode:
+            return decoded
+        frame = self._frame
+        assert frame is not None
+        width, height = self.detection_size(frame.width, frame.height)
+        # not shrunk (a frame already narrower than PySceneDetect's minimum): plain conversion, as the parent does
+        interpolation = DETECTION_INTERPOLATION if (width, height) != (frame.width, frame.height) else None
+        return self._scaler.reformat(frame, width, height, "bgr24", interpolation=interpolation,
+                                     threads=1).to_ndarray()
+
+
+def open_detection_stream(path: str, cfg: SplitConfig) -> tuple[VideoStream, SceneManager]:
+    """The stream and an empty ``SceneManager`` for PySceneDetect's detection of ``path``.
+
+    With the PyAV backend, frames come from the decoder at the detection size (``DetectionSizeStream``)
+    and the manager does not downscale; with OpenCV's, PySceneDetect shrinks them itself. A file PyAV
+    cannot open goes to ``open_video`` as before, which tries OpenCV before giving up.
+    """
+    manager = SceneManager()
+    if cfg.backend == "pyav":
+        try:
+            video: VideoStream = DetectionSizeStream(path, cfg.downscale)
+        except VideoOpenFailure:
+            pass
+        else:
+            manager.auto_downscale = False
+            manager.downscale = 1
+            return video, manager
+    video = open_video(path, backend=cfg.backend)
+    if cfg.downscale is not None:
+        manager.auto_downscale = False
+        manager.downscale = cfg.downscale
+    return video, manager
+
+
 def detect_scenes(path: str, cfg: SplitConfig) -> Detection:
     """Run the configured detector (PySceneDetect's, or TransNetV2) over the whole video."""
     if cfg.detector == "transnetv2":
         return detect_transnetv2(path, cfg)
     try:
-        video = open_video(path, backend=cfg.backend)
+        video, manager = open_detection_stream(path, cfg)
     except (VideoOpenFailure, OSError, ValueError) as exc:
         raise Rejection("unreadable", f"PySceneDetect cannot open the video: {exc}") from exc
     params = cfg.adaptive if cfg.detector == "adaptive" else cfg.content
-    manager = SceneManager()
     manager.add_detector(DETECTORS[cfg.detector](**params))
-    if cfg.downscale is not None:
-        manager.auto_downscale = False
-        manager.downscale = cfg.downscale
     try:
         frames = manager.detect_scenes(video)
     except Exception as exc:  # decoders raise many types on corrupt input

@@ -9,16 +9,21 @@ detections, where every number is known exactly.
 from __future__ import annotations
 
 import json
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import av
+import cv2
+import numpy as np
 import pytest
+from scenedetect import AdaptiveDetector, open_video
 
 from curation.config import ProbeConfig, SplitConfig
 from curation.errors import Rejection
 from curation.probe import probe
-from curation.split import Detection, Span, detect_scenes, plan_clips, split
+from curation.split import Detection, DetectionSizeStream, Span, detect_scenes, plan_clips, split
 
 #: golden name -> the detector configuration PySceneDetect's golden test uses for it
 GOLDEN_CONFIGS: dict[str, SplitConfig] = {
@@ -95,6 +100,73 @@ def test_scenes_tile_the_video(shared_videos: Path, detected: Callable[[str, str
     for before, after in zip(scenes, scenes[1:]):
         assert before.end_frame == after.start_frame
         assert before.end_time == pytest.approx(after.start_time)
+
+
+# --- frames at the detection size straight from the decoder ---------------------------------------
+
+
+def test_detector_gets_small_frames_and_no_full_resolution_frame_is_shrunk(
+        shared_videos: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # counter.mp4 is 1920x1080: PySceneDetect's automatic factor is 7.5, so it detects on 256x144
+    seen: list[tuple[int, ...]] = []
+    resized: list[tuple[int, ...]] = []
+    process_frame, resize = AdaptiveDetector.process_frame, cv2.resize
+
+    def spy_detector(self: AdaptiveDetector, timecode: Any, frame: np.ndarray) -> Any:
+        seen.append(frame.shape)
+        return process_frame(self, timecode, frame)
+
+    def spy_resize(frame: np.ndarray, *args: Any, **kwargs: Any) -> np.ndarray:
+        resized.append(frame.shape)
+        return resize(frame, *args, **kwargs)
+
+    monkeypatch.setattr(AdaptiveDetector, "process_frame", spy_detector)
+    monkeypatch.setattr(cv2, "resize", spy_resize)  # what SceneManager shrinks full-size frames with
+    detection = detect_scenes(str(shared_videos / "pyscenedetect/synthetic/counter.mp4"), SplitConfig())
+    assert detection.cuts == [20]
+    assert len(seen) == 30 and set(seen) == {(144, 256, 3)}  # every frame of the 3 s at 10 fps
+    assert resized == [], "full-resolution frames were decoded to BGR and shrunk afterwards"
+
+
+def pyscenedetect_frames(path: Path, count: int) -> tuple[list[np.ndarray], list[int]]:
+    """PySceneDetect's own frames: full-size BGR from its PyAV backend, shrunk as SceneManager does."""
+    video = open_video(str(path), backend="pyav")
+    factor = max(video.frame_size) / 256
+    images, numbers = [], []
+    while len(images) < count and (image := video.read()) is not False:
+        size = (round(image.shape[1] / factor), round(image.shape[0] / factor))
+        images.append(cv2.resize(image, size, interpolation=cv2.INTER_LINEAR))
+        numbers.append(video.frame_number)
+    return images, numbers
+
+
+@pytest.mark.parametrize(("name", "size"), [("pyscenedetect/testvideo.mp4", (256, 144)),
+                                            ("pyscenedetect/goldeneye-vfr-drop3.mp4", (256, 109))])
+def test_small_frames_are_pyscenedetects_own_to_a_grey_level(name: str, size: tuple[int, int],
+                                                              shared_videos: Path) -> None:
+    expected, numbers = pyscenedetect_frames(shared_videos / name, 120)
+    stream = DetectionSizeStream(str(shared_videos / name))
+    assert stream.frame_size == size
+    for image, number in zip(expected, numbers):
+        small = stream.read()
+        assert isinstance(small, np.ndarray) and small.shape == image.shape == (size[1], size[0], 3)
+        assert stream.frame_number == number  # the VFR file's numbers come from its timestamps, as before
+        assert np.abs(small.astype(int) - image).mean() < 1.5
+
+
+def test_explicit_downscale_and_frames_already_small(shared_videos: Path, tmp_path: Path) -> None:
+    stream = DetectionSizeStream(str(shared_videos / "pyscenedetect/testvideo.mp4"), downscale=2)
+    assert stream.frame_size == (640, 360)
+    assert stream.read().shape == (360, 640, 3)
+    # narrower than PySceneDetect's 256-pixel minimum: not shrunk, converted exactly as its backend does
+    small = tmp_path / "small.mp4"
+    subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc2=size=160x90:rate=25",
+                    "-t", "0.4", "-pix_fmt", "yuv420p", str(small)], check=True)
+    stream = DetectionSizeStream(str(small))
+    assert stream.factor == 1 and stream.frame_size == (160, 90)
+    with av.open(str(small)) as container:
+        for frame in container.decode(video=0):
+            assert np.array_equal(stream.read(), frame.to_ndarray(format="bgr24"))
 
 
 # --- plan_clips on constructed detections --------------------------------------------------------
