@@ -7,7 +7,9 @@ GOP structure of real clips. Baseline, measured in the same process on the same 
 decoder runs under Ray). Rows:
 
 - ``sample``: the shared frame sampler (one decode, the sampled frames converted to every size);
-- ``quality`` and ``motion``: each filter's own work on the sample (excluding the decode);
+- ``sample without native-size frames``: the same sampler without the frames at the clip's own size that
+  only the sharpness filter asks for (what the sample cost before it);
+- ``quality``, ``motion`` and ``sharpness``: each filter's own work on the sample (excluding the decode);
 - ``text`` and ``watermark``: added by the text/watermark filters' author (same ``ROWS`` registry);
 - ``stage``: the whole filter stage on one clip (``ClipFilter.judge`` in score-only mode, so every
   filter runs), decode included, which is what a clip costs the pipeline.
@@ -38,6 +40,7 @@ from curation.config import CurationConfig, WatermarkFilterConfig  # noqa: E402
 from curation.filtering import ClipFilter  # noqa: E402
 from curation.filters.motion import motion_scores  # noqa: E402
 from curation.filters.quality import frame_scores  # noqa: E402
+from curation.filters.sharpness import sharpness_scores  # noqa: E402
 from curation.filters.watermark import watermark_score  # noqa: E402
 from curation.frames import FrameSample, sample_clip  # noqa: E402
 from curation.probe import probe  # noqa: E402
@@ -99,10 +102,20 @@ def _sample(clip: Clip, judge: ClipFilter) -> None:
     clip.samples = sample_clip(str(clip.path), cfg.frames, judge.widths(), gap_s=cfg.motion.gap_s, threads=cfg.threads)
 
 
+def _sample_without_native(clip: Clip, judge: ClipFilter) -> None:
+    """The sampler as it was before the sharpness filter asked for frames at the clip's own size."""
+    cfg = judge.cfg
+    widths = {name: width for name, width in judge.widths().items() if name != "native"}
+    sample_clip(str(clip.path), cfg.frames, widths, gap_s=cfg.motion.gap_s, threads=cfg.threads)
+
+
 ROWS: list[Row] = [
+    ("sample without native-size frames (no sharpness filter)", _sample_without_native),
     ("sample (one decode)", _sample),
     ("quality", lambda clip, judge: frame_scores(clip.samples["small"], judge.cfg.quality)),
     ("motion", lambda clip, judge: motion_scores(clip.samples["small"])),
+    ("sharpness (blur + 8x8 blockiness, native size)",
+     lambda clip, judge: sharpness_scores(clip.samples["native"], judge.cfg.sharpness)),
     ("text (EasyOCR CRAFT detector)", lambda clip, judge: judge.detector.score(clip.samples["detail"])),
     ("watermark (edges only, no text boxes)",
      lambda clip, judge: watermark_score(clip.samples["detail"], None, WatermarkFilterConfig())),

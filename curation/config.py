@@ -100,6 +100,20 @@ class WatermarkFilterConfig(Config):
     min_frames: int = 3  # fewer frames than this cannot show persistence
 
 
+class SharpnessFilterConfig(Config):
+    """Options of the sharpness and compression filter (``filter.sharpness``): blur and 8x8 blockiness.
+
+    The thresholds come from real footage and blurred and over-compressed copies of it (README, "Sharpness
+    and compression") and catch clearly bad clips only; by default they are recorded, not applied.
+    """
+
+    enabled: bool = True
+    short_side: Annotated[int, Field(ge=16)] = 720  # frames resized to this short side for the Laplacian
+    min_sharpness: float | None = 10.0  # Laplacian variance (median over frames); below is blurry
+    max_blockiness: float | None = 1.6  # block-boundary ratio (median over frames); above is blocky
+    reject: bool = False  # true: reject blurry and blocky clips; false: record the checks (passed or not) only
+
+
 # -- the job's sections ----------------------------------------------------------------------------------------------
 
 
@@ -180,7 +194,7 @@ class ExtractConfig(Config):
 
 
 class FilterConfig(Config):
-    """The filter stage: one decode per clip feeding quality, motion, text and watermark filters.
+    """The filter stage: one decode per clip feeding quality, motion, sharpness, text and watermark filters.
 
     Each filter returns scores; the stage compares them with the thresholds below and rejects a clip
     at the first filter it fails (cheap ones first: text detection only runs on clips that passed
@@ -201,6 +215,7 @@ class FilterConfig(Config):
     motion: MotionFilterConfig = Field(default_factory=MotionFilterConfig)
     text: TextFilterConfig = Field(default_factory=TextFilterConfig)
     watermark: WatermarkFilterConfig = Field(default_factory=WatermarkFilterConfig)
+    sharpness: SharpnessFilterConfig = Field(default_factory=SharpnessFilterConfig)
 
     #: Fields that decide how fast filtering goes, not its results: left out of the resume fingerprint.
     RESOURCE_FIELDS: ClassVar[tuple[str, ...]] = ("threads", "num_gpus", "actors")

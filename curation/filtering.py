@@ -10,7 +10,9 @@ reason that rejected the clip, and each filter's raw scores.
 Rules run in groups, cheapest first: the source's resolution and display aspect, the clip's duration
 (no decoding; only an upper bound, as ``split.min_duration`` already dropped shorter scenes), then
 decoding itself (a clip whose decoding stops early is broken, whichever filters are on), the decoded
-frames (black or blank), motion, text, and watermarks (which use the text boxes).
+frames (black or blank), motion, sharpness and blockiness (on the frames at their native size), text,
+and watermarks (which use the text boxes). A filter whose config has ``reject: false``
+(``filter.sharpness``) records its checks, passed or not, but never rejects.
 Outside score-only mode a clip stops at the first group it fails, so text detection (the dominant
 cost on a CPU) only runs on clips that passed everything else; a rejected clip's record holds the
 scores computed until then. In score-only mode every group runs and nothing is rejected.
@@ -32,6 +34,7 @@ from curation.config import FilterConfig
 from curation.errors import Rejection
 from curation.filters.motion import motion_scores
 from curation.filters.quality import clip_scores, decode_scores, frame_scores, source_scores
+from curation.filters.sharpness import sharpness_scores
 from curation.filters.watermark import watermark_score
 from curation.frames import FrameSample, sample_clip
 from shards.schema import STATUS_REJECTED
@@ -76,6 +79,12 @@ RULES: dict[str, tuple[Rule, ...]] = {
         Rule("motion", "motion", "min_motion", "min", "static", "the clip is static or a slideshow"),
         Rule("motion", "motion", "max_motion", "max", "shaky", "the clip moves too much (extreme shake)"),
     ),
+    "sharpness": (
+        Rule("sharpness", "sharpness", "min_sharpness", "min", "blurry",
+             "the picture is blurred (or upscaled from a much lower resolution)"),
+        Rule("sharpness", "blockiness", "max_blockiness", "max", "blocky",
+             "the picture shows 8x8 coding blocks (over-compressed)"),
+    ),
     "text": (
         Rule("text", "text_area_max", "max_area", "max", "text_area", "burned-in text covers too much of a frame"),
     ),
@@ -114,6 +123,8 @@ class ClipFilter:
         detail += [cfg.watermark.width] if cfg.watermark.enabled else []
         if detail:
             widths["detail"] = max(detail)
+        if cfg.sharpness.enabled:  # the block grid is in coded pixels: frames at the clip's own size
+            widths["native"] = 0
         return widths
 
     def judge(self, row: dict[str, Any]) -> list[dict[str, Any]]:
@@ -122,7 +133,7 @@ class ClipFilter:
         screened = screened_record(row, cfg)
         record = screened if screened is not None else DecisionRecord(score_only=cfg.score_only)
         samples: dict[str, FrameSample] = {}
-        failed = next((_RULE_OF[reason] for reason in record.failed), None)
+        failed = next((_RULE_OF[reason] for reason in record.failed if rejects(_RULE_OF[reason], cfg)), None)
         for group, scorer in self._groups(screened is not None):
             if group not in ("source", "span") and not samples:
                 try:
@@ -146,12 +157,15 @@ class ClipFilter:
             if not screened:
                 groups.append(("source", lambda row, _, __: source_scores(row, cfg.quality)))
             groups.append(("span", lambda row, _, __: clip_scores(row)))
-        if cfg.quality.enabled or cfg.motion.enabled or cfg.text.enabled or cfg.watermark.enabled:  # frames decoded
+        if (cfg.quality.enabled or cfg.motion.enabled or cfg.text.enabled or cfg.watermark.enabled
+                or cfg.sharpness.enabled):  # frames decoded
             groups.append(("decode", lambda _, s, __: decode_scores(s["small"])))
         if cfg.quality.enabled:
             groups.append(("frames", lambda _, s, __: frame_scores(s["small"], cfg.quality)))
         if cfg.motion.enabled:
             groups.append(("motion", lambda _, s, __: motion_scores(s["small"])))
+        if cfg.sharpness.enabled:
+            groups.append(("sharpness", lambda _, s, __: sharpness_scores(s["native"], cfg.sharpness)))
         if cfg.text.enabled:
             groups.append(("text", lambda _, s, __: self.detector.score(s["detail"])))
         if cfg.watermark.enabled:  # after text: text boxes that stay put are evidence of overlays
@@ -197,9 +211,14 @@ def apply_group(record: DecisionRecord, group: str, scores: dict[str, Any], cfg:
         check = check_rule(rule, scores, cfg)
         if check is not None:
             record.checks[rule.reason] = check
-            if not check.passed and failed is None:
+            if not check.passed and failed is None and rejects(rule, cfg):
                 failed = rule
     return failed
+
+
+def rejects(rule: Rule, cfg: FilterConfig) -> bool:
+    """Whether failing ``rule`` rejects the clip: not when its filter records its checks only (``reject: false``)."""
+    return getattr(getattr(cfg, rule.filter, None), "reject", True)
 
 
 def check_rule(rule: Rule, scores: dict[str, Any], cfg: FilterConfig) -> Check | None:

@@ -12,10 +12,12 @@ object, written by ``DecisionRecord.to_json`` only:
   filter score the rule compares, ``threshold`` the configured limit (rounded), ``passed`` the
   outcome. This is the only part of the record with a fixed meaning for readers: the statistics read
   ``checks.<rule>.score`` and ``checks.<rule>.threshold`` and nothing else.
-* ``rejected_by``: the rule that rejected the clip, or null (kept, or ``score_only``).
+* ``rejected_by``: the rule that rejected the clip, or null (kept, or ``score_only``). A kept clip may
+  also hold a failed check of a filter that records without rejecting (``filter.sharpness.reject:
+  false``, the default: its ``blurry`` and ``blocky`` checks).
 * ``score_only``: every rule ran and nothing was rejected.
-* ``<filter>`` (``quality``, ``decode``, ``motion``, ``text``, ``watermark``): the filter's raw
-  scores, for inspection; their layout is each filter's own and may change.
+* ``<filter>`` (``quality``, ``decode``, ``motion``, ``sharpness``, ``text``, ``watermark``): the filter's
+  raw scores, for inspection; their layout is each filter's own and may change.
 
 ``checks`` is always the first key, so a batch of records can be read for its checks alone (see
 ``read_checks``) without parsing the raw scores (the text boxes of every frame, for one). Non-finite

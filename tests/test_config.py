@@ -385,8 +385,9 @@ def test_fingerprint_of_the_defaults_is_pinned() -> None:
     """Changing it makes every existing corpus refuse to resume: do it only on purpose, and say so.
 
     Changed on 2026-12-02 (stop 18): the `screen` stage now runs before `split`, so the fingerprints from
-    `split` on include its settings; download..probe are unchanged.
+    `split` on include its settings; download..probe are unchanged. The filter's new `sharpness` options
+    change it from `filter` on.
     """
     assert fingerprints(CurationConfig())["probe"] == "9ec4918721119cde"
     assert fingerprints(CurationConfig())["split"] == "8cf6a0349652acee"
-    assert fingerprints(CurationConfig())["write"] == "d84a2af1a73e45bb"
+    assert fingerprints(CurationConfig())["write"] == "05cb2e106ad7b1ed"

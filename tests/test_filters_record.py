@@ -84,7 +84,7 @@ def test_the_filter_writes_the_typed_record(judged: dict[str, dict[str, Any]]) -
     assert moving.checks["low_resolution"] == Check(720, cfg.quality.min_short_side, True)
     assert moving.checks["static"].threshold == pytest.approx(cfg.motion.min_motion)
     assert "shaky" not in moving.checks, "filter.motion.max_motion is None: the rule is off and has no check"
-    assert set(moving.scores) == {"quality", "decode", "motion"}
+    assert set(moving.scores) == {"quality", "decode", "motion", "sharpness"}
     assert moving.scores["motion"]["motion"] == moving.checks["static"].score
     assert still.rejected_by == "static" and not still.checks["static"].passed
     assert four_three.rejected_by == "aspect_ratio" and four_three.checks["aspect_ratio"].score == pytest.approx(0.25)
