@@ -209,7 +209,27 @@ class WindowLayout:
         return mask.repeat(batch, 1)[:, None, None, :]
 
 
-class SwapWindowCrossAttention(nn.Module):
+class _AttentionUpdate(nn.Module):
+    """Base of the layers in the swap slot: an ``Attention`` whose zero output projection makes the update 0."""
+
+    attn: Attention
+
+    def reset_to_identity(self) -> None:
+        """Zero the output projection: the update is 0, so the block it fuses into is unchanged."""
+        self.attn.zero_output()
+
+
+class _QueryContextUpdate(_AttentionUpdate):
+    """An attention update with one LayerNorm for its queries and one for its keys and values."""
+
+    def __init__(self, channels: int, head_dim: int):
+        super().__init__()
+        self.norm_q = nn.LayerNorm(channels)
+        self.norm_kv = nn.LayerNorm(channels)
+        self.attn = Attention(channels, head_dim, zero_init_out=True)
+
+
+class SwapWindowCrossAttention(_QueryContextUpdate):
     """VideoFactory's spatiotemporal cross-attention inside non-overlapping 3D windows.
 
     ``query_stream`` ("spatial" or "temporal") is fixed at construction from the layer's position in the
@@ -218,18 +238,11 @@ class SwapWindowCrossAttention(nn.Module):
     """
 
     def __init__(self, channels: int, head_dim: int, window: tuple[int, int, int], query_stream: str):
-        super().__init__()
         if query_stream not in STREAMS:
             raise ValueError(f"query_stream must be one of {STREAMS}, got {query_stream!r}")
+        super().__init__(channels, head_dim)
         self.query_stream = query_stream
         self.window = window
-        self.norm_q = nn.LayerNorm(channels)
-        self.norm_kv = nn.LayerNorm(channels)
-        self.attn = Attention(channels, head_dim, zero_init_out=True)
-
-    def reset_to_identity(self) -> None:
-        """Zero the output projection: the update is 0, so the block it fuses into is unchanged."""
-        self.attn.zero_output()
 
     def forward(self, spatial: torch.Tensor, temporal: torch.Tensor) -> torch.Tensor:
         """Both streams (B, C, T, H, W) -> update (B, C, T, H, W)."""
@@ -242,7 +255,7 @@ class SwapWindowCrossAttention(nn.Module):
         return layout.reverse(out, b).permute(0, 4, 1, 2, 3)
 
 
-class TemporalSelfAttention(nn.Module):
+class TemporalSelfAttention(_QueryContextUpdate):
     """The ``factorized_matched`` control: a second self-attention over the T frames at each spatial position,
     on the temporal stream only, in the slot where ``swap`` has its window cross-attention.
 
@@ -251,16 +264,6 @@ class TemporalSelfAttention(nn.Module):
     parameter count with no attention between the streams and no spatial mixing: the control that tells
     "cross-stream attention helps" from "more parameters help". Zero output projection, as the other fusions.
     """
-
-    def __init__(self, channels: int, head_dim: int):
-        super().__init__()
-        self.norm_q = nn.LayerNorm(channels)
-        self.norm_kv = nn.LayerNorm(channels)
-        self.attn = Attention(channels, head_dim, zero_init_out=True)
-
-    def reset_to_identity(self) -> None:
-        """Zero the output projection: the update is 0, so the block it fuses into is unchanged."""
-        self.attn.zero_output()
 
     def forward(self, spatial: torch.Tensor, temporal: torch.Tensor) -> torch.Tensor:
         """Both streams (B, C, T, H, W) -> update (B, C, T, H, W); only the temporal stream is used."""
@@ -272,7 +275,7 @@ class TemporalSelfAttention(nn.Module):
         return out.view(b, h, w, t, c).permute(0, 4, 3, 1, 2)
 
 
-class GlobalSpatiotemporalAttention(nn.Module):
+class GlobalSpatiotemporalAttention(_AttentionUpdate):
     """The ``full3d`` ablation: self-attention over all T*H*W tokens of the block's output, in the slot where
     ``swap`` has its window cross-attention (same residual, same zero-initialised output projection), so
     the two compare with everything else unchanged. Cost grows with (T*H*W)^2."""
@@ -281,10 +284,6 @@ class GlobalSpatiotemporalAttention(nn.Module):
         super().__init__()
         self.norm = nn.LayerNorm(channels)
         self.attn = Attention(channels, head_dim, zero_init_out=True)
-
-    def reset_to_identity(self) -> None:
-        """Zero the output projection: the update is 0, so the block it fuses into is unchanged."""
-        self.attn.zero_output()
 
     def forward(self, spatial: torch.Tensor, temporal: torch.Tensor) -> torch.Tensor:
         """Both streams (B, C, T, H, W) -> update (B, C, T, H, W); only the temporal stream is used."""
