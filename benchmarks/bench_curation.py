@@ -72,6 +72,10 @@ from scenedetect.scene_manager import compute_downscale_factor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # demo/ is not installed
 
+from jobs.local_cluster import LOOPBACK_ONLY_ENV  # noqa: E402
+
+os.environ.update(LOOPBACK_ONLY_ENV)  # before anything imports ray: every Ray this benchmark starts is loopback-only
+
 from curation.config import VIDEO_EXTENSIONS, CurationConfig, ExtractConfig, ProbeConfig, SplitConfig
 from curation.download import fetch
 from curation.extract import _clip_facts, _reencode_args, extract, output_size  # times extract's own commands
@@ -605,10 +609,10 @@ def pipeline_job(sources: list[Source], scratch: Path, output: str, stages: list
 
 def start_ray(cpus: int, settle_s: float) -> tuple[Window, Window]:
     """A fresh local Ray: its start (with ``settle_s`` of settling) and then ``settle_s`` of it idle."""
-    import ray
+    from jobs.local_cluster import start_local_ray
 
     with TreeMeter() as started:
-        ray.init(address="local", num_cpus=cpus)  # never join a cluster someone else started here
+        start_local_ray(num_cpus=cpus)  # never join a cluster someone else started here; loopback only
         time.sleep(settle_s)
     with TreeMeter() as idle:
         time.sleep(settle_s)
