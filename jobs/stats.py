@@ -27,13 +27,16 @@ def add_stats_arguments(parser: argparse.ArgumentParser) -> None:
                         help="where to write stats.json and report.html: a directory or an object-store prefix "
                              "(default: CORPUS/stats, in the object store when the corpus is there; give a "
                              "local DIR to read the report without the store)")
+    parser.add_argument("--no-gallery", dest="gallery", action="store_false",
+                        help="leave the gallery (thumbnail strips of sample kept and rejected clips, which reads a "
+                             "few clips from the shards and work/clips) out of report.html")
 
 
 def stats(args: argparse.Namespace) -> int:
     """Write the statistics of ``args.corpus``; print where they are; return the exit code."""
     from stats.report import REPORT_FILE, STATS_FILE, write_report
 
-    out = write_report(args.corpus, compare=args.compare, out=args.out)
+    out = write_report(args.corpus, compare=args.compare, out=args.out, gallery=args.gallery)
     print(f"statistics: {out / STATS_FILE}")
     print(f"report:     {out / REPORT_FILE}")
     return 0

@@ -14,6 +14,7 @@ from typing import Any
 
 from stats import plots
 from stats.compute import compute_stats
+from stats.gallery import Gallery, Thumb, collect_gallery
 from stats.reference import REFERENCES, our_figures
 from storage import Location
 
@@ -36,19 +37,23 @@ DISTRIBUTIONS = (
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
 table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px}
 th{background:#f3f3f3}td.n{text-align:right;font-variant-numeric:tabular-nums}
-figure{display:inline-block;width:48%;margin:.5%;vertical-align:top}img{width:100%}.note{color:#666;font-style:italic}"""
+figure{display:inline-block;width:48%;margin:.5%;vertical-align:top}img{width:100%}.note{color:#666;font-style:italic}
+.thumb{display:block;width:auto;margin:0 0 .8em}.thumb img{width:auto;max-width:100%}
+.thumb figcaption{font-size:12px}.fail{color:#b00}"""
 
 
 def write_report(root: str | Location, compare: str | Location | None = None,
-                 out: str | Location | None = None) -> Location:
+                 out: str | Location | None = None, gallery: bool = True) -> Location:
     """Compute the statistics, write ``stats.json`` and ``report.html`` into ``out``; return ``out``.
 
     ``out`` defaults to ``<root>/stats``; like the corpora, it may be a local directory or an
     object-store prefix (``s3://bucket/corpus/stats``). With ``compare``, the other corpus's
-    statistics sit beside this one's in both files.
+    statistics sit beside this one's in both files. ``gallery`` adds thumbnail strips of sample kept
+    and rejected clips to the report (``stats.gallery``; they are not statistics, so not in the JSON).
     """
     roots = [Location(str(root)), *([Location(str(compare))] if compare else [])]
     runs = [compute_stats(r) for r in roots]
+    galleries = [collect_gallery(r) for r in roots] if gallery else []
     labels = _labels(roots)
     out_dir = Location(str(out)) if out else roots[0] / STATS_DIR
     if out_dir.is_file():
@@ -57,7 +62,7 @@ def write_report(root: str | Location, compare: str | Location | None = None,
     if compare:
         document["compare"] = {**runs[1], "label": labels[1]}
     (out_dir / STATS_FILE).write_text(json.dumps(document, indent=1, ensure_ascii=False))
-    (out_dir / REPORT_FILE).write_text(render(runs, labels))
+    (out_dir / REPORT_FILE).write_text(render(runs, labels, galleries))
     log.info("wrote %s and %s", out_dir / STATS_FILE, out_dir / REPORT_FILE)
     return out_dir
 
@@ -68,8 +73,8 @@ def _labels(roots: list[Location]) -> list[str]:
     return names if len(set(names)) == len(names) else [r.uri for r in roots]
 
 
-def render(runs: Sequence[dict[str, Any]], labels: Sequence[str]) -> str:
-    """The whole HTML page."""
+def render(runs: Sequence[dict[str, Any]], labels: Sequence[str], galleries: Sequence[Gallery] = ()) -> str:
+    """The whole HTML page (with the gallery section when ``galleries`` are given, one per corpus)."""
     sections: list[Callable[[Sequence[dict[str, Any]], Sequence[str]], str]] = [
         _totals, _funnel, _distributions, _scores, _captions, _throughput, _reference]
     title = "Corpus statistics: " + " vs ".join(labels)
@@ -77,6 +82,8 @@ def render(runs: Sequence[dict[str, Any]], labels: Sequence[str]) -> str:
         f"<p><b>{_e(label)}</b>: {_e(run['corpus'])}; manifest written {_e(run.get('manifest_created') or '?')}; "
         f"statistics computed {_e(run['computed'])} in {run['seconds']:.2f} s</p>" for run, label in zip(runs, labels)))
     body = head + "".join(section(runs, labels) for section in sections)
+    if galleries:
+        body += _gallery(galleries, labels)
     return (f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{_e(title)}</title>"
             f"<style>{STYLE}</style></head><body>{body}</body></html>")
 
@@ -230,6 +237,43 @@ def _reference(runs: Sequence[dict[str, Any]], labels: Sequence[str]) -> str:
     return ("<h2>Beside the published corpora</h2><p>— : not published by the source (left out rather than "
             "estimated) or not measured here.</p>" + _table(["", *labels, *refs], rows)
             + f"<p>Sources:</p><ul>{sources}</ul>")
+
+
+def _gallery(galleries: Sequence[Gallery], labels: Sequence[str]) -> str:
+    parts = ["<h2>Gallery</h2><p>Evenly spaced frames of sample clips: kept clips (the first clip of shards spread "
+             "over the corpus) with their filter checks, and per rejection reason the rejected clips with the lowest "
+             "keys (an unbiased sample: keys start with a hash of the source) with the rejection's detail.</p>"]
+    for gallery, label in zip(galleries, labels):
+        if len(galleries) > 1:
+            parts.append(f"<h3>{_e(label)}</h3>")
+        parts.append(f"<h3>Kept clips ({len(gallery.kept)} shown)</h3>")
+        parts.append("".join(_thumb(t, "kept") for t in gallery.kept) or "<p class=\"note\">no clips in shards</p>")
+        parts.append("<h3>Rejected clips by reason</h3>")
+        if not gallery.rejected:
+            parts.append("<p class=\"note\">no clip was rejected</p>")
+        for sample in gallery.rejected:
+            parts.append(f"<h4 data-reason=\"{_e(sample.reason)}\">{_e(sample.reason)}: {sample.rejected:,} clips "
+                         f"rejected, {len(sample.thumbs)} sampled</h4>")
+            if sample.note:
+                parts.append(f"<p class=\"note\" data-no-media=\"{_e(sample.reason)}\">no pictures: {_e(sample.note)}"
+                             "</p>")
+            parts.append("".join(_thumb(t, sample.reason) for t in sample.thumbs if t.strip or not sample.note))
+        if gallery.whole_sources:
+            whole = "; ".join(f"{reason}: {n:,}" for reason, n in gallery.whole_sources.items())
+            parts.append(f"<p class=\"note\">Sources rejected whole, before any clip was cut (no clip to show): "
+                         f"{_e(whole)}.</p>")
+    return "".join(parts)
+
+
+def _thumb(thumb: Thumb, group: str) -> str:
+    picture = (f"<img src=\"{thumb.strip}\" alt=\"{_e(thumb.key)}\" data-gallery=\"{_e(group)}\">" if thumb.strip
+               else f"<p class=\"note\">{_e(thumb.note or 'no picture')}</p>")
+    checks = " · ".join(f"<span class=\"{'pass' if passed else 'fail'}\">{_e(rule)} {_e(_fmt(score))} "
+                        f"(threshold {_e(_fmt(threshold))}{'' if passed else ', failed'})</span>"
+                        for rule, score, threshold, passed in thumb.checks)
+    text = "".join(f"<br>{part}" for part in (_e(thumb.caption) if thumb.caption else "", checks,
+                                               _e(thumb.detail) if thumb.detail else "") if part)
+    return f"<figure class=\"thumb\">{picture}<figcaption><b>{_e(thumb.key)}</b>{text}</figcaption></figure>"
 
 
 # --- HTML helpers ---------------------------------------------------------------------------------

@@ -1,0 +1,211 @@
+"""The report's gallery: thumbnail strips of sample kept clips and of sample rejected clips per reason.
+
+People judge a filter by looking at what it dropped, so the report shows a few frames of each. What is
+looked at stays bounded and deterministic, whatever the size of the corpus:
+
+* **kept clips**: the first clip of ``kept`` shards spread evenly over the corpus's shards (in name order,
+  so over its partitions). A shard is read from its start only until that first sample is complete, so
+  the cost is one clip per shard, never a scan of the corpus. Partitions are a hash of the source id and
+  keys are sorted inside them, so these are sources drawn evenly from the whole corpus.
+* **rejected clips**: per ``stage/reason``, the ``per_reason`` rejected clips with the lowest keys (keys
+  start with a hash of the source, so the lowest keys are an unbiased sample), found by streaming the
+  rejections a record batch at a time. Their media is what the curation job left in
+  ``work/clips/<source_id>/<key>.mp4``: the job deletes a partition's clips once its shards are written,
+  unless ``write.keep_clips: true``. A reason whose sampled clips are gone is listed with a note saying
+  so, never with invented pictures; whole-source rejections (``screen``, ``probe``, ``download``) have
+  no clip at all and are listed as such.
+
+Each strip is ``frames`` evenly spaced frames of the clip (``curation.frames.sample_clip``, one decode),
+``width`` pixels wide each, joined side by side and stored as one inline JPEG data URI, so the report
+stays one self-contained file of a few kB per clip. Kept clips carry their decision record's checks
+(score, threshold, passed); rejected clips the rejection's detail, which states the score that failed.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import logging
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from PIL import Image
+
+from curation.errors import Rejection
+from curation.frames import sample_clip
+from curation.workarea import WorkArea
+from shards.layout import manifest_location, rejections_location, shard_locations
+from shards.reader import BATCH_ROWS, dataset, read_manifest, shard_samples
+from shards.schema import REJECTION_SCHEMA
+from shards.scores import DecisionRecord
+from storage import Location
+from storage.location import translated
+from storage.scratch import local_copy, scratch_dir
+
+log = logging.getLogger(__name__)
+
+#: Defaults: clips of each kind shown, frames per strip, pixels per frame, JPEG quality, decoding threads.
+KEPT = 12
+PER_REASON = 4
+FRAMES = 5
+WIDTH = 160
+QUALITY = 75
+THREADS = 4
+
+_REJECTION_COLUMNS = ["source_id", "key", "stage", "reason", "detail"]
+
+
+@dataclass
+class Thumb:
+    """One clip of the gallery: its strip (a data URI, or None with ``note`` saying why) and what it was judged on."""
+
+    key: str
+    strip: str | None = None
+    note: str | None = None  # why there is no strip
+    caption: str = ""
+    checks: list[tuple[str, Any, Any, bool]] = field(default_factory=list)  # (rule, score, threshold, passed)
+    detail: str = ""  # the rejection's sentence
+
+
+@dataclass
+class ReasonSample:
+    """The sampled rejected clips of one ``stage/reason`` and how many clips it rejected in all."""
+
+    reason: str
+    rejected: int
+    thumbs: list[Thumb] = field(default_factory=list)
+    note: str | None = None  # why no clip of this reason can be shown
+
+
+@dataclass
+class Gallery:
+    kept: list[Thumb]
+    rejected: list[ReasonSample]
+    whole_sources: dict[str, int]  # stage/reason -> sources rejected whole (no clip to show)
+    keep_clips: bool | None  # write.keep_clips of the corpus's config (None: not recorded)
+
+
+def collect_gallery(root: str | Location, kept: int = KEPT, per_reason: int = PER_REASON, frames: int = FRAMES,
+                    width: int = WIDTH) -> Gallery:
+    """Sample the corpus at ``root`` and draw the strips (decoding on a few threads)."""
+    root = Location(str(root))
+    manifest = read_manifest(root) if manifest_location(root).is_file() else {}
+    keep_clips = manifest.get("config", {}).get("write", {}).get("keep_clips")
+    reasons, whole = _rejection_sample(root, per_reason)
+    with scratch_dir("gallery") as scratch, ThreadPoolExecutor(THREADS) as pool:
+        kept_thumbs = list(pool.map(lambda sample: _kept_thumb(sample, scratch, frames, width),
+                                    list(_kept_samples(root, kept))))
+        work = WorkArea.of(root)
+        samples = []
+        for name, (total, rows) in reasons.items():
+            thumbs = list(pool.map(lambda row: _rejected_thumb(row, work, scratch, frames, width), rows))
+            note = _no_media_note(keep_clips) if all(t.strip is None for t in thumbs) else None
+            samples.append(ReasonSample(reason=name, rejected=total, thumbs=thumbs, note=note))
+    return Gallery(kept=kept_thumbs, rejected=samples, whole_sources=whole, keep_clips=keep_clips)
+
+
+def _no_media_note(keep_clips: bool | None) -> str:
+    if keep_clips:
+        return "the sampled clips are no longer in work/clips (removed by hand, or by an incremental run)"
+    return ("their clip files were deleted when their partitions were written; curate with write.keep_clips: true "
+            "to see rejected clips here")
+
+
+# --- sampling -------------------------------------------------------------------------------------
+
+def _kept_samples(root: Location, count: int) -> Iterator[dict[str, Any]]:
+    """The first sample of ``count`` shards spread evenly over the corpus's shards (fewer when it has fewer)."""
+    shards = shard_locations(root)
+    if not shards or count <= 0:
+        return
+    taken = min(count, len(shards))
+    picks = sorted({round(i * (len(shards) - 1) / max(taken - 1, 1)) for i in range(taken)})
+    for pick in picks:
+        with closing(shard_samples([shards[pick]])) as samples:
+            sample = next(samples, None)
+        if sample is not None and "mp4" in sample:
+            yield sample
+
+
+def _rejection_sample(root: Location, per_reason: int,
+                      ) -> tuple[dict[str, tuple[int, list[dict[str, Any]]]], dict[str, int]]:
+    """Per ``stage/reason`` of clip rejections: the total and the rows of its ``per_reason`` lowest keys; and the
+    count of whole-source rejections per ``stage/reason``. Streams the rejections a record batch at a time."""
+    location = rejections_location(root)
+    totals: dict[str, int] = {}
+    lowest: dict[str, pa.Table] = {}
+    whole: dict[str, int] = {}
+    with translated(location):
+        batches = dataset(location, REJECTION_SCHEMA).to_batches(columns=_REJECTION_COLUMNS, batch_size=BATCH_ROWS)
+        for batch in batches:
+            table = pa.Table.from_batches([batch])
+            label = pc.binary_join_element_wise(pc.fill_null(table["stage"], "?"), pc.fill_null(table["reason"], "?"),
+                                                "/")
+            table = table.append_column("label", label)
+            has_key = pc.is_valid(table["key"])
+            for row in table.filter(pc.invert(has_key)).group_by("label").aggregate([("label", "count")]).to_pylist():
+                whole[row["label"]] = whole.get(row["label"], 0) + row["label_count"]
+            clips = table.filter(has_key)
+            for name in pc.unique(clips["label"]).to_pylist():
+                group = clips.filter(pc.equal(clips["label"], name))
+                totals[name] = totals.get(name, 0) + group.num_rows
+                merged = pa.concat_tables([t for t in (lowest.get(name), group) if t is not None])
+                lowest[name] = merged.take(pc.select_k_unstable(merged, per_reason, [("key", "ascending")]))
+    sampled = {name: (totals[name], lowest[name].sort_by("key").to_pylist()) for name in sorted(totals)}
+    return sampled, dict(sorted(whole.items()))
+
+
+# --- strips ---------------------------------------------------------------------------------------
+
+def _kept_thumb(sample: dict[str, Any], scratch: Path, frames: int, width: int) -> Thumb:
+    row = json.loads(sample["json"]) if "json" in sample else {}
+    record = DecisionRecord.from_json(row.get("scores"))
+    thumb = Thumb(key=sample["__key__"], caption=sample.get("txt", b"").decode("utf-8", "replace"),
+                  checks=[(rule, c.score, c.threshold, c.passed) for rule, c in record.checks.items()])
+    clip = scratch / f"kept-{thumb.key}.mp4"
+    clip.write_bytes(sample["mp4"])
+    try:
+        thumb.strip, thumb.note = _strip(clip, frames, width)
+    finally:
+        clip.unlink(missing_ok=True)
+    return thumb
+
+
+def _rejected_thumb(row: dict[str, Any], work: WorkArea, scratch: Path, frames: int, width: int) -> Thumb:
+    thumb = Thumb(key=row["key"], detail=row.get("detail") or "")
+    location = work.clip_location(row["source_id"], row["key"])
+    if not location.is_file():
+        thumb.note = "clip file deleted"
+        return thumb
+    thumb.strip, thumb.note = _strip(local_copy(location.uri, scratch), frames, width)
+    return thumb
+
+
+def _strip(clip: Path, frames: int, width: int) -> tuple[str | None, str | None]:
+    """``frames`` evenly spaced frames of ``clip``, ``width`` px wide each, side by side: a JPEG data URI.
+
+    A clip that cannot be decoded gives no strip and the decoder's reason (the report is still written).
+    """
+    try:
+        sample = sample_clip(str(clip), frames, {"thumb": width})["thumb"]
+    except Rejection as exc:
+        return None, f"no frame decoded: {exc.detail}"
+    # An even count gets the exact middle added by the sampler; the strip keeps the evenly spaced ones.
+    pictures = [f for i, f in enumerate(sample.frames) if frames % 2 or i != sample.middle_index]
+    gap = 2
+    strip = Image.new("RGB", (sum(p.shape[1] for p in pictures) + gap * (len(pictures) - 1),
+                              max(p.shape[0] for p in pictures)), "white")
+    x = 0
+    for picture in pictures:
+        strip.paste(Image.fromarray(picture), (x, 0))
+        x += picture.shape[1] + gap
+    buffer = io.BytesIO()
+    strip.save(buffer, format="JPEG", quality=QUALITY, optimize=True)
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii"), None
