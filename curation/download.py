@@ -418,15 +418,17 @@ def _deadline_exceeded(url: str, cfg: DownloadConfig, what: str) -> Rejection:
 
 
 def _get(session: requests.Session, url: str, headers: dict[str, str], cfg: DownloadConfig,
-         deadline: float) -> requests.Response:
-    """GET ``url`` (streamed), following redirects one hop at a time so each hop's host is checked."""
+         deadline: float, method: str = "GET") -> requests.Response:
+    """GET ``url`` (streamed), following redirects one hop at a time so each hop's host is checked.
+
+    ``method`` HEAD asks for the headers only, with the same checks (``curation.verify``)."""
     for _ in range(MAX_REDIRECTS + 1):
         try:
             check_url(url, cfg)
         except socket.gaierror as exc:
             raise _Retryable("unreachable", f"cannot resolve {urllib.parse.urlsplit(url).hostname} ({exc})") from None
         timeout = max(min(cfg.timeout_s, deadline - time.monotonic()), 0.001)
-        resp = session.get(url, headers=headers, stream=True, timeout=timeout, allow_redirects=False)
+        resp = session.request(method, url, headers=headers, stream=True, timeout=timeout, allow_redirects=False)
         if resp.status_code not in _REDIRECT_STATUSES or "Location" not in resp.headers:
             _check_peer(resp, url, session, cfg)
             return resp

@@ -14,6 +14,8 @@ from jobs.evaluate import add_evaluate_arguments, evaluate
 from jobs.sample import add_sample_arguments, sample
 from jobs.stats import add_stats_arguments, stats
 from jobs.train import add_train_arguments, train
+from jobs.verify_sources import __doc__ as verify_doc
+from jobs.verify_sources import add_verify_arguments, verify
 
 
 def validate(args: argparse.Namespace) -> int:
@@ -52,6 +54,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_stats_arguments(stats_parser)
     stats_parser.set_defaults(func=stats)
+    verify_parser = commands.add_parser(
+        "verify-sources", help="re-check every source of a corpus (HEAD, or --hash: download and compare sha256), "
+                               "bounded in rate and concurrency: a status per source and a summary",
+        description=verify_doc, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_verify_arguments(verify_parser)
+    verify_parser.set_defaults(func=verify)
     train_parser = commands.add_parser(
         "train", help="train the swap-attention video diffusion model on corpora (DDP under torchrun, or --ray)",
         description="Stream the corpora's shards and train; resumes from the latest checkpoint in the output.",

@@ -7,6 +7,7 @@ A corpus is a directory or an object-store prefix (``s3://bucket/corpus``)::
     rejections/p00042.parquet         the rejected sources and clips of partition 42
     manifest.json                     counts, config, versions and every shard's sha256
     work/                             what the curation job keeps to resume (see curation.workarea)
+    availability/p00042.parquet       whether partition 42's sources can still be fetched (videofactory verify-sources)
 
 Every source belongs to one partition, a hash of its id (``partition_of``). Partitions are written
 as soon as all their sources are finished, and rewritten only when their sources change, so adding
@@ -25,6 +26,7 @@ SHARDS_DIR = "shards"
 INDEX_DIR = "index"
 REJECTIONS_DIR = "rejections"
 MANIFEST_FILE = "manifest.json"
+AVAILABILITY_DIR = "availability"
 
 _SHARD = re.compile(r"^(?P<name>.+)-p(?P<partition>\d{5,})-(?P<number>\d{6})\.tar$")
 

@@ -128,6 +128,27 @@ REJECTION_SCHEMA = pa.schema(
     + [RECORD_SCHEMA.field(n) for n in ("start_time", "end_time", "start_frame", "end_frame", "extra")]
 )
 
+#: ``availability/p00042.parquet`` (``videofactory verify-sources``): one row per source of partition 42, as
+#: re-checked at ``checked_at``. ``status``: available | gone (404/410, no such file) | forbidden (401/403/451,
+#: unreadable) | error (after retries, or a bad URL) | changed (size or sha256 differs from the record) |
+#: unchanged (sha256 equal; only with --hash).
+AVAILABILITY_SCHEMA = pa.schema([
+    pa.field("source_id", pa.string()),
+    pa.field("source", pa.string()),
+    pa.field("status", pa.string()),
+    pa.field("http_status", pa.int32()),  # the last HTTP answer (null for files and object stores)
+    pa.field("size", pa.int64()),  # bytes now: Content-Length, Content-Range's total, the file's size or the download's
+    pa.field("sha256", pa.string()),  # of the bytes now (only with --hash)
+    pa.field("recorded_bytes", pa.int64()),  # source_bytes when the corpus was made (null when never downloaded)
+    pa.field("recorded_sha256", pa.string()),
+    pa.field("content_type", pa.string()),
+    pa.field("method", pa.string()),  # head | range (HEAD refused: GET of byte 0) | download | file | store
+    pa.field("attempts", pa.int32()),  # requests made (retries included)
+    pa.field("reason", pa.string()),  # machine-readable cause of gone/forbidden/error/changed
+    pa.field("detail", pa.string()),
+    pa.field("checked_at", pa.timestamp("ms", tz="UTC")),
+])
+
 #: Extensions of the files in one sample.
 SAMPLE_EXTENSIONS = ("mp4", "txt", "json")
 

@@ -19,8 +19,10 @@ Routes (``<name>`` is a file in ``root_dir``):
 * ``/redirect/<name>?to=U`` 302 to ``U`` (any scheme, any host: what a hostile server sends); without
   ``to``, to itself (a loop)
 * ``/drip/<name>``         announces the file's length, then sends one byte every ``drip_s`` (ignores Range)
+* ``/busy/<name>``         503 with ``Retry-After: <retry_after>`` once, then the file
+* ``/nohead/<name>``       405 to HEAD (as some servers answer), the file to GET
 
-Every request is counted per path (``count``) and recorded with its headers (``requests``).
+Every request is counted per path (``count``) and recorded with its headers and arrival time (``requests``).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import mimetypes
 import re
 import sys
 import threading
+import time
 import urllib.parse
 from collections import Counter
 from dataclasses import dataclass
@@ -47,6 +50,7 @@ class Request:
     method: str
     path: str
     headers: dict[str, str]
+    time: float = 0.0  # time.monotonic() when it arrived
 
 
 class VideoServer:
@@ -120,7 +124,7 @@ class VideoServer:
     def _record(self, method: str, path: str, headers: dict[str, str]) -> int:
         """Count a request and return how many ``path`` has had, this one included."""
         with self._lock:
-            self.requests.append(Request(method, path, headers))
+            self.requests.append(Request(method, path, headers, time.monotonic()))
             self._counts[path] += 1
             return self._counts[path]
 
@@ -175,6 +179,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._simple(500, "text/plain", b"try again\n", body)
         elif route == "ratelimited" and nth == 1:
             self._simple(429, "text/plain", b"slow down\n", body, {"Retry-After": str(app.retry_after)})
+        elif route == "busy" and nth == 1:
+            self._simple(503, "text/plain", b"busy\n", body, {"Retry-After": str(app.retry_after)})
+        elif route == "nohead" and not body:
+            self._simple(405, "text/plain", b"method not allowed\n", body, {"Allow": "GET"})
         elif route == "text":
             self._simple(200, "text/plain; charset=utf-8", b"this is not a video\n", body)
         elif route == "page":
@@ -191,7 +199,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._truncated(file, body)
         elif route == "chunked":
             self._chunked(file, body)
-        elif route in ("videos", "flaky", "ratelimited"):
+        elif route in ("videos", "flaky", "ratelimited", "busy", "nohead"):
             self._file(file, body)
         else:
             self._simple(404, "text/plain", b"unknown route\n", body)
