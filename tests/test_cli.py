@@ -27,7 +27,9 @@ OPTIONS = {
     "curate": ("--config", "--input", "--output", "--stages", "resume", "--set KEY=VALUE",
                "--set filter.text.max_area=0.01", "repeatable", "unknown key"),
     "validate": ("corpus", "Exit status 0", "1 with a list of problems"),
-    "stats": ("corpus", "--compare", "--out", "stats.json", "report.html"),
+    "stats": ("corpus", "--compare", "--out", "stats.json", "report.html", "--no-gallery"),
+    "verify-sources": ("corpus", "--out", "--hash", "--concurrency", "--rate", "--set KEY=VALUE", "summary.json",
+                       "download.timeout_s=10"),
     "train": ("--config", "--output", "--steps", "--no-resume", "--ray", "--num-workers", "--max-failures",
               "--set KEY=VALUE", "--set optim.lr=1e-4"),
     "sample": ("--checkpoint", "--prompt", "--out", "--steps", "--guidance", "--seed", "--frames", "--fps", "--no-ema",
@@ -56,7 +58,7 @@ def misuse(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
 
 def test_help_lists_every_command(capsys):
     text = help_text(["--help"], capsys)
-    assert "{curate,validate,stats,train,sample,evaluate,ablate}" in text
+    assert "{curate,validate,stats,verify-sources,train,sample,evaluate,ablate}" in text
     for command in OPTIONS:
         assert f"{command} " in text
 
