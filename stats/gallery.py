@@ -12,8 +12,8 @@ looked at stays bounded and deterministic, whatever the size of the corpus:
   rejections a record batch at a time. Their media is what the curation job left in
   ``work/clips/<source_id>/<key>.mp4``: the job deletes a partition's clips once its shards are written,
   unless ``write.keep_clips: true``. A reason whose sampled clips are gone is listed with a note saying
-  so, never with invented pictures; whole-source rejections (``screen``, ``probe``, ``download``) have
-  no clip at all and are listed as such.
+  so, never with invented pictures; rejections without a clip (sources rejected whole by ``screen``,
+  ``probe`` or ``download``, scenes dropped before cutting) are counted as such.
 
 Each strip is ``frames`` evenly spaced frames of the clip (``curation.frames.sample_clip``, one decode),
 ``width`` pixels wide each, joined side by side and stored as one inline JPEG data URI, so the report
@@ -59,7 +59,8 @@ WIDTH = 160
 QUALITY = 75
 THREADS = 4
 
-_REJECTION_COLUMNS = ["source_id", "key", "stage", "reason", "detail"]
+#: Columns of the sampling scan; the heavy ``detail`` sentences are read afterwards for the sampled keys only.
+_REJECTION_COLUMNS = ["source_id", "key", "stage", "reason"]
 
 
 @dataclass
@@ -88,7 +89,7 @@ class ReasonSample:
 class Gallery:
     kept: list[Thumb]
     rejected: list[ReasonSample]
-    whole_sources: dict[str, int]  # stage/reason -> sources rejected whole (no clip to show)
+    uncut: dict[str, int]  # stage/reason -> rejections without a clip (sources rejected whole, scenes dropped)
     keep_clips: bool | None  # write.keep_clips of the corpus's config (None: not recorded)
 
 
@@ -108,7 +109,7 @@ def collect_gallery(root: str | Location, kept: int = KEPT, per_reason: int = PE
             thumbs = list(pool.map(lambda row: _rejected_thumb(row, work, scratch, frames, width), rows))
             note = _no_media_note(keep_clips) if all(t.strip is None for t in thumbs) else None
             samples.append(ReasonSample(reason=name, rejected=total, thumbs=thumbs, note=note))
-    return Gallery(kept=kept_thumbs, rejected=samples, whole_sources=whole, keep_clips=keep_clips)
+    return Gallery(kept=kept_thumbs, rejected=samples, uncut=whole, keep_clips=keep_clips)
 
 
 def _no_media_note(keep_clips: bool | None) -> str:
@@ -136,14 +137,16 @@ def _kept_samples(root: Location, count: int) -> Iterator[dict[str, Any]]:
 
 def _rejection_sample(root: Location, per_reason: int,
                       ) -> tuple[dict[str, tuple[int, list[dict[str, Any]]]], dict[str, int]]:
-    """Per ``stage/reason`` of clip rejections: the total and the rows of its ``per_reason`` lowest keys; and the
-    count of whole-source rejections per ``stage/reason``. Streams the rejections a record batch at a time."""
+    """Per ``stage/reason`` of clip rejections: the total and the rows (with ``detail``) of its ``per_reason`` lowest
+    keys; and per ``stage/reason`` the rejections without a clip (sources rejected whole, scenes dropped before
+    cutting). Streams the rejections a record batch at a time, then reads the sampled keys' details."""
     location = rejections_location(root)
     totals: dict[str, int] = {}
     lowest: dict[str, pa.Table] = {}
     whole: dict[str, int] = {}
     with translated(location):
-        batches = dataset(location, REJECTION_SCHEMA).to_batches(columns=_REJECTION_COLUMNS, batch_size=BATCH_ROWS)
+        rejections = dataset(location, REJECTION_SCHEMA)
+        batches = rejections.to_batches(columns=_REJECTION_COLUMNS, batch_size=BATCH_ROWS)
         for batch in batches:
             table = pa.Table.from_batches([batch])
             label = pc.binary_join_element_wise(pc.fill_null(table["stage"], "?"), pc.fill_null(table["reason"], "?"),
@@ -158,7 +161,12 @@ def _rejection_sample(root: Location, per_reason: int,
                 totals[name] = totals.get(name, 0) + group.num_rows
                 merged = pa.concat_tables([t for t in (lowest.get(name), group) if t is not None])
                 lowest[name] = merged.take(pc.select_k_unstable(merged, per_reason, [("key", "ascending")]))
-    sampled = {name: (totals[name], lowest[name].sort_by("key").to_pylist()) for name in sorted(totals)}
+        keys = [key for table in lowest.values() for key in table["key"].to_pylist()]
+        found = rejections.to_table(columns=["key", "detail"], filter=pc.field("key").isin(keys)) if keys else None
+    details = dict(zip(found["key"].to_pylist(), found["detail"].to_pylist())) if found is not None else {}
+    sampled = {name: (totals[name], [{**row, "detail": details.get(row["key"])}
+                                     for row in lowest[name].sort_by("key").to_pylist()])
+               for name in sorted(totals)}
     return sampled, dict(sorted(whole.items()))
 
 

@@ -252,16 +252,16 @@ def _gallery(galleries: Sequence[Gallery], labels: Sequence[str]) -> str:
         if not gallery.rejected:
             parts.append("<p class=\"note\">no clip was rejected</p>")
         for sample in gallery.rejected:
-            parts.append(f"<h4 data-reason=\"{_e(sample.reason)}\">{_e(sample.reason)}: {sample.rejected:,} clips "
-                         f"rejected, {len(sample.thumbs)} sampled</h4>")
+            parts.append(f"<h4 data-reason=\"{_e(sample.reason)}\">{_e(sample.reason)}: {sample.rejected:,} "
+                         f"clip{'s' if sample.rejected != 1 else ''} rejected, {len(sample.thumbs)} sampled</h4>")
             if sample.note:
                 parts.append(f"<p class=\"note\" data-no-media=\"{_e(sample.reason)}\">no pictures: {_e(sample.note)}"
                              "</p>")
             parts.append("".join(_thumb(t, sample.reason) for t in sample.thumbs if t.strip or not sample.note))
-        if gallery.whole_sources:
-            whole = "; ".join(f"{reason}: {n:,}" for reason, n in gallery.whole_sources.items())
-            parts.append(f"<p class=\"note\">Sources rejected whole, before any clip was cut (no clip to show): "
-                         f"{_e(whole)}.</p>")
+        if gallery.uncut:
+            uncut = "; ".join(f"{reason}: {n:,}" for reason, n in gallery.uncut.items())
+            parts.append(f"<p class=\"note\">Rejected before any clip was cut (sources rejected whole, scenes "
+                         f"dropped), so with no clip to show: {_e(uncut)}.</p>")
     return "".join(parts)
 
 

@@ -40,7 +40,8 @@ def judged_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     rejected = [{**rows[name], "source_id": sid, "key": f"{sid}_0000", "stage": "filter"}
                 for name, sid in (("still", "cccc"), ("four_three", "dddd"))]
     whole = {"source_id": "eeee", "stage": "screen", "reason": "low_resolution", "detail": "720 > 480"}
-    write_corpus(root, kept, partitions=2, shard_samples=1, rejections=[*rejected, whole])
+    scene = {"source_id": "aaaa", "stage": "split", "reason": "too_short", "start_time": 9.0, "end_time": 10.0}
+    write_corpus(root, kept, partitions=2, shard_samples=1, rejections=[*rejected, whole, scene])
     work = WorkArea.of(root)
     work.clip_location("cccc", "cccc_0000").upload_from(Path(shutil.copy(clips["still"], root.parent / "s.mp4")))
     return root
@@ -75,7 +76,7 @@ def test_gallery_samples_kept_and_rejected_clips_with_their_scores(judged_corpus
     assert static.thumbs[0].detail.startswith("motion.") and "filter.motion.min_motion" in static.thumbs[0].detail
     aspect = by_reason["filter/aspect_ratio"]
     assert aspect.thumbs[0].strip is None and "write.keep_clips: true" in aspect.note
-    assert gallery.whole_sources == {"screen/low_resolution": 1}
+    assert gallery.uncut == {"screen/low_resolution": 1, "split/too_short": 1}
 
 
 def test_rejected_sample_is_the_lowest_keys_per_reason_and_bounded(tmp_path: Path) -> None:
@@ -87,7 +88,8 @@ def test_rejected_sample_is_the_lowest_keys_per_reason_and_bounded(tmp_path: Pat
     assert by_reason["filter/static"].rejected == 20 and by_reason["filter/text_area"].rejected == 20
     assert [t.key for t in by_reason["filter/static"].thumbs] == ["0001_0000", "0003_0000", "0005_0000"]
     assert [t.key for t in by_reason["filter/text_area"].thumbs] == ["0000_0000", "0002_0000", "0004_0000"]
-    assert gallery.kept == [] and gallery.whole_sources == {}
+    assert gallery.kept == [] and gallery.uncut == {}
+    assert [t.detail for t in by_reason["filter/static"].thumbs] == ["clip 1", "clip 3", "clip 5"]
 
 
 def test_report_gallery_renders_in_headless_chromium(judged_corpus: Path, tmp_path: Path) -> None:
@@ -110,4 +112,4 @@ def test_report_gallery_renders_in_headless_chromium(judged_corpus: Path, tmp_pa
     gallery = dom.split("<h2>Gallery</h2>")[1]
     assert "static 0.0" in gallery and "(threshold 0.002)" in gallery, "a kept clip's motion score and threshold"
     assert 'data-no-media="filter/aspect_ratio"' in gallery and "write.keep_clips: true" in gallery
-    assert "screen/low_resolution: 1" in gallery
+    assert "screen/low_resolution: 1; split/too_short: 1" in gallery
