@@ -198,6 +198,8 @@ class Checker:
         except Rejection as exc:
             row.update(status=_status_of(exc.reason), reason=exc.reason, detail=exc.detail,
                        http_status=_http_status(exc.reason))
+        except StorageError as exc:  # a source in a bucket this job cannot read: a verdict on it, not on the job
+            row.update(_store_failure(exc))
         row["checked_at"] = datetime.now(UTC)
         if row["status"] == "available":
             _compare(row)
@@ -275,8 +277,7 @@ class Checker:
         try:
             info = Location(uri).info()
         except StorageError as exc:
-            refused = "refused access" in str(exc)
-            return {**out, "status": "forbidden" if refused else "error", "reason": "store_error", "detail": str(exc)}
+            return {**out, **_store_failure(exc)}
         if info.type.name == "NotFound":
             return {**out, "status": "gone", "reason": "not_found", "detail": f"{uri}: no such object"}
         if info.type.name != "File":
@@ -302,6 +303,11 @@ def _size(resp: requests.Response) -> int | None:
     length = resp.headers.get("Content-Length", "").strip()
     encoded = resp.headers.get("Content-Encoding", "identity").strip().lower() not in ("", "identity")
     return int(length) if length.isdigit() and resp.status_code == 200 and not encoded else None
+
+
+def _store_failure(exc: StorageError) -> dict[str, Any]:
+    refused = "refused access" in str(exc)
+    return {"status": "forbidden" if refused else "error", "reason": "store_error", "detail": str(exc)}
 
 
 def _status_of_http(status: int) -> str:

@@ -63,7 +63,7 @@ def test_the_config_saved_in_a_checkpoint_loads_back_equal(tmp_path: Path) -> No
                       ["data.corpora=[{path: /c1, weight: 2}, {path: s3://b/c2}]", "model.unet.window=[1, 2, 2]",
                        "model.unet.attention_levels=[true, false]", "optim.betas=[0.8, 0.95]", "data.fps=7.5"])
     path = checkpoint_dir(tmp_path, 3)
-    save_checkpoint(path, torch.nn.Linear(2, 2), None, {"step": 3}, cfg)
+    save_checkpoint(path, torch.nn.Linear(2, 2).state_dict(), None, {"step": 3}, cfg)
     again = load_checkpoint_config(path)
     assert again == cfg and again.to_dict() == cfg.to_dict()
     assert again.model.unet.window == (1, 2, 2) and again.data.corpora[1].path == "s3://b/c2"

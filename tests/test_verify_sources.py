@@ -18,7 +18,7 @@ from jobs.cli import main as cli_main
 from shards.layout import AVAILABILITY_DIR
 from shards.schema import AVAILABILITY_SCHEMA
 from tests.http_server import VideoServer
-from tests.layout_corpus import Clip, write_corpus
+from tests.layout_corpus import Clip, s3_bucket_or_skip, upload_tree, write_corpus
 
 LOOPBACK = ["download.allow_private_networks=true", "download.backoff_s=0.05"]
 
@@ -149,6 +149,34 @@ def test_requests_keep_to_the_rate(served, tmp_path: Path) -> None:
         for j in range(i + 1, len(times)):
             assert j - i <= burst + rate * (times[j] - times[i]) + 1, (i, j, times[j] - times[i])
     assert times[-1] - times[0] >= (len(times) - burst - 1) / rate
+
+
+def test_no_more_sources_in_flight_than_the_concurrency(tmp_path: Path) -> None:
+    """Each answer takes slow_s: with two threads, a third request can only start once a first one has ended."""
+    files = tmp_path / "files"
+    files.mkdir()
+    (files / "v.mp4").write_bytes(b"v" * 100)
+    with VideoServer(files, slow_s=0.4) as server:
+        root = tmp_path / "corpus"
+        write_corpus(root, [Clip({"source_id": f"c{n}", "key": f"c{n}_0000", "source": server.url(f"/slow/v.mp4?{n}")},
+                                 b"mp4") for n in range(6)], partitions=1, shard_samples=6)
+        summary = verify_sources(root, verify_config(root, LOOPBACK, rate=1000, burst=6, concurrency=2))
+        times = sorted(r.time for r in server.requests)
+    assert summary["by_status"]["available"] == 6 and len(times) == 6
+    assert all(times[i + 2] - times[i] >= 0.38 for i in range(len(times) - 2)), times
+
+
+def test_corpus_and_status_files_in_an_object_store(served, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    server, files = served
+    local = tmp_path / "corpus"
+    ids = _corpus(local, server, files)
+    remote = upload_tree(local, f"{s3_bucket_or_skip(request)}/corpus")
+    summary = verify_sources(remote, verify_config(remote, LOOPBACK))
+    out = remote / AVAILABILITY_DIR
+    assert summary["out"] == out.uri and json.loads((out / "summary.json").read_text()) == summary
+    rows = {r["source_id"]: r for f in out.files() if f.name.endswith(".parquet") for r in f.read_table().to_pylist()}
+    assert rows[ids["gone"]]["status"] == "gone" and rows[ids["unchanged"]]["status"] == "available"
+    assert len(rows) == len(ids)
 
 
 def test_token_bucket_waits_for_tokens() -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, load_model, save_file, save_model
+from safetensors.torch import load_file, load_model, save_file
 
 from training.config import TrainConfig, load_config, save_config
 
@@ -87,16 +87,17 @@ def resolve_checkpoint(path: str | Path) -> Path:
     return found[-1]
 
 
-def save_checkpoint(path: Path, model: torch.nn.Module, ema: dict[str, torch.Tensor] | None,
+def save_checkpoint(path: Path, weights: dict[str, torch.Tensor], ema: dict[str, torch.Tensor] | None,
                     state: dict[str, Any], cfg: TrainConfig) -> None:
-    """Write the checkpoint atomically (temporary directory, then ``os.replace``)."""
+    """Write the checkpoint atomically (temporary directory, then ``os.replace``). ``weights`` and ``ema`` are
+    whole state dicts (a sharded run gathers them first), so every checkpoint loads into a plain model."""
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.parent / f".{path.name}.{os.getpid()}.tmp"
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir()
-    save_model(model, str(partial / MODEL_FILE))
-    if ema is not None:
-        save_file({k: v.contiguous() for k, v in ema.items()}, str(partial / EMA_FILE))
+    for tensors, name in ((weights, MODEL_FILE), (ema, EMA_FILE)):
+        if tensors is not None:
+            save_file({k: v.contiguous() for k, v in tensors.items()}, str(partial / name))
     torch.save(state, partial / STATE_FILE)
     save_config(cfg, partial / CONFIG_FILE)
     if path.exists():  # the same step saved again (a resumed run that stopped right after saving)
@@ -119,6 +120,11 @@ def load_weights(path: Path, model: torch.nn.Module, ema: bool = False) -> None:
         model.load_state_dict(load_file(str(path / EMA_FILE)))
     else:
         load_model(model, str(path / MODEL_FILE))
+
+
+def load_model_state(path: Path) -> dict[str, torch.Tensor]:
+    """The model weights of checkpoint ``path`` as a state dict (on the CPU)."""
+    return load_file(str(path / MODEL_FILE))
 
 
 def load_ema(path: Path) -> dict[str, torch.Tensor] | None:

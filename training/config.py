@@ -152,6 +152,10 @@ class TrainConfig(Config):
     bf16: bool = True  # autocast to bfloat16 on CUDA (ignored on CPU)
     gradient_checkpointing: bool = False
     compile: bool = False  # torch.compile the U-Net
+    # With several processes: ddp copies the whole model, its gradients and AdamW state to every rank; fsdp
+    # (FSDP2's fully_shard, each U-Net block then the root) keeps 1/world of each on every rank. Checkpoints
+    # are the same files either way (full weights), so sample, evaluate and the other mode load them.
+    distributed: Literal["ddp", "fsdp"] = "ddp"
 
     def check(self) -> None:
         """Raise ValueError saying what to fix.

@@ -30,6 +30,7 @@ from training.checkpoint import (
     checkpoint_dir,
     list_checkpoints,
     load_ema,
+    load_model_state,
     load_state,
     load_weights,
     prune_checkpoints,
@@ -39,9 +40,21 @@ from training.checkpoint import (
 from training.config import OptimConfig, TrainConfig
 from training.data import ResumableLoader
 from training.diffusion import diffusion_loss, make_scheduler
-from training.distributed import DistEnv, gather, mean_over_ranks
+from training.distributed import (
+    DistEnv,
+    full_model_state,
+    full_optimizer_state,
+    full_tensors,
+    gather,
+    load_full_model_state,
+    load_full_optimizer_state,
+    mean_over_ranks,
+    shard_like,
+    shard_model,
+)
 from training.encoders import TextEncoder, VideoVAE
 from training.model import VideoUNet
+from training.model.blocks import Downsample, ResBlock, SpatioTemporalBlock, Upsample
 from training.model.pretrained import load_2d_weights, read_2d_config, unet_config_from_2d
 
 log = logging.getLogger("videofactory.train")
@@ -61,6 +74,13 @@ def build_unet(cfg: TrainConfig, text_hidden: int, latent_channels: int, latent_
                          f"U-Net's {len(unet.block_channels)} levels cannot halve evenly: choose a size whose "
                          f"latent divides by {unet.downsample_factor}")
     return VideoUNet(unet)
+
+
+def fsdp_units(model: VideoUNet) -> list[torch.nn.Module]:
+    """The modules FSDP2 shards as units: the blocks ``VideoUNet.forward`` calls one after another (each ResBlock,
+    transformer block and resampler; a ``UNetBlock`` only holds them and is never called, so it cannot gather
+    their parameters). What is left (embeddings, ``conv_in``, ``conv_out``) belongs to the root."""
+    return [m for m in model.modules() if isinstance(m, ResBlock | SpatioTemporalBlock | Downsample | Upsample)]
 
 
 def learning_rate(step: int, cfg: OptimConfig) -> float:
@@ -134,6 +154,11 @@ class Trainer:
             log.info("initialised %d spatial tensors from %s; %d video-only tensors start as identities",
                      len(report.copied), cfg.model.init_from, len(report.video_only))
         self.model.set_gradient_checkpointing(cfg.gradient_checkpointing)
+        # FSDP2 shards the parameters in place, before the optimizer is built on them (its state is then sharded
+        # too) and before a checkpoint is restored into them; alone there is nothing to shard
+        self.fsdp = cfg.distributed == "fsdp" and env.world > 1
+        if self.fsdp:
+            shard_model(self.model, fsdp_units(self.model), env, cfg.bf16)
         self.scheduler = make_scheduler(cfg.diffusion)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.optim.lr, betas=tuple(cfg.optim.betas),
                                            weight_decay=cfg.optim.weight_decay)
@@ -150,14 +175,17 @@ class Trainer:
         # of its restored weights, not of the random initialisation
         self.ema = EMA(self.model, cfg.optim.ema_decay, cfg.optim.ema_warmup) if cfg.optim.ema_decay > 0 else None
         if self.ema is not None and ema_state is not None:
-            self.ema.state = {k: v.to(env.device) for k, v in ema_state.items()}
+            self.ema.state = (shard_like(ema_state, self.ema.state) if self.fsdp
+                              else {k: v.to(env.device) for k, v in ema_state.items()})
         elif self.ema is not None and found:
             log.warning("%s has no EMA weights: the EMA starts from its model weights", found[-1])
         self.loader = ResumableLoader(cfg.data, cfg.seed, env.rank, env.world, data_state)
         on_gpu = env.device.type == "cuda"
         self.ddp = (DistributedDataParallel(self.model, device_ids=[env.device.index] if on_gpu else None)
-                    if env.world > 1 else None)
+                    if env.world > 1 and not self.fsdp else None)
         network = self.ddp if self.ddp is not None else self.model
+        # the whole model, sharded or not: under FSDP2 dynamo breaks the graph at each unit's gather and free
+        # hooks, so each block compiles on its own while the checkpoints keep the plain parameter names
         self.network = torch.compile(network) if cfg.compile else network
         self.losses: list[float] = []
 
@@ -168,8 +196,12 @@ class Trainer:
         if len(state["data"]) != self.env.world:
             raise ValueError(f"{path} was written by {len(state['data'])} ranks, this run has {self.env.world}: "
                              "resume with the same number of processes (or a new output directory)")
-        load_weights(path, self.model)
-        self.optimizer.load_state_dict(state["optimizer"])
+        if self.fsdp:  # every rank reads the whole files and keeps its shards
+            load_full_model_state(self.model, load_model_state(path))
+            load_full_optimizer_state(self.model, self.optimizer, state["optimizer"])
+        else:
+            load_weights(path, self.model)
+            self.optimizer.load_state_dict(state["optimizer"])
         self.step = int(state["step"])
         set_rng_state(state["rng"][self.env.rank])
         log.info("resumed from %s at step %d", path, self.step)
@@ -216,10 +248,15 @@ class Trainer:
     def save(self) -> None:
         """Write a checkpoint (rank 0), with every rank's RNG state and data position."""
         ranks_rng, ranks_data = gather(rng_state(), self.env), gather(self.loader.state_dict(), self.env)
+        if self.fsdp:  # gathered whole on rank 0 (every rank takes part): the files of a DDP run
+            weights, optimizer = full_model_state(self.model), full_optimizer_state(self.model, self.optimizer)
+            ema = full_tensors(self.ema.state, self.env) if self.ema else None
+        else:
+            weights, optimizer = self.model.state_dict(), self.optimizer.state_dict()
+            ema = self.ema.state if self.ema else None
         if self.env.main:
-            state = {"step": self.step, "optimizer": self.optimizer.state_dict(), "rng": ranks_rng, "data": ranks_data}
-            save_checkpoint(checkpoint_dir(self.cfg.output, self.step), self.model,
-                            self.ema.state if self.ema else None, state, self.cfg)
+            state = {"step": self.step, "optimizer": optimizer, "rng": ranks_rng, "data": ranks_data}
+            save_checkpoint(checkpoint_dir(self.cfg.output, self.step), weights, ema, state, self.cfg)
             prune_checkpoints(self.cfg.output, self.cfg.keep_checkpoints)
         if self.env.world > 1:
             torch.distributed.barrier()
@@ -254,15 +291,27 @@ class Trainer:
         under ``eval/``; the model, the global RNG and the data stream are untouched, so resuming stays exact.
         Other ranks wait at a barrier (keep the evaluation shorter than the process group's timeout)."""
         results = None
+        model, ema = self.model, self.ema.state if self.ema is not None else None
+        if self.fsdp:  # rank 0 evaluates alone: a plain model of the gathered weights (every rank gathers)
+            weights, ema = full_model_state(self.model), full_tensors(ema, self.env) if ema is not None else None
+            model = self._plain_model(weights) if self.env.main else None
         if self.env.main:
             from training.evaluate import evaluate_in_training
 
             results, self._eval_clips = evaluate_in_training(
-                self.model, self.ema.state if self.ema is not None else None, self.cfg, self.text, self.vae,
-                self.step, writer, getattr(self, "_eval_clips", None), self._autocast)
+                model, ema, self.cfg, self.text, self.vae, self.step, writer, getattr(self, "_eval_clips", None),
+                self._autocast)
         if self.env.world > 1:
             torch.distributed.barrier()
         return results
+
+    def _plain_model(self, weights: dict[str, torch.Tensor]) -> VideoUNet:
+        """An unsharded U-Net holding ``weights``, built on the meta device: no initialisation drawn from the
+        global RNG (resuming stays exact) and no memory for weights that are replaced at once."""
+        with torch.device("meta"):
+            model = VideoUNet(self.cfg.model.unet)
+        model.load_state_dict(weights, assign=True)
+        return model.to(self.env.device)
 
     def _log(self, window: list[dict[str, float]], writer: SummaryWriter | None) -> None:
         """Loss, learning rate, samples/s, share of time waiting for data and GPU memory over the last steps."""
