@@ -174,6 +174,17 @@ class SplitConfig(Config):
     min_duration: float = 2.0  # seconds; shorter scenes (after trimming) are rejected
     max_duration: float = 10.0  # seconds; longer scenes are cut into consecutive chunks
     trim_frames: int = 0  # frames dropped on each side of every detected cut (keeps transitions out)
+    #: PySceneDetect's candidate cuts are checked against frames this far on both sides: when the far frames show
+    #: the same picture (a flash, a fireball, a strobe), the candidate is no cut. 0: PySceneDetect's cuts as it
+    #: finds them (its min_scene_len applied inside the detector, so a false cut hides the real cuts after it).
+    flash_frames: Annotated[int, Field(ge=0)] = 6
+    #: "The same picture": the far frames differ by less than this fraction of the jump at the candidate itself.
+    flash_ratio: Annotated[float, Field(gt=0, lt=1)] = 0.5
+    #: Merge runs of adjacent scenes shorter than min_duration whose boundaries are weak (the same shot on both
+    #: sides, by colour histograms): a shot cut up by false cuts becomes one scene again instead of being lost.
+    merge_short: bool = False
+    #: A weak boundary: the colour-histogram distance (0 = same colours, 1 = disjoint) across it is below this.
+    merge_max_distance: Annotated[float, Field(gt=0, le=1)] = 0.15
 
     @property
     def RESOURCE_FIELDS(self) -> tuple[str, ...]:
@@ -327,6 +338,9 @@ class CurationConfig(Config):
             raise ValueError("no output: set `output` in the config or pass --output DIR")
         if not 0 < self.split.min_duration <= self.split.max_duration:
             raise ValueError("need 0 < split.min_duration <= split.max_duration")
+        if self.split.merge_short and (self.split.detector == "transnetv2" or not self.split.flash_frames):
+            raise ValueError("split.merge_short needs the frames around each cut: use it with a PySceneDetect "
+                             "detector (adaptive or content) and split.flash_frames > 0")
 
     def ordered_stages(self) -> list[str]:
         """The selected stages in pipeline order, with ``screen`` wherever ``probe`` is (``download,probe,split``)."""

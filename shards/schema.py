@@ -58,7 +58,8 @@ PROBE_FIELDS: list[pa.Field] = [
 CLIP_FIELDS: list[pa.Field] = [
     pa.field("key", pa.string()),  # <source_id>_<n:04d>, the WebDataset sample key
     pa.field("clip_index", pa.int32()),
-    pa.field("scene_index", pa.int32()),
+    pa.field("scene_index", pa.int32()),  # the scene of the source it was cut from (chunks of one scene share it)
+    pa.field("chunk_index", pa.int32()),  # which chunk of that scene: a boundary between chunks is no cut
     pa.field("start_time", pa.float64()),  # seconds from the first presentation timestamp
     pa.field("end_time", pa.float64()),
     pa.field("start_frame", pa.int64()),  # on the detector's (nominal frame rate) timeline

@@ -387,7 +387,9 @@ def test_fingerprint_of_the_defaults_is_pinned() -> None:
     Changed on 2026-12-02 (stop 18): the `screen` stage now runs before `split`, so the fingerprints from
     `split` on include its settings; download..probe are unchanged. The filter's new `sharpness` options
     change it from `filter` on.
+    Changed on 2026-12-02 (issue 13, split): the split's flash check (`flash_frames`, `flash_ratio`) and
+    `merge_short` (`merge_max_distance`) change it from `split` on.
     """
     assert fingerprints(CurationConfig())["probe"] == "9ec4918721119cde"
-    assert fingerprints(CurationConfig())["split"] == "8cf6a0349652acee"
-    assert fingerprints(CurationConfig())["write"] == "05cb2e106ad7b1ed"
+    assert fingerprints(CurationConfig())["split"] == "7b8fff04b48caefb"
+    assert fingerprints(CurationConfig())["write"] == "a682fb4567ead8a4"

