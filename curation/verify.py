@@ -48,9 +48,11 @@ from tqdm import tqdm
 
 from curation.config import DownloadConfig
 from curation.download import (
+    _CONTENT_RANGE,
     RETRY_AFTER_STATUSES,
     RETRYABLE_STATUSES,
     STORE_SCHEMES,
+    _content_type,
     _file_url_path,
     _get,
     _retry_after_s,
@@ -247,7 +249,7 @@ class Checker:
                                            method="HEAD" if method == "head" else "GET") as resp:
             status = resp.status_code
             return {"http_status": status, "size": _size(resp), "detail": f"HTTP {status} {resp.reason}",
-                    "content_type": resp.headers.get("Content-Type", "").split(";", 1)[0].strip().lower() or None,
+                    "content_type": _content_type(resp) or None,
                     "retry_after": _retry_after_s(resp.headers.get("Retry-After"))
                     if status in RETRY_AFTER_STATUSES else None}
 
@@ -298,8 +300,8 @@ class Checker:
 def _size(resp: requests.Response) -> int | None:
     """The whole source's size from an answer's headers: Content-Range's total (206), else Content-Length."""
     if resp.status_code == 206:
-        match = re.match(r"bytes\s+\d+-\d+/(\d+)", resp.headers.get("Content-Range", ""), re.IGNORECASE)
-        return int(match.group(1)) if match else None
+        match = _CONTENT_RANGE.match(resp.headers.get("Content-Range", "").strip())
+        return int(match.group(3)) if match and match.group(3).isdigit() else None
     length = resp.headers.get("Content-Length", "").strip()
     encoded = resp.headers.get("Content-Encoding", "identity").strip().lower() not in ("", "identity")
     return int(length) if length.isdigit() and resp.status_code == 200 and not encoded else None
