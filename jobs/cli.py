@@ -8,6 +8,8 @@ from collections.abc import Sequence
 
 from jobs.ablate import ablate, add_ablate_arguments
 from jobs.curate import add_curate_arguments, curate
+from jobs.encode import __doc__ as encode_doc
+from jobs.encode import add_encode_arguments, encode
 from jobs.entry import run_handler
 from jobs.evaluate import __doc__ as evaluate_doc
 from jobs.evaluate import add_evaluate_arguments, evaluate
@@ -67,6 +69,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_train_arguments(train_parser)
     train_parser.set_defaults(func=train)
+    encode_parser = commands.add_parser(
+        "encode", help="precompute a corpus's VAE latents and caption embeddings for a training config (Ray Data, "
+                       "GPU actors when there are GPUs); the trainer then reads them instead of encoding every step",
+        description=encode_doc, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_encode_arguments(encode_parser)
+    encode_parser.set_defaults(func=encode)
     sample_parser = commands.add_parser(
         "sample", help="generate an mp4 from a trained checkpoint and a prompt (DDIM, classifier-free guidance)",
         description="Denoise latents with DDIM and classifier-free guidance, decode them with the VAE, write mp4.",

@@ -26,18 +26,21 @@ def make_clip(path: Path, pattern: str, frames: int, size: str = "320x180") -> P
 
 
 def write_corpus(root: Path, frames: list[int], shards: int, name: str = "corpus",
-                 patterns: list[str] | None = None) -> list[str]:
-    """A corpus of one clip per entry of ``frames`` (its length), in key order over ``shards`` shards.
+                 patterns: list[str] | None = None, sizes: list[tuple[int, int]] | None = None) -> list[str]:
+    """A corpus of one clip per entry of ``frames`` (its length) and of ``sizes`` (width, height; default 320x180),
+    in key order over ``shards`` shards; the index rows carry what extraction records (clip size, fps, frames).
 
     Returns the sample keys (``<name>_<n:04d>``); the caption of each is ``"<pattern> clip <n>"``.
     """
     patterns = patterns or PATTERNS
+    sizes = sizes or [(320, 180)] * len(frames)
     clips = []
     with tempfile.TemporaryDirectory() as scratch:
-        for n, count in enumerate(frames):
+        for n, (count, (width, height)) in enumerate(zip(frames, sizes, strict=True)):
             pattern = patterns[n % len(patterns)]
-            mp4 = make_clip(Path(scratch) / f"{n}.mp4", pattern, count).read_bytes()
+            mp4 = make_clip(Path(scratch) / f"{n}.mp4", pattern, count, f"{width}x{height}").read_bytes()
             clips.append(Clip({"key": f"{name}_{n:04d}", "source_id": name, "caption": f"{pattern} clip {n}",
-                               "clip_frames": count}, mp4))
+                               "clip_frames": count, "clip_width": width, "clip_height": height, "clip_fps": 25.0},
+                              mp4))
     write_layout(root, clips, partitions=1, shard_samples=math.ceil(len(clips) / shards), name=name)
     return [c.row["key"] for c in clips]

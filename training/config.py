@@ -37,6 +37,19 @@ class CorpusConfig(Config):
     # Corpora of different frame counts never share a batch: each batch first draws its frame count with the
     # summed weights of the corpora that have it, then its samples from those corpora by weight.
     frames: Positive | None = None
+    # Precomputed latents and caption embeddings of this corpus (`videofactory encode`, training.sidecars): ""
+    # looks for them in <path>/latents/<digest>/, where the encode job writes them by default; a directory or
+    # object-store prefix names them explicitly, and the run then refuses to start if they do not match.
+    latents: str = ""
+
+
+class BucketConfig(Config):
+    """One bucket of the bucket table: clips trained at this size and length, batched only with each other."""
+
+    width: Positive
+    height: Positive
+    frames: Positive
+    batch_size: Positive | None = None  # None: data.batch_size
 
 
 class DataConfig(Config):
@@ -56,6 +69,15 @@ class DataConfig(Config):
     # naming them: a count (>= 1), or a share of the corpus's shards (< 1, rounded up: 0.02 tolerates 1 bad
     # shard in up to 50); 0: stop at the first.
     max_bad_shards: Annotated[float, Field(ge=0)] = 0.02
+    # Bucket table (training.buckets; like Open-Sora's): [] trains every clip at width x height x frames. Else
+    # each clip goes, by its index metadata (never decoded for this), to the bucket it fills without upscaling
+    # whose aspect ratio is closest to its own (then the largest, then the longest); each batch holds one
+    # bucket's clips; clips that fit no bucket are skipped and counted (no_bucket).
+    buckets: list[BucketConfig] = Field(default_factory=list)
+    # Sidecars (precomputed latents, `videofactory encode`): auto uses a corpus's sidecars when they match this
+    # config (else encodes on the fly, saying why); require refuses to start without matching ones; off never
+    # uses them.
+    sidecars: Literal["auto", "require", "off"] = "auto"
 
 
 class ModelConfig(Config):
@@ -169,6 +191,11 @@ class TrainConfig(Config):
             raise ValueError("no corpora: list at least one under data.corpora (path: CORPUS_DIR, weight: 1)")
         if d.fps is None and d.stride is None:
             raise ValueError("set data.stride (>= 1) or data.fps")
+        bucket_frames = {b.frames for b in d.buckets}
+        for corpus in d.corpora:
+            if d.buckets and corpus.frames is not None and corpus.frames not in bucket_frames:
+                raise ValueError(f"corpus {corpus.path} has frames: {corpus.frames}, which no bucket of data.buckets "
+                                 f"has ({sorted(bucket_frames)}): add a bucket with that frame count")
         for name in ("text_encoder", "tokenizer", "vae"):
             if not getattr(self.model, name):
                 raise ValueError(f"model.{name} is empty: set it to a local directory (see configs/train.yaml)")

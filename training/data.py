@@ -20,7 +20,13 @@ DataLoader takes batches from its workers round-robin, so on resume the workers 
 batches an uninterrupted run would have had. The number of ranks and workers must stay the same.
 
 Samples whose clip is shorter than the frames asked for, or that do not decode, are skipped and
-counted (``short``, ``bad`` in the position), never silently lost.
+counted (``short``, ``bad`` in the position), never silently lost; so are, with buckets
+(``training.buckets``), clips that fit no bucket (``no_bucket``), and the samples of each bucket are
+counted (``buckets``).
+
+Sidecars (``training.sidecars``): a corpus with precomputed latents is streamed from its sidecar
+shards instead (same names, same samples in the same order, so the same shuffled stream and resume
+positions), and its batches carry the posterior and caption embeddings instead of the video.
 
 Shards that are not readable tars (truncated, overwritten with other bytes, empty) are skipped too:
 the samples before the damage are kept, the rest of the shard is passed over, and the shard is
@@ -37,6 +43,7 @@ from __future__ import annotations
 
 import copy
 import io
+import json
 import logging
 import math
 import random
@@ -47,6 +54,8 @@ from typing import Any
 
 import av
 import numpy as np
+import safetensors
+import safetensors.torch
 import torch
 import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
@@ -54,6 +63,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from shards.layout import SHARDS_DIR, shard_locations
 from shards.reader import open_stream, tar_samples
 from storage import Location
+from training.buckets import BucketTable, frames_needed
 from training.config import DataConfig
 
 log = logging.getLogger("videofactory.train")
@@ -81,7 +91,7 @@ class ClipSpec:
     def frame_indices(self, available: int, source_fps: float, rng: random.Random) -> list[int] | None:
         """Indices of the frames to take from a clip of ``available`` frames; None when it is too short."""
         step = float(self.stride) if self.fps is None else source_fps / self.fps
-        last_start = available - 1 - round((self.frames - 1) * step)
+        last_start = available - frames_needed(self.frames, self.stride, self.fps, source_fps)
         if last_start < 0:
             return None
         start = rng.randint(0, last_start)
@@ -199,16 +209,23 @@ def corpus_part(shards: list[str], seed: int, corpus: int, part: int, parts: int
 
 
 class ClipStream(IterableDataset):
-    """Endless batches ``{"video": (B, T, H, W, 3) uint8, "fps": (B,) float32, "caption", "key", "worker",
-    "position"}``.
+    """Endless batches ``{"video": (B, T, H, W, 3) uint8, "fps": (B,) float32, "caption", "key", "bucket", "worker",
+    "position"}``; from sidecars (``training.sidecars``) ``"latent_mean"`` and ``"latent_logvar"`` (B, T, C, h, w)
+    and ``"text"`` (B, L, D) take the place of ``"video"``.
 
     With corpora of different frame counts (``data.corpora[].frames``, e.g. 1 for images), each batch holds one
     frame count T: it is drawn per batch with probability proportional to the summed weights of the corpora
     that have it (from (seed, part, batch number)), then each sample's corpus among those by weight.
+
+    With buckets (``data.buckets``, ``training.buckets``) every draw picks a corpus by weight, its next sample
+    goes to its bucket's pending batch, and a batch is yielded when one fills (``bucket`` is its index; -1
+    without buckets). The pending samples are part of the position (``pending``: per bucket, the corpus,
+    epoch, sample number and draw of each), so a resumed worker re-reads them and continues exactly.
     """
 
     def __init__(self, cfg: DataConfig, seed: int, rank: int = 0, world: int = 1,
-                 positions: list[dict[str, Any]] | None = None, rotation: int = 0) -> None:
+                 positions: list[dict[str, Any]] | None = None, rotation: int = 0,
+                 sidecars: list[str | None] | None = None) -> None:
         roots = [corpus_root(c.path) for c in cfg.corpora]
         self.shards = [[s.uri for s in shard_locations(root)] for root in roots]  # in name order
         for root, shards in zip(roots, self.shards):
@@ -216,17 +233,86 @@ class ClipStream(IterableDataset):
                 raise FileNotFoundError(f"no shards in {root / SHARDS_DIR}: is it a corpus written by "
                                         "`videofactory curate`?")
         self.weights = [c.weight for c in cfg.corpora]
+        self.frames = [c.frames for c in cfg.corpora]
         self.specs = [ClipSpec.of(cfg, c.frames) for c in cfg.corpora]
         self.spec, self.batch_size, self.bufsize = ClipSpec.of(cfg), cfg.batch_size, cfg.shuffle_buffer
-        # corpus indices by frame count: one group (the usual case) draws nothing per batch
-        self.groups = [[c for c, spec in enumerate(self.specs) if spec.frames == t]
-                       for t in sorted({spec.frames for spec in self.specs})]
+        self.table = BucketTable.of(cfg)
+        # corpus indices by frame count: one group (the usual case) draws nothing per batch; with buckets every
+        # draw may come from any corpus
+        self.groups = ([list(range(len(self.specs)))] if self.table else
+                       [[c for c, spec in enumerate(self.specs) if spec.frames == t]
+                        for t in sorted({spec.frames for spec in self.specs})])
+        self.sidecars = self._usable(sidecars or [None] * len(self.shards), cfg)
+        for c, sidecar in enumerate(self.sidecars):  # same shard names, same samples in the same order
+            if sidecar is not None:
+                self.shards[c] = [(Location(sidecar) / SHARDS_DIR / Location(s).name).uri for s in self.shards[c]]
         self.seed, self.rank, self.world, self.workers = seed, rank, world, max(1, cfg.workers)
         self.positions = copy.deepcopy(positions) or [initial_position(len(self.shards)) for _ in range(self.workers)]
-        for position in self.positions:  # a checkpoint written before shards were checked has none
+        buckets = len(self.table) if self.table else 0
+        for position in self.positions:  # a checkpoint written before shards were checked, or buckets, has none
             position.setdefault("bad_shards", [[] for _ in self.shards])
             position.setdefault("batches", 0)
+            position.setdefault("no_bucket", 0)
+            position.setdefault("buckets", [0] * buckets)
+            position.setdefault("pending", [[] for _ in range(buckets)])
+            if len(position["buckets"]) != buckets:
+                raise ValueError(f"the checkpoint's data position has {len(position['buckets'])} buckets, data.buckets "
+                                 f"has {buckets}: resume with the same bucket table")
         self.rotation = rotation
+
+    def _usable(self, sidecars: list[str | None], cfg: DataConfig) -> list[str | None]:
+        """Corpora that share batches must all come from sidecars or all be encoded on the fly."""
+        usable = list(sidecars)
+        for group in self.groups:
+            have = [c for c in group if sidecars[c] is not None]
+            if have and len(have) < len(group):
+                log.warning("corpora %s have sidecars but %s, which share their batches, have none: all of them are "
+                            "encoded on the fly (run `videofactory encode` on the others)",
+                            [cfg.corpora[c].path for c in have], [cfg.corpora[c].path for c in group if c not in have])
+                for c in have:
+                    usable[c] = None
+        return usable
+
+    def _item(self, corpus: int, sample: dict[str, Any], spec: ClipSpec, rng: random.Random) -> dict[str, Any] | str:
+        """One training sample of a raw one: the decoded frames (or the sidecar's tensors), its frame rate, caption
+        and key; or why it is skipped (``short``, ``bad``, ``no_bucket``: a counter of the position)."""
+        item: dict[str, Any] = {"key": sample["__key__"], "caption": sample.get("txt", b"").decode("utf-8").strip()}
+        if self.sidecars[corpus] is not None:
+            try:
+                record = sidecar_record(sample)
+                if record["skipped"]:
+                    return record["skipped"]
+                tensors = safetensors.torch.load(sample["safetensors"])
+                return {**item, "latent_mean": tensors["mean"], "latent_logvar": tensors["logvar"],
+                        "text": tensors["text"], "fps": float(record["fps"])}
+            except (KeyError, ValueError, safetensors.SafetensorError) as exc:
+                log.warning("skipping sample %s: its sidecar is unreadable (%s)", sample.get("__key__"), exc)
+                return "bad"
+        try:
+            decoded = decode_clip_with_fps(sample["mp4"], spec, rng)
+        except (av.FFmpegError, IndexError, KeyError) as exc:
+            log.warning("skipping sample %s: it does not decode (%s)", sample.get("__key__"), exc)
+            return "bad"
+        if decoded is None:
+            return "short"
+        return {**item, "video": torch.from_numpy(decoded[0]), "fps": decoded[1]}
+
+    def _bucket_of(self, corpus: int, sample: dict[str, Any]) -> int | str:
+        """The bucket of a raw sample, from its metadata (or its sidecar's record), or why it has none."""
+        try:
+            if self.sidecars[corpus] is not None:
+                record = sidecar_record(sample)
+                return record["skipped"] or record["bucket"]
+            meta = json.loads(sample["json"])
+        except (KeyError, ValueError) as exc:
+            log.warning("skipping sample %s: its metadata is unreadable (%s)", sample.get("__key__"), exc)
+            return "bad"
+        bucket = self.table.assign(meta, self.frames[corpus])
+        return "no_bucket" if bucket is None else bucket
+
+    def _bucket_spec(self, bucket: int) -> ClipSpec:
+        b = self.table[bucket]
+        return ClipSpec(b.frames, self.spec.stride, self.spec.fps, b.width, b.height)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = get_worker_info()
@@ -234,8 +320,32 @@ class ClipStream(IterableDataset):
         part, parts = self.rank * self.workers + worker, self.world * self.workers
         position = copy.deepcopy(self.positions[worker])
         bad = [set(names) for names in position["bad_shards"]]
-        streams = [corpus_part(shards, self.seed, c, part, parts, self.bufsize, *position["corpora"][c], bad[c])
+        starts = [tuple(p) for p in position["corpora"]]
+        for refs in position["pending"]:  # re-read the samples still pending in a bucket
+            for corpus, epoch, taken, _ in refs:
+                starts[corpus] = min(starts[corpus], (epoch, taken - 1))
+        streams = [corpus_part(shards, self.seed, c, part, parts, self.bufsize, *starts[c], bad[c])
                    for c, shards in enumerate(self.shards)]
+        batches = self._bucketed(streams, bad, part, position) if self.table else self._grouped(streams, bad, part,
+                                                                                                position)
+        for batch in batches:
+            yield {**batch, "worker": worker, "position": copy.deepcopy(position)}
+
+    def _draw(self, streams: list[Iterator], bad: list[set[str]], group: list[int], part: int,
+              position: dict[str, Any]) -> tuple[int, int, random.Random, dict[str, Any]]:
+        """The next draw: its corpus (by weight among ``group``), number, generator and raw sample."""
+        draw = position["draws"]
+        rng = random.Random(f"{self.seed}/draw/{part}/{draw}")
+        position["draws"] += 1
+        corpus = group[rng.choices(range(len(group)), weights=[self.weights[c] for c in group])[0]]
+        epoch, taken, sample = next(streams[corpus])
+        position["corpora"][corpus] = [epoch, taken]
+        position["bad_shards"][corpus] = sorted(bad[corpus])
+        return corpus, draw, rng, sample
+
+    def _grouped(self, streams: list[Iterator], bad: list[set[str]], part: int,
+                 position: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        """Batches of ``batch_size`` samples of one frame count, every clip at width x height."""
         while True:
             group = self.groups[0]
             if len(self.groups) > 1:  # one frame count per batch, drawn by the groups' summed weights
@@ -243,43 +353,86 @@ class ClipStream(IterableDataset):
                 group = batch_rng.choices(self.groups, weights=[sum(self.weights[c] for c in g)
                                                                 for g in self.groups])[0]
             position["batches"] += 1
-            clips, fps, captions, keys = [], [], [], []
-            while len(clips) < self.batch_size:
-                rng = random.Random(f"{self.seed}/draw/{part}/{position['draws']}")
-                position["draws"] += 1
-                corpus = group[rng.choices(range(len(group)), weights=[self.weights[c] for c in group])[0]]
+            items: list[dict[str, Any]] = []
+            while len(items) < self.batch_size:
+                corpus, _, rng, sample = self._draw(streams, bad, group, part, position)
+                item = self._item(corpus, sample, self.specs[corpus], rng)
+                if isinstance(item, str):
+                    position[item] += 1
+                else:
+                    items.append(item)
+            position["samples"] += len(items)
+            yield {**collate(items), "bucket": -1}
+
+    def _bucketed(self, streams: list[Iterator], bad: list[set[str]], part: int,
+                  position: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        """Batches of one bucket each, yielded as each bucket's pending batch fills."""
+        refs = position["pending"]
+        pending: list[list[Any]] = [[None] * len(bucket_refs) for bucket_refs in refs]
+        wanted = {(c, e, t): (b, i, d) for b, bucket_refs in enumerate(refs)
+                  for i, (c, e, t, d) in enumerate(bucket_refs)}
+        for corpus in sorted({c for c, _, _ in wanted}):  # resuming: re-read the pending samples (only they decode)
+            at = tuple(position["corpora"][corpus])
+            while True:
                 epoch, taken, sample = next(streams[corpus])
-                position["corpora"][corpus] = [epoch, taken]
-                position["bad_shards"][corpus] = sorted(bad[corpus])
-                try:
-                    decoded = decode_clip_with_fps(sample["mp4"], self.specs[corpus], rng)
-                except (av.FFmpegError, IndexError, KeyError) as exc:
-                    log.warning("skipping sample %s: it does not decode (%s)", sample.get("__key__"), exc)
-                    position["bad"] += 1
-                    continue
-                if decoded is None:
-                    position["short"] += 1
-                    continue
-                clips.append(torch.from_numpy(decoded[0]))
-                fps.append(decoded[1])
-                captions.append(sample.get("txt", b"").decode("utf-8").strip())
-                keys.append(sample["__key__"])
-            position["samples"] += len(clips)
-            yield {"video": torch.stack(clips), "fps": torch.tensor(fps, dtype=torch.float32), "caption": captions,
-                   "key": keys, "worker": worker, "position": copy.deepcopy(position)}
+                if (corpus, epoch, taken) in wanted:
+                    b, i, draw = wanted[(corpus, epoch, taken)]
+                    item = self._item(corpus, sample, self._bucket_spec(b), self._frames_rng(part, draw))
+                    if isinstance(item, str):
+                        raise RuntimeError(f"sample {sample['__key__']} of a pending batch no longer loads ({item})")
+                    pending[b][i] = item
+                if (epoch, taken) >= at:
+                    break
+        while True:
+            corpus, draw, _, sample = self._draw(streams, bad, self.groups[0], part, position)
+            bucket = self._bucket_of(corpus, sample)
+            if isinstance(bucket, str):
+                position[bucket] += 1
+                continue
+            item = self._item(corpus, sample, self._bucket_spec(bucket), self._frames_rng(part, draw))
+            if isinstance(item, str):
+                position[item] += 1
+                continue
+            pending[bucket].append(item)
+            refs[bucket].append([corpus, *position["corpora"][corpus], draw])
+            if len(pending[bucket]) == self.table[bucket].batch_size:
+                batch, pending[bucket], refs[bucket] = pending[bucket], [], []
+                position["batches"] += 1
+                position["samples"] += len(batch)
+                position["buckets"][bucket] += len(batch)
+                yield {**collate(batch), "bucket": bucket}
+
+    def _frames_rng(self, part: int, draw: int) -> random.Random:
+        """Where the frames of a draw start, with buckets: its own generator, as the sample may be re-read on resume."""
+        return random.Random(f"{self.seed}/frames/{part}/{draw}")
+
+
+def sidecar_record(sample: dict[str, Any]) -> dict[str, Any]:
+    """The ``<key>.json`` record of a sidecar sample (``training.sidecars``)."""
+    return json.loads(sample["json"])
+
+
+def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """One batch of samples from ``ClipStream._item`` (all decoded, or all from sidecars)."""
+    tensors = ("video",) if "video" in items[0] else ("latent_mean", "latent_logvar", "text")
+    return {**{name: torch.stack([i[name] for i in items]) for name in tensors},
+            "fps": torch.tensor([i["fps"] for i in items], dtype=torch.float32),
+            "caption": [i["caption"] for i in items], "key": [i["key"] for i in items]}
 
 
 class ResumableLoader:
     """A DataLoader over ``ClipStream`` that knows the data position of the batches consumed so far."""
 
     def __init__(self, cfg: DataConfig, seed: int, rank: int = 0, world: int = 1,
-                 state: dict[str, Any] | None = None) -> None:
+                 state: dict[str, Any] | None = None, sidecars: list[str | None] | None = None) -> None:
         workers = max(1, cfg.workers)
         if state is not None and len(state["workers"]) != workers:
             raise ValueError(f"the checkpoint's data position is for {len(state['workers'])} data.workers per rank, "
                              f"the config has {cfg.workers}: resume with the same number")
         self.next_worker = state["next_worker"] if state else 0
-        dataset = ClipStream(cfg, seed, rank, world, state["workers"] if state else None, rotation=self.next_worker)
+        dataset = ClipStream(cfg, seed, rank, world, state["workers"] if state else None, rotation=self.next_worker,
+                             sidecars=sidecars)
+        self.sidecars = dataset.sidecars  # per corpus, the sidecars it streams (None: encoded on the fly)
         self.positions = copy.deepcopy(dataset.positions)  # of the last batch consumed from each worker
         self.workers = workers
         self.max_bad_shards = cfg.max_bad_shards
@@ -320,7 +473,11 @@ class ResumableLoader:
         return {"next_worker": self.next_worker, "workers": copy.deepcopy(self.positions)}
 
     def skipped(self) -> dict[str, int]:
-        """Samples skipped so far (too short, undecodable), samples delivered, over all workers, and the
-        number of unreadable shards met (``bad_shards``, over all corpora)."""
-        counts = {k: sum(p[k] for p in self.positions) for k in ("samples", "short", "bad")}
+        """Samples skipped so far (too short, undecodable, in no bucket), samples delivered, over all workers, and
+        the number of unreadable shards met (``bad_shards``, over all corpora)."""
+        counts = {k: sum(p[k] for p in self.positions) for k in ("samples", "short", "bad", "no_bucket")}
         return {**counts, "bad_shards": sum(len(names) for names in self.bad_shards())}
+
+    def bucket_counts(self) -> list[int]:
+        """Samples delivered so far from each bucket of ``data.buckets``, over all workers ([] without buckets)."""
+        return [sum(counts) for counts in zip(*(p["buckets"] for p in self.positions))]

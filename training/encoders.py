@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 from diffusers import AutoencoderKL
+from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 from transformers import AutoTokenizer, CLIPTextModel
 
 WEIGHTS_HELP = (
@@ -68,10 +69,30 @@ class VideoVAE:
     @torch.no_grad()
     def encode(self, video: torch.Tensor) -> torch.Tensor:
         """(B, T, H, W, 3) uint8 -> (B, C, T, H/f, W/f) latents, sampled from the posterior."""
+        return self.sample(*self.posterior(video))
+
+    @torch.no_grad()
+    def posterior(self, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, T, H, W, 3) uint8 -> the mean and log-variance of each frame's posterior, each (B, T, C, H/f, W/f),
+        unscaled: what precomputed latents store, so that training still samples the posterior (``sample``)."""
         b, t = video.shape[:2]
         pixels = video.to(self.device).flatten(0, 1).permute(0, 3, 1, 2).float() / 127.5 - 1
-        latents = self.model.encode(pixels).latent_dist.sample() * self.scale
-        return latents.unflatten(0, (b, t)).transpose(1, 2)
+        dist = self.model.encode(pixels).latent_dist
+        return dist.mean.unflatten(0, (b, t)), dist.logvar.unflatten(0, (b, t))
+
+    @torch.no_grad()
+    def sample(self, mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+        """Scaled (B, C, T, h, w) latents drawn from the posterior ``(mean, logvar)`` (each (B, T, C, h, w)).
+
+        The noise is drawn by diffusers' own ``DiagonalGaussianDistribution`` in its frame-major shape from the
+        global RNG, so latents sampled from stored posteriors are those ``encode`` gives from the video. They are
+        returned contiguous: the training noise (``randn_like``) follows a tensor's memory layout, which must not
+        depend on where the posterior came from (the VAE's convolutions may leave it channels-last).
+        """
+        b, t = mean.shape[:2]
+        parameters = torch.cat([mean.flatten(0, 1), logvar.flatten(0, 1)], dim=1).to(self.device).contiguous()
+        latents = DiagonalGaussianDistribution(parameters).sample() * self.scale
+        return latents.unflatten(0, (b, t)).transpose(1, 2).contiguous()
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:

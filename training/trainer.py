@@ -56,6 +56,7 @@ from training.encoders import TextEncoder, VideoVAE
 from training.model import VideoUNet
 from training.model.blocks import Downsample, ResBlock, SpatioTemporalBlock, Upsample
 from training.model.pretrained import load_2d_weights, read_2d_config, unet_config_from_2d
+from training.sidecars import find_all
 
 log = logging.getLogger("videofactory.train")
 
@@ -81,6 +82,16 @@ def fsdp_units(model: VideoUNet) -> list[torch.nn.Module]:
     transformer block and resampler; a ``UNetBlock`` only holds them and is never called, so it cannot gather
     their parameters). What is left (embeddings, ``conv_in``, ``conv_out``) belongs to the root."""
     return [m for m in model.modules() if isinstance(m, ResBlock | SpatioTemporalBlock | Downsample | Upsample)]
+
+
+def check_buckets(cfg: TrainConfig, factor: int) -> None:
+    """Every bucket of ``data.buckets`` must give a latent that the VAE's ``factor`` and the U-Net's levels divide."""
+    for b in cfg.data.buckets:
+        latent = (b.height // factor, b.width // factor)
+        if b.width % factor or b.height % factor or any(n % cfg.model.unet.downsample_factor for n in latent):
+            raise ValueError(f"data.buckets has {b.width}x{b.height}, whose latent the VAE (factor {factor}) and the "
+                             f"U-Net's {len(cfg.model.unet.block_channels)} levels cannot halve evenly: choose sizes "
+                             f"that divide by {factor * cfg.model.unet.downsample_factor}")
 
 
 def learning_rate(step: int, cfg: OptimConfig) -> float:
@@ -179,7 +190,9 @@ class Trainer:
                               else {k: v.to(env.device) for k, v in ema_state.items()})
         elif self.ema is not None and found:
             log.warning("%s has no EMA weights: the EMA starts from its model weights", found[-1])
-        self.loader = ResumableLoader(cfg.data, cfg.seed, env.rank, env.world, data_state)
+        check_buckets(cfg, f)
+        self.loader = ResumableLoader(cfg.data, cfg.seed, env.rank, env.world, data_state, sidecars=find_all(cfg))
+        self.empty_text: torch.Tensor | None = None  # the empty caption's embedding, for sidecar batches
         on_gpu = env.device.type == "cuda"
         self.ddp = (DistributedDataParallel(self.model, device_ids=[env.device.index] if on_gpu else None)
                     if env.world > 1 and not self.fsdp else None)
@@ -216,9 +229,7 @@ class Trainer:
         started = time.perf_counter()
         batch = next(self.loader)
         waited = time.perf_counter() - started
-        latents = self.vae.encode(batch["video"])
-        keep = torch.rand(len(batch["caption"])) >= self.cfg.diffusion.caption_dropout
-        text = self.text([c if k else "" for c, k in zip(batch["caption"], keep.tolist())])
+        latents, text = self._encode(batch)
         sync = contextlib.nullcontext() if last or self.ddp is None else self.ddp.no_sync()
         with sync:
             with self._autocast():
@@ -226,6 +237,20 @@ class Trainer:
                 loss = diffusion_loss(self.network, self.scheduler, latents, text, fps)
             (loss / self.cfg.optim.grad_accumulation).backward()
         return loss.item(), waited, latents.shape[0]
+
+    def _encode(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The batch's latents and caption embeddings (captions dropped to "" at ``caption_dropout``): encoded here,
+        or drawn from the posteriors and embeddings of the sidecars, with the same draws from the global RNG."""
+        if "video" in batch:
+            latents = self.vae.encode(batch["video"])
+            keep = torch.rand(len(batch["caption"])) >= self.cfg.diffusion.caption_dropout
+            return latents, self.text([c if k else "" for c, k in zip(batch["caption"], keep.tolist())])
+        latents = self.vae.sample(batch["latent_mean"], batch["latent_logvar"])
+        keep = torch.rand(len(batch["caption"])) >= self.cfg.diffusion.caption_dropout
+        if self.empty_text is None:
+            self.empty_text = self.text([""])
+        text = batch["text"].to(self.empty_text.device)
+        return latents, torch.where(keep.to(text.device)[:, None, None], text, self.empty_text)
 
     def train_step(self) -> dict[str, float]:
         """One optimizer step; returns its loss, time waiting for data, total time and samples."""
@@ -332,8 +357,12 @@ class Trainer:
             writer.add_scalar("data/skipped_short", skipped["short"], self.step)
             writer.add_scalar("data/skipped_bad", skipped["bad"], self.step)
             writer.add_scalar("data/bad_shards", skipped["bad_shards"], self.step)
+            writer.add_scalar("data/skipped_no_bucket", skipped["no_bucket"], self.step)
+            for bucket, count in enumerate(self.loader.bucket_counts()):
+                writer.add_scalar(f"data/bucket_{bucket}", count, self.step)
             writer.flush()
         if self.env.main:
-            log.info("step %d  %s  skipped: %d short, %d undecodable, %d unreadable shards", self.step,
-                     "  ".join(f"{k} {v:.4g}" for k, v in metrics.items()), skipped["short"], skipped["bad"],
-                     skipped["bad_shards"])
+            log.info("step %d  %s  skipped: %d short, %d undecodable, %d in no bucket, %d unreadable shards%s",
+                     self.step, "  ".join(f"{k} {v:.4g}" for k, v in metrics.items()), skipped["short"],
+                     skipped["bad"], skipped["no_bucket"], skipped["bad_shards"],
+                     f"  samples per bucket: {self.loader.bucket_counts()}" if self.cfg.data.buckets else "")
