@@ -19,8 +19,9 @@ Requests are bounded in concurrency (``concurrency`` threads) and rate (a token 
 requests per second and ``burst`` at once, shared by every thread; each attempt takes a token, and
 with --hash each download takes one). The corpus is read one partition at a time (its index and
 rejection files, the two columns needed, sources deduplicated), so memory holds a few partitions
-whatever the corpus's size; one status file is written per partition: ``availability/p00042.parquet``
-(``shards.schema.AVAILABILITY_SCHEMA``) and a ``summary.json``, locally or in an object store.
+whatever the corpus's size; one status file is written per partition as soon as it is checked:
+``availability/p00042.parquet`` (``shards.schema.AVAILABILITY_SCHEMA``), and a ``summary.json``, locally or
+in an object store. A run cut short continues with ``resume: true`` (its finished partitions are kept).
 """
 
 from __future__ import annotations
@@ -100,6 +101,7 @@ class VerifyConfig(Config):
     rate: Annotated[float, Field(gt=0)] = 20.0  # requests per second, every source and host together
     burst: Annotated[int, Field(ge=1)] = 4  # requests that may start at once after a quiet spell
     hash: bool = False  # fetch every source and compare its sha256 with source_sha256
+    resume: bool = False  # keep the status files an earlier run on the same output wrote; check only the rest
     download: DownloadConfig = Field(default_factory=DownloadConfig)
 
 
@@ -390,18 +392,32 @@ def verify_sources(root: str | Location, cfg: VerifyConfig, out: str | Location 
     counts: Counter[str] = Counter()
     reasons: Counter[str] = Counter()
     requests_made = 0
+
+    def count(rows: list[dict[str, Any]]) -> None:
+        nonlocal requests_made
+        counts.update(r["status"] for r in rows)
+        reasons.update(f"{r['status']}/{r['reason']}" for r in rows if r.get("reason"))
+        requests_made += sum(r["attempts"] or 0 for r in rows)
+
+    earlier = {f.name.removesuffix(".parquet"): f for f in partition_files(out_dir)}
+    for name in sorted(set(earlier) - set(names)):  # partitions the corpus no longer has
+        earlier.pop(name).delete()
+    if cfg.resume:
+        for name in sorted(earlier):
+            count(earlier[name].read_table(columns=["status", "reason", "attempts"]).to_pylist())
+        log.info("resuming: %d of %d partitions were checked by an earlier run", len(earlier), len(names))
+    todo = [name for name in names if not (cfg.resume and name in earlier)]
     with scratch_dir("verify") as scratch, ThreadPoolExecutor(cfg.concurrency) as pool, tqdm(
-            total=manifest.get("counts", {}).get("sources"), desc="sources checked", unit="source",
-            disable=None) as progress:
+            total=manifest.get("counts", {}).get("sources") if not cfg.resume else None, desc="sources checked",
+            unit="source", disable=None) as progress:
         checker = Checker(cfg, scratch, source_roots(root, cfg))
-        for name, rows in _checked_partitions(root, names, checker, pool, progress.update):
+        for name, rows in _checked_partitions(root, todo, checker, pool, progress.update):
             (out_dir / f"{name}.parquet").write_table(pa.Table.from_pylist(rows, schema=AVAILABILITY_SCHEMA))
-            counts.update(r["status"] for r in rows)
-            reasons.update(f"{r['status']}/{r['reason']}" for r in rows if r.get("reason"))
-            requests_made += sum(r["attempts"] or 0 for r in rows)
+            count(rows)
     summary = {
         "corpus": root.uri, "out": out_dir.uri, "checked_at": began.isoformat(timespec="seconds"),
         "seconds": round(time.monotonic() - started, 3), "partitions": len(names), "sources": sum(counts.values()),
+        "resumed_partitions": len(names) - len(todo),
         "hash": cfg.hash, "concurrency": cfg.concurrency, "rate": cfg.rate, "requests": requests_made,
         "by_status": {s: counts.get(s, 0) for s in STATUSES}, "by_reason": dict(sorted(reasons.items())),
     }

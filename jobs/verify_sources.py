@@ -24,19 +24,24 @@ def add_verify_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hash", action="store_true", default=None,
                         help="download every source to a scratch file (removed at once) and compare its sha256 with "
                              "the recorded source_sha256: unchanged or changed. Without it nothing is downloaded")
+    parser.add_argument("--resume", action="store_true", default=None,
+                        help="keep the status files an earlier run on the same --out wrote (one per partition, "
+                             "written as each is checked) and check only the other partitions")
     parser.add_argument("--concurrency", type=int, metavar="N", help="sources checked at once (default 16)")
     parser.add_argument("--rate", type=float, metavar="R",
                         help="requests per second, all sources together (default 20; a token bucket)")
     add_set_argument(parser, "download.timeout_s=10 --set burst=1", "the check's settings (concurrency, rate, burst, "
-                     "hash, and download.*: by default the corpus's own download settings)",
-                     order="Applied after the corpus's settings; --hash, --concurrency and --rate win over it.")
+                     "hash, resume, and download.*: by default the corpus's own download settings)",
+                     order="Applied after the corpus's settings; --hash, --resume, --concurrency and --rate win "
+                           "over it.")
 
 
 def verify(args: argparse.Namespace) -> int:
     """Check the sources of ``args.corpus``; print the summary table; return the exit code."""
     from curation.verify import summary_table, verify_config, verify_sources
 
-    cfg = verify_config(args.corpus, args.set, hash=args.hash, concurrency=args.concurrency, rate=args.rate)
+    cfg = verify_config(args.corpus, args.set, hash=args.hash, resume=args.resume, concurrency=args.concurrency,
+                        rate=args.rate)
     summary = verify_sources(args.corpus, cfg, out=args.out)
     print(summary_table(summary))
     print(f"status per source: {summary['out']}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pyarrow.parquet as pq
 import pytest
@@ -120,6 +121,28 @@ def test_hash_finds_changed_bytes_of_the_same_size(served, tmp_path: Path) -> No
     assert rows[ids["same_size"]]["sha256"] == _sha((files / "e.mp4").read_bytes())
     assert rows[ids["rejected"]]["sha256"] == _sha((files / "a.mp4").read_bytes()), "hashed, nothing to compare with"
     assert not list(tmp_path.glob("**/s0*.mp4")), "downloads go to a scratch directory that is removed"
+
+
+def test_resume_keeps_the_partitions_checked_before(served, tmp_path: Path) -> None:
+    server, files = served
+    root = tmp_path / "corpus"
+    _corpus(root, server, files)
+    out = root / AVAILABILITY_DIR
+    first = verify_sources(root, verify_config(root, LOOPBACK))
+    kept = sorted(out.glob("p*.parquet"))[0]
+    checked_before = pq.read_table(kept)["source_id"].to_pylist()
+    for other in sorted(out.glob("p*.parquet"))[1:]:
+        other.unlink()  # as if the run had stopped after its first partition
+    (out / "p99999.parquet").write_bytes(kept.read_bytes())  # a partition the corpus no longer has
+    seen = len(server.requests)
+    again = verify_sources(root, verify_config(root, LOOPBACK, resume=True))
+    assert again["resumed_partitions"] == 1 and again["by_status"] == first["by_status"]
+    assert not (out / "p99999.parquet").exists()
+    rows = _rows(out)
+    rechecked = {urlsplit(r["source"]).path for sid, r in rows.items()
+                 if sid not in checked_before and r["source"].startswith("http")}
+    assert "/busy/d.mp4" not in rechecked, "the kept partition holds a URL no other partition has"
+    assert {r.path for r in server.requests[seen:]} == rechecked, "only the partitions not checked before"
 
 
 def test_private_addresses_are_refused_as_the_download_refuses_them(served, tmp_path: Path) -> None:
