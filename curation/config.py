@@ -202,6 +202,13 @@ class ExtractConfig(Config):
     short_side: int | None = None  # scale so the short side is this many pixels (None keeps the size)
     keep_audio: bool = False
     threads: int = 1  # ffmpeg threads per clip; Ray runs one clip per declared CPU
+    # Consecutive clips of a source cut by one ffmpeg (one decode, one encoder per clip; every clip is
+    # byte-identical to a separate cut). Each open encoder holds frames in memory (x264 veryfast at 1080p:
+    # tens of MB), hence the bound. 1: one ffmpeg per clip.
+    clips_per_pass: Annotated[int, Field(ge=1)] = 8
+
+    #: Fields that decide how fast clips are cut, not the clips: left out of the resume fingerprint.
+    RESOURCE_FIELDS: ClassVar[tuple[str, ...]] = ("clips_per_pass",)
 
 
 class FilterConfig(Config):

@@ -6,6 +6,12 @@ wanted frame, so rounding cannot lose or add it, and stops after exactly the spa
 are square and upright (rotation is applied, anamorphic video is resampled to its display size) so
 that any reader, however naive, sees what a viewer sees.
 Stream copy is offered for speed; its start moves back to a keyframe, and the row says so.
+
+A source's clips are cut together (``extract_source``): one ffmpeg decodes a run of consecutive
+clips once and feeds one encoder per clip through ``split`` and ``trim``, instead of one ffmpeg per
+clip each decoding again from the keyframe before its start. Each clip still gets an encoder of its
+own, fed the same frames with the same timestamps, so it is byte-identical to the clip a separate
+ffmpeg would cut; the checks after extraction are the same.
 """
 
 from __future__ import annotations
@@ -19,12 +25,122 @@ from curation.errors import Rejection
 from curation.ffmpeg import ToolError, ffprobe_json, parse_rate, run
 from shards.hashing import file_sha256
 
+#: A gap this long between two clips of a source ends a shared pass: decoding through it would cost more than
+#: the seek of a new ffmpeg (keyframes of web video are rarely more than 5 s apart).
+PASS_MAX_GAP_S = 5.0
+
+
+def extract_source(rows: list[dict[str, Any]], cfg: ExtractConfig, clips_dir: Path) -> list[dict[str, Any] | Rejection]:
+    """Cut every clip of one source; per row, in order, its new columns or the ``Rejection`` that stopped it.
+
+    Runs of consecutive clips share one decode (``plan_passes``). When a shared ffmpeg fails, its clips are
+    cut again one by one, so that the failure is pinned on the clip that causes it.
+    """
+    results: dict[str, dict[str, Any] | Rejection] = {}
+    for group in plan_passes(rows, cfg):
+        if len(group) > 1:
+            try:
+                results.update(_extract_together(group, cfg, clips_dir))
+                continue
+            except ToolError:
+                pass  # below: each clip alone, each with its own outcome
+        for row in group:
+            try:
+                results[row["key"]] = extract(row, cfg, clips_dir)
+            except Rejection as exc:
+                results[row["key"]] = exc
+    return [results[row["key"]] for row in rows]
+
+
+def plan_passes(rows: list[dict[str, Any]], cfg: ExtractConfig) -> list[list[dict[str, Any]]]:
+    """Groups of clips that one ffmpeg cuts: consecutive in time, at most ``cfg.clips_per_pass`` of them,
+    with no gap over ``PASS_MAX_GAP_S``. A clip cut by time (variable frame rate), by stream copy or with
+    its audio gets a command of its own, as before."""
+    alone = cfg.mode != "reencode" or cfg.keep_audio or cfg.clips_per_pass == 1
+    groups: list[list[dict[str, Any]]] = []
+    for row in sorted(rows, key=lambda r: int(r["start_frame"])):
+        last = groups[-1] if groups else None
+        if (last is not None and not alone and not row.get("vfr") and not last[0].get("vfr")
+                and len(last) < cfg.clips_per_pass
+                and float(row["start_time"]) - float(last[-1]["end_time"]) <= PASS_MAX_GAP_S
+                and int(row["start_frame"]) >= int(last[-1]["end_frame"])):
+            last.append(row)
+        else:
+            groups.append([row])
+    return groups
+
+
+def _extract_together(group: list[dict[str, Any]], cfg: ExtractConfig,
+                      clips_dir: Path) -> dict[str, dict[str, Any] | Rejection]:
+    """One ffmpeg for the clips of ``group`` (constant frame rate, re-encoded); raises ``ToolError`` if it fails."""
+    paths = [_destination(row, clips_dir) for row in group]
+    args = _together_args(group, cfg, [partial for _, partial in paths])
+    span = float(group[-1]["end_time"]) - float(group[0]["start_time"])
+    try:
+        run(args, timeout_s=120 + 20 * span)
+    except ToolError:
+        for _, partial in paths:
+            partial.unlink(missing_ok=True)
+        raise
+    out: dict[str, dict[str, Any] | Rejection] = {}
+    for row, (dest, partial) in zip(group, paths, strict=True):
+        try:
+            out[row["key"]] = _finish(row, cfg, partial, dest, {"extract_mode": cfg.mode, "keyframe_snapped": False})
+        except Rejection as exc:
+            out[row["key"]] = exc
+    return out
+
+
+def _together_args(group: list[dict[str, Any]], cfg: ExtractConfig, outs: list[Path]) -> list[str]:
+    """ffmpeg arguments cutting every clip of ``group`` from one decode.
+
+    The input seeks as ``_reencode_args`` does for the first clip. Each clip's branch then does what its
+    own command would: drop the frames before its own seek point (ffmpeg's accurate seek is such a
+    ``trim``), keep its frame count, and shift its timestamps by its own seek as ffmpeg would have (the
+    seek in microseconds rounded to the stream's time base: a tick's difference already changes the
+    encoded bytes); each encoder sees exactly what it would alone.
+    """
+    half_frame = 0.5 / float(group[0]["fps"])
+    seek = float(f"{max(0.0, float(group[0]['start_time']) - half_frame):.6f}")
+    size = output_size(int(group[0]["display_width"]), int(group[0]["display_height"]),
+                       group[0].get("sar") or "1:1", cfg.short_side)
+    scale = f",scale={size[0]}:{size[1]},setsar=1" if size is not None else ""
+    graph = [f"[0:v:0]split={len(group)}" + "".join(f"[in{i}]" for i in range(len(group)))]
+    for i, row in enumerate(group):
+        own_seek = float(f"{max(0.0, float(row['start_time']) - half_frame):.6f}")
+        frames = int(row["end_frame"]) - int(row["start_frame"])
+        shift = f"round({own_seek:.6f}/TB)-round({seek:.6f}/TB)"
+        graph.append(f"[in{i}]trim=start={own_seek - seek:.6f},trim=end_frame={frames},setpts=PTS-({shift})"
+                     f"{scale}[out{i}]")
+    args = ["-nostdin", "-y", "-loglevel", "error", "-threads", str(cfg.threads), "-filter_complex_threads", "1",
+            "-ss", f"{seek:.6f}", "-i", group[0]["local_path"], "-filter_complex", ";".join(graph)]
+    for i, out in enumerate(outs):
+        args += ["-map", f"[out{i}]", *_encoder_args(cfg), "-an", "-map_metadata", "-1", "-movflags", "+faststart",
+                 "-f", "mp4", str(out)]
+    return args
+
+
+def _destination(row: dict[str, Any], clips_dir: Path) -> tuple[Path, Path]:
+    """Where the clip of ``row`` goes, and the partial file ffmpeg writes first."""
+    dest = clips_dir / row["source_id"] / f"{row['key']}.mp4"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    return dest, dest.with_name(f".{dest.name}.part")
+
+
+def _finish(row: dict[str, Any], cfg: ExtractConfig, partial: Path, dest: Path,
+            columns: dict[str, Any]) -> dict[str, Any]:
+    """Check the clip ffmpeg wrote to ``partial``, move it to ``dest``; the row's new columns."""
+    facts = _clip_facts(partial)
+    if cfg.mode == "reencode":  # a stream copy ends on a packet boundary: clip_duration says where
+        _check_span(row, facts, partial)
+    os.replace(partial, dest)
+    return {**columns, **facts, "clip_path": str(dest), "clip_sha256": file_sha256(dest),
+            "clip_bytes": dest.stat().st_size}
+
 
 def extract(row: dict[str, Any], cfg: ExtractConfig, clips_dir: Path) -> dict[str, Any]:
     """Cut the clip described by ``row`` into ``clips_dir/<source_id>/<key>.mp4``; return the new columns."""
-    dest = clips_dir / row["source_id"] / f"{row['key']}.mp4"
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    partial = dest.with_name(f".{dest.name}.part")
+    dest, partial = _destination(row, clips_dir)
     start, end = float(row["start_time"]), float(row["end_time"])
     columns: dict[str, Any] = {"extract_mode": cfg.mode, "keyframe_snapped": False}
     if cfg.mode == "copy":
@@ -39,12 +155,7 @@ def extract(row: dict[str, Any], cfg: ExtractConfig, clips_dir: Path) -> dict[st
     except ToolError as exc:
         partial.unlink(missing_ok=True)
         raise Rejection("extract_failed", f"ffmpeg could not cut {start:.3f}-{end:.3f} s: {exc.message}") from exc
-    facts = _clip_facts(partial)
-    if cfg.mode == "reencode":  # a stream copy ends on a packet boundary: clip_duration says where
-        _check_span(row, facts, partial)
-    os.replace(partial, dest)
-    return {**columns, **facts, "clip_path": str(dest), "clip_sha256": file_sha256(dest),
-            "clip_bytes": dest.stat().st_size}
+    return _finish(row, cfg, partial, dest, columns)
 
 
 def _reencode_args(row: dict[str, Any], cfg: ExtractConfig, out: Path) -> list[str]:
@@ -65,10 +176,15 @@ def _reencode_args(row: dict[str, Any], cfg: ExtractConfig, out: Path) -> list[s
     size = output_size(int(row["display_width"]), int(row["display_height"]), row.get("sar") or "1:1", cfg.short_side)
     if size is not None:
         args += ["-vf", f"scale={size[0]}:{size[1]},setsar=1"]
-    args += ["-c:v", cfg.codec, "-preset", cfg.preset, "-crf", str(cfg.crf), "-pix_fmt", "yuv420p",
-             "-fps_mode", "passthrough", "-threads", str(cfg.threads)]
+    args += _encoder_args(cfg)
     args += _audio_args(cfg, reencode=True)
     return [*args, "-map_metadata", "-1", "-movflags", "+faststart", "-f", "mp4", str(out)]
+
+
+def _encoder_args(cfg: ExtractConfig) -> list[str]:
+    """The video encoder of a re-encoded clip (the same whether the clip is cut alone or with others)."""
+    return ["-c:v", cfg.codec, "-preset", cfg.preset, "-crf", str(cfg.crf), "-pix_fmt", "yuv420p",
+            "-fps_mode", "passthrough", "-threads", str(cfg.threads)]
 
 
 def _copy_args(source: str, keyframe: float, end: float, cfg: ExtractConfig, out: Path) -> list[str]:

@@ -190,12 +190,22 @@ def run_stage(stage: Stage, rows: list[Row], ctx: StageContext) -> list[Row]:
     cfg = stage.cfg
     todo = [r for r in rows if r["status"] == STATUS_OK]
     out = [r for r in rows if r["status"] != STATUS_OK]
-    size = type(stage).batch_size(cfg)
     worker = _worker()
-    for start in range(0, len(todo), size):
-        for row in _guarded(stage, todo[start:start + size], ctx):
+    for batch in _batches(type(stage), cfg, todo):
+        for row in _guarded(stage, batch, ctx):
             out.append({**row, "stage": stage.name, "worker": worker, "status": row.get("status") or STATUS_OK})
     return out
+
+
+def _batches(stage: type[Stage], cfg: CurationConfig, rows: list[Row]) -> list[list[Row]]:
+    """The ``process`` calls of ``rows``: a source's rows together (``whole_source``), else ``batch_size`` rows."""
+    if stage.whole_source:
+        by_source: dict[str, list[Row]] = defaultdict(list)
+        for row in rows:
+            by_source[row["source_id"]].append(row)
+        return list(by_source.values())
+    size = stage.batch_size(cfg)
+    return [rows[start:start + size] for start in range(0, len(rows), size)]
 
 
 def _guarded(stage: Stage, rows: list[Row], ctx: StageContext) -> list[Row]:

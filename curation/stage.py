@@ -78,6 +78,9 @@ class Stage:
 
     name: ClassVar[str]
     per_clip: ClassVar[bool] = False
+    #: ``process`` gets all the rows of one source at once (a per-clip stage that shares work between a
+    #: source's clips, such as one decode); a failing call is redone row by row, as any batch is.
+    whole_source: ClassVar[bool] = False
     #: Columns holding files the stage writes into the scratch directory, and where the work area keeps them.
     produces_files: ClassVar[tuple[str, ...]] = ()
 

@@ -18,7 +18,7 @@ import pytest
 
 from curation.config import ExtractConfig, ProbeConfig
 from curation.errors import Rejection
-from curation.extract import extract, output_size
+from curation.extract import extract, extract_source, output_size, plan_passes
 from curation.ffmpeg import ffprobe_json
 from curation.probe import probe
 
@@ -246,6 +246,57 @@ def test_failed_extraction_raises_and_leaves_no_file(tmp_path: Path, probed) -> 
         extract(row, ExtractConfig(), clips)
     assert caught.value.reason == "extract_failed"
     assert [p for p in clips.rglob("*") if p.is_file()] == []
+
+
+# --- a source's clips cut together -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name, spans, short_side", [
+    (TESTVIDEO, [(30, 90), (90, 180), (180, 300), (300, 420)], None),  # keyframes at 30, 180: seeks differ
+    (ROTATED, [(10, 50), (50, 90), (95, 200)], None),  # rotation applied inside the shared graph too
+    (ANAMORPHIC, [(0, 40), (40, 100)], 240),  # resampled and scaled in every branch
+])
+def test_clips_cut_in_one_pass_are_byte_identical_to_clips_cut_alone(
+    name: str, spans: list[tuple[int, int]], short_side: int | None, tmp_path: Path, probed
+) -> None:
+    source = probed(name)
+    rows = [clip_row(source, a, b, key=f"src_{i:04d}") for i, (a, b) in enumerate(spans)]
+    alone = [extract(row, ExtractConfig(short_side=short_side), tmp_path / "alone") for row in rows]
+    cfg = ExtractConfig(short_side=short_side)
+    assert [len(g) for g in plan_passes(rows, cfg)] == [len(rows)]  # premise: one ffmpeg for all of them
+
+    together = extract_source(rows, cfg, tmp_path / "together")
+
+    assert [c["clip_sha256"] for c in together] == [c["clip_sha256"] for c in alone]
+    assert [c["clip_frames"] for c in together] == [b - a for a, b in spans]
+    assert sorted(p.name for p in (tmp_path / "together" / "src").iterdir()) == [r["key"] + ".mp4" for r in rows]
+
+
+def test_a_clip_that_fails_its_check_in_a_shared_pass_is_rejected_alone(tmp_path: Path, probed) -> None:
+    source = probed(TESTVIDEO)  # 720 frames: the last span claims 40 frames past the end
+    rows = [clip_row(source, 600, 650, key="src_0000"), clip_row(source, 650, 760, key="src_0001")]
+    assert len(plan_passes(rows, ExtractConfig())) == 1
+
+    first, second = extract_source(rows, ExtractConfig(), tmp_path)
+
+    assert first["clip_frames"] == 50
+    assert isinstance(second, Rejection) and second.reason == "extract_mismatch"
+    assert [p.name for p in (tmp_path / "src").iterdir()] == ["src_0000.mp4"]  # no partial file left
+
+
+def test_passes_group_consecutive_clips_and_leave_the_rest_alone(probed) -> None:
+    cfr, vfr = probed(TESTVIDEO), probed(VFR)
+    rows = [clip_row(cfr, a, b, key=f"k{a}") for a, b in [(0, 60), (60, 120), (120, 180), (180, 240), (600, 700)]]
+
+    def sizes(cfg: ExtractConfig, clips: list[dict[str, Any]]) -> list[int]:
+        return [len(g) for g in plan_passes(clips, cfg)]
+
+    assert sizes(ExtractConfig(clips_per_pass=3), rows) == [3, 1, 1]  # bounded; 240 -> 600 is a 12 s gap
+    assert sizes(ExtractConfig(), rows[::-1]) == [4, 1]  # in time order whatever the row order
+    assert sizes(ExtractConfig(clips_per_pass=1), rows) == [1] * 5
+    assert sizes(ExtractConfig(mode="copy"), rows) == [1] * 5
+    assert sizes(ExtractConfig(keep_audio=True), rows) == [1] * 5
+    assert sizes(ExtractConfig(), [clip_row(vfr, a, b, key=f"v{a}") for a, b in [(0, 40), (40, 80)]]) == [1, 1]
 
 
 # --- output_size ----------------------------------------------------------------------------------

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
-from curation.extract import extract
-from curation.stage import Row, Stage, StageContext
+from curation.errors import Rejection
+from curation.extract import extract_source
+from curation.stage import Row, Stage, StageContext, reject
 
 
 class Extract(Stage):
     name = "extract"
     per_clip = True
+    whole_source = True  # a source's consecutive clips share one decode
     produces_files = ("clip_path",)
 
     def process(self, rows: list[Row], ctx: StageContext) -> list[Row]:
-        (row,) = rows
-        local = {**row, "local_path": str(ctx.local(row["local_path"]))}
-        return [{**row, **extract(local, self.cfg.extract, ctx.scratch / "clips")}]
+        source = str(ctx.local(rows[0]["local_path"]))
+        results = extract_source([{**row, "local_path": source} for row in rows], self.cfg.extract,
+                                 ctx.scratch / "clips")
+        return [reject(row, result.reason, result.detail) if isinstance(result, Rejection) else {**row, **result}
+                for row, result in zip(rows, results, strict=True)]
 
 
 STAGE = Extract
