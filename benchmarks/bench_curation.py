@@ -13,7 +13,9 @@ on one thread is the floor. This script times, in one run and on the same inputs
   alone, at the size extraction writes);
 * extraction alone (``curation.extract.extract`` for every clip the split stage would plan), and
   where its time goes: the clip's decode, the pre-roll the accurate seek decodes from the prior
-  keyframe, decoder threading, process starts, the encode, the check of the result;
+  keyframe, decoder threading, process starts, the encode, the check of the result; and
+  ``extract_source`` per source, which the extract stage runs (consecutive clips of a source cut by
+  one ffmpeg: one decode, no pre-roll but the first, one process start);
 * the pipeline (``run_curation``), each job under its own fresh local Ray: download, probe and
   split (detection inside the pipeline); all stages; the write stage again; and all stages once
   more on the finished corpus, which does no stage work and so prices the machinery alone.
@@ -78,7 +80,7 @@ os.environ.update(LOOPBACK_ONLY_ENV)  # before anything imports ray: every Ray t
 
 from curation.config import VIDEO_EXTENSIONS, CurationConfig, ExtractConfig, ProbeConfig, SplitConfig
 from curation.download import fetch
-from curation.extract import _clip_facts, _reencode_args, extract, output_size  # times extract's own commands
+from curation.extract import _clip_facts, _reencode_args, extract, extract_source, output_size  # extract's own commands
 from curation.ids import clip_key, source_id
 from curation.probe import probe
 from curation.split import DETECTION_INTERPOLATION, Detection, Span, detect_scenes, plan_clips
@@ -460,6 +462,7 @@ class ExtractionParts:
     """Extraction alone, and the parts of it measured separately."""
 
     total: Cost = field(default_factory=Cost)
+    per_source: Cost = field(default_factory=Cost)  # extract_source: a source's consecutive clips in one ffmpeg
     decode: Cost = field(default_factory=Cost)  # the clip command without its encode
     decode_no_preroll: Cost = field(default_factory=Cost)  # the same with -noaccurate_seek
     decode_one_thread: Cost = field(default_factory=Cost)  # the same with one decoder thread
@@ -469,8 +472,15 @@ class ExtractionParts:
 
 
 def measure_extraction(rows: list[dict[str, Any]], out: Path, keyframes: dict[str, list[float]]) -> ExtractionParts:
-    """``extract`` for every clip, then the same ffmpeg command without its encode, in variants."""
+    """``extract`` for every clip, then the same ffmpeg command without its encode, in variants; and
+    ``extract_source`` (what the extract stage runs: a source's clips cut in shared passes) per source."""
     cfg, parts = ExtractConfig(), ExtractionParts()
+    by_source: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        by_source[row["local_path"]].append(row)
+    for source_rows in by_source.values():
+        with measured(parts.per_source):
+            extract_source(source_rows, cfg, out / "per_source")
     for row in rows:
         with measured(parts.total):
             facts = extract(row, cfg, out)
@@ -799,7 +809,8 @@ def _reference(r: Results) -> Cost:
 
 
 def _detection_plus_extraction(r: Results) -> Cost:
-    return r.detection[SplitConfig().detector] + r.extraction.total
+    """Detection and extraction as the pipeline runs them (a source's clips in shared passes)."""
+    return r.detection[SplitConfig().detector] + r.extraction.per_source
 
 
 def _inputs_section(sources: list[Source]) -> list[str]:
@@ -825,6 +836,10 @@ def _main_table(r: Results, video_s: float) -> list[str]:
                   f"({widest.info['width']}x{widest.info['height']}): {one:.1f}× its decode")
     table.add("extraction alone: `extract()` per clip", r.extraction.total,
               f"{r.clips} clips, {r.extraction.clip_s:.1f} s = {r.extraction.clip_s / video_s:.0%} of the video")
+    table.add(f"extraction alone: `extract_source()` ({ExtractConfig().clips_per_pass} clips a pass)",
+              r.extraction.per_source,
+              f"what the stage runs: {r.extraction.per_source.cpu_s / r.extraction.total.cpu_s:.2f}× "
+              "one ffmpeg per clip")
     table.add(f"detection ({detector}) + extraction alone", det_ext,
               f"{det_ext.cpu_s / ref.cpu_s:.2f}× decode + `{chosen}` encode")
     table.add(f"Ray start: `ray.init(num_cpus={r.cpus})` + {r.settle_s:.0f} s", r.pipeline.ray_start.cost,
@@ -924,14 +939,14 @@ def _process_table(window: Window) -> list[str]:
 
 def _pipeline_section(r: Results) -> list[str]:
     run, detector = r.pipeline, SplitConfig().detector
-    det, ext, write = r.detection[detector].cpu_s, r.extraction.total.cpu_s, run.write_again.tree_s
+    det, ext, write = r.detection[detector].cpu_s, r.extraction.per_source.cpu_s, run.write_again.tree_s
     small = sum(c.cpu_s for c in r.small.values())
     rest_detect = run.detect_only.tree_s - det - small
     rest_whole = run.whole.tree_s - det - ext - small - write
     machinery = run.resumed.tree_s - write
     rows = (
         (f"detection alone ({detector})", det, det),
-        ("extraction alone", None, ext),
+        ("extraction alone (`extract_source`, as the stage runs it)", None, ext),
         *((f"{k} alone", c.cpu_s, c.cpu_s) for k, c in r.small.items()),
         ("write stage alone (run again on the finished corpus)", None, write),
         ("**the rest**: pipeline − the parts above", rest_detect, rest_whole),
