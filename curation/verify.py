@@ -199,9 +199,8 @@ class Checker:
                 row.update(self._local(src.source, scheme))
             else:
                 row.update(status="error", reason="unsupported_scheme", detail=f"{scheme}:// sources cannot be checked")
-        except Rejection as exc:
-            row.update(status=_status_of(exc.reason), reason=exc.reason, detail=exc.detail,
-                       http_status=_http_status(exc.reason))
+        except Rejection as exc:  # before any request: a URL that cannot be parsed, a file:// URL of another host
+            row.update(_rejected(exc))
         except StorageError as exc:  # a source in a bucket this job cannot read: a verdict on it, not on the job
             row.update(_store_failure(exc))
         row["checked_at"] = datetime.now(UTC)
@@ -294,7 +293,10 @@ class Checker:
         scheme = _scheme(src.source)
         method = "download" if scheme in ("http", "https") else "store" if scheme in STORE_SCHEMES else "file"
         with tempfile.TemporaryDirectory(dir=self.scratch) as directory:
-            fetched = fetch(src.source, src.source_id, Path(directory), self.cfg.download, roots=self.roots)
+            try:
+                fetched = fetch(src.source, src.source_id, Path(directory), self.cfg.download, roots=self.roots)
+            except Rejection as exc:
+                return {**_rejected(exc), "method": method, "attempts": 1}
         return {"status": "available", "method": method, "attempts": 1, "size": fetched.size,
                 "sha256": fetched.sha256}
 
@@ -322,13 +324,12 @@ def _status_of_http(status: int) -> str:
     return "forbidden" if status in FORBIDDEN_STATUSES else "error"
 
 
-def _status_of(reason: str) -> str:
-    return "gone" if reason in GONE_REASONS else "forbidden" if reason in FORBIDDEN_REASONS else "error"
-
-
-def _http_status(reason: str) -> int | None:
-    match = re.fullmatch(r"http_(\d{3})", reason)
-    return int(match.group(1)) if match else None
+def _rejected(exc: Rejection) -> dict[str, Any]:
+    """The status of a source the download code rejected: gone, forbidden or error, with the HTTP status if any."""
+    status = "gone" if exc.reason in GONE_REASONS else "forbidden" if exc.reason in FORBIDDEN_REASONS else "error"
+    match = re.fullmatch(r"http_(\d{3})", exc.reason)
+    return {"status": status, "reason": exc.reason, "detail": exc.detail,
+            "http_status": int(match.group(1)) if match else None}
 
 
 def _compare(row: dict[str, Any]) -> None:

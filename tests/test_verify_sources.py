@@ -118,6 +118,8 @@ def test_hash_finds_changed_bytes_of_the_same_size(served, tmp_path: Path) -> No
                       "same_size": "changed", "resized": "changed", "nohead": "unchanged", "local": "unchanged",
                       "local_gone": "gone", "rejected": "available"}
     assert rows[ids["same_size"]]["reason"] == "sha256"
+    assert rows[ids["gone"]]["http_status"] == 404 and rows[ids["gone"]]["method"] == "download"
+    assert all(r["attempts"] == 1 for r in rows.values()), "one download each (fetch retries within it)"
     assert rows[ids["same_size"]]["sha256"] == _sha((files / "e.mp4").read_bytes())
     assert rows[ids["rejected"]]["sha256"] == _sha((files / "a.mp4").read_bytes()), "hashed, nothing to compare with"
     assert not list(tmp_path.glob("**/s0*.mp4")), "downloads go to a scratch directory that is removed"
