@@ -1,10 +1,13 @@
-"""BLIP-2 captions of images: the model, loaded from a local directory, and caption clean-up.
+"""Captioners: BLIP-2 on single frames (here) or a VLM on several (``curation.caption_vlm``), and caption clean-up.
 
 HD-VG-130M captions each clip with BLIP-2 from its middle frame. ``Captioner`` loads
 ``Blip2ForConditionalGeneration`` and its processor with ``from_pretrained`` from a local
 directory only (``local_files_only``: a job never downloads weights, and missing weights stop it
 at the start with the command that fetches them), in half precision on a GPU and float32 on a
 CPU, and captions a list of images in one ``generate`` call.
+
+Both captioners answer the stage through one method, ``caption_clips`` (the frames of each clip in,
+one ``ClipCaption`` per clip out); ``load_captioner`` picks the one ``caption.model`` names.
 
 Every caption names the model it came from (``caption_model``, ``caption_revision``), so a corpus
 can always tell BLIP-2 captions from those of another checkpoint, or of the untrained test model
@@ -21,14 +24,19 @@ import json
 import logging
 import re
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from curation.config import CaptionConfig
+from curation.frames import middle_index
 
 if TYPE_CHECKING:
     import torch
     from PIL import Image
+
+    from curation.caption_vlm import VlmCaptioner
+    from curation.frames import Frame
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +45,9 @@ NO_MODEL = "none"
 
 #: The weights the documented default ``caption.model_path`` expects, and how to get them.
 DEFAULT_REPO = "Salesforce/blip2-opt-2.7b"
+
+#: The VLM the documentation suggests for ``caption.model: vlm``.
+DEFAULT_VLM_REPO = "Qwen/Qwen2.5-VL-7B-Instruct"
 
 #: ``config.json`` key naming a model this project built itself (the tiny untrained test model).
 MODEL_NAME_KEY = "videofactory_model_name"
@@ -50,14 +61,34 @@ def uncaptioned() -> dict[str, Any]:
     return {"caption": "", "captions": "[]", "caption_model": NO_MODEL, "caption_revision": ""}
 
 
-def check_weights(model_path: str | Path) -> Path:
-    """The absolute model directory, or a FileNotFoundError saying how to get the weights."""
+@dataclass(frozen=True)
+class ClipCaption:
+    """What a captioner made of one clip's frames."""
+
+    text: str  # the clip's caption ("" when the model said nothing usable: the stage rejects the clip)
+    entries: list[dict[str, Any]]  # the ``captions`` column's JSON list
+    seen: str  # what the caption was made from, for messages: "the frame at 1.250 s"
+
+
+def check_weights(model_path: str | Path, model: str = "blip2") -> Path:
+    """The absolute model directory, or a FileNotFoundError saying how to get the weights.
+
+    A VLM asked for with BLIP-2's directory (the default ``model_path``) is refused here, at the
+    job's start, rather than by every actor when it loads.
+    """
     directory = Path(model_path).expanduser().resolve()
+    repo, kind = (DEFAULT_VLM_REPO, "VLM") if model == "vlm" else (DEFAULT_REPO, "BLIP-2")
     if (directory / "config.json").is_file() and directory.is_dir() and weights_bytes(directory):
+        model_type = json.loads((directory / "config.json").read_text()).get("model_type", "")
+        if model == "vlm" and model_type.startswith("blip"):
+            raise ValueError(f"caption.model is vlm but caption.model_path ({model_path}) holds a {model_type} "
+                             f"checkpoint; point it at a video-capable VLM, e.g.\n    hf download {repo} "
+                             f"--local-dir models/{repo.split('/')[1].lower()}")
         return directory
+    suggested = model_path if model == "blip2" else f"models/{repo.split('/')[1].lower()}"
     raise FileNotFoundError(
-        f"no BLIP-2 weights in {directory} (caption.model_path: {model_path}). Download them once where there "
-        f"is internet:\n    hf download {DEFAULT_REPO} --local-dir {model_path}\n"
+        f"no {kind} weights in {directory} (caption.model_path: {model_path}). Download them once where there "
+        f"is internet:\n    hf download {repo} --local-dir {suggested}\n"
         "and give caption.model_path as an absolute path every Ray node can read (a job submitted with "
         "`ray job submit` runs from an uploaded copy of the project that does not carry models/). "
         "Or set caption.enabled: false to build the corpus without captions."
@@ -88,12 +119,15 @@ def model_identity(directory: Path) -> tuple[str, str]:
     return name, revision
 
 
-def torch_dtype(name: str, on_gpu: bool) -> torch.dtype:
-    """The weight dtype for ``caption.dtype``: "auto" is float16 on a GPU and float32 on a CPU."""
+def torch_dtype(name: str, on_gpu: bool, gpu_auto: str = "float16") -> torch.dtype:
+    """The weight dtype for ``caption.dtype``: "auto" is ``gpu_auto`` on a GPU and float32 on a CPU.
+
+    BLIP-2 was released in float16; Qwen-VL models in bfloat16 (their activations overflow float16).
+    """
     import torch
 
     if name == "auto":
-        return torch.float16 if on_gpu else torch.float32
+        return getattr(torch, gpu_auto) if on_gpu else torch.float32
     return getattr(torch, name)
 
 
@@ -127,8 +161,33 @@ def _collapse_repeats(words: list[str]) -> str:
     return " ".join(words)
 
 
+def truncate_words(text: str, max_words: int) -> str:
+    """``text`` cut to at most ``max_words`` words: at the last sentence end among them when that keeps
+    at least half of them (a whole sentence reads better than a cut one), else after the last word."""
+    words = text.split()
+    if len(words) <= max_words:
+        return text
+    kept = words[:max_words]
+    ends = [i for i, word in enumerate(kept) if word.endswith((".", "!", "?"))]
+    if ends and ends[-1] + 1 >= max_words / 2:
+        kept = kept[:ends[-1] + 1]
+    return " ".join(kept)
+
+
+def load_captioner(cfg: CaptionConfig) -> Captioner | VlmCaptioner:
+    """The captioner ``cfg.model`` names, loaded from ``cfg.model_path``."""
+    if cfg.model == "vlm":
+        from curation.caption_vlm import VlmCaptioner
+
+        return VlmCaptioner.load(cfg)
+    return Captioner.load(cfg)
+
+
 class Captioner:
     """A BLIP-2 model and processor captioning lists of images together (``Captioner.load`` reads a checkpoint)."""
+
+    #: The dtype "auto" means on a GPU.
+    GPU_DTYPE = "float16"
 
     def __init__(self, cfg: CaptionConfig, model: Any, processor: Any, name: str, revision: str) -> None:
         self.cfg = cfg
@@ -144,6 +203,7 @@ class Captioner:
         # The checkpoint's own generation settings (its end-of-text token, ...) with the job's decoding.
         self.generation_config = copy.deepcopy(model.generation_config)
         self.generation_config.update(max_new_tokens=cfg.max_new_tokens, num_beams=cfg.num_beams, do_sample=False)
+        self.frames_per_clip = cfg.frames
 
     @classmethod
     def load(cls, cfg: CaptionConfig) -> Captioner:
@@ -154,7 +214,7 @@ class Captioner:
         directory = check_weights(cfg.model_path)
         name, revision = model_identity(directory)
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        dtype = torch_dtype(cfg.dtype, device.type == "cuda")
+        dtype = torch_dtype(cfg.dtype, device.type == "cuda", cls.GPU_DTYPE)
         started = time.monotonic()
         processor = Blip2Processor.from_pretrained(directory, local_files_only=True)
         model = Blip2ForConditionalGeneration.from_pretrained(directory, local_files_only=True, dtype=dtype)
@@ -178,3 +238,13 @@ class Captioner:
     def caption(self, images: list[Image.Image]) -> list[str]:
         """Cleaned captions of ``images`` ("" where the model said nothing usable)."""
         return [clean_caption(text, self.cfg.prompt) for text in self.generate(images)]
+
+    def caption_clips(self, clips: list[list[Frame]]) -> list[ClipCaption]:
+        """Every frame of every clip captioned in one batch; a clip's caption is its middle frame's."""
+        texts = iter(self.caption([frame.image for clip in clips for frame in clip]))
+        out = []
+        for clip in clips:
+            listed = [{"time": frame.time, "text": next(texts)} for frame in clip]
+            main = middle_index(len(clip))
+            out.append(ClipCaption(listed[main]["text"], listed, f"the frame at {clip[main].time:.3f} s"))
+        return out

@@ -244,7 +244,8 @@ DEFAULT_CAPTION_MODEL = "models/blip2-opt-2.7b"
 
 
 class CaptionConfig(Config):
-    """BLIP-2 captions, as HD-VG-130M made them: one caption from each clip's middle frame.
+    """BLIP-2 captions, as HD-VG-130M made them: one caption from each clip's middle frame (the default);
+    or one caption per clip from a vision-language model that watches several of its frames (``model: vlm``).
 
     Captioning is on by default because a text-video corpus without text is rarely what anyone
     wants; a job whose weights are missing stops at its start with the command that fetches them.
@@ -253,18 +254,38 @@ class CaptionConfig(Config):
     """
 
     enabled: bool = True
-    model_path: str = DEFAULT_CAPTION_MODEL  # local directory of a BLIP-2 checkpoint (never downloaded at run time)
-    dtype: CaptionDtype = "auto"  # auto: float16 on a GPU, float32 on CPU
+    # blip2: BLIP-2 on single frames (HD-VG-130M); vlm: a video-capable vision-language model (Qwen2.5-VL and
+    # later, through transformers' AutoModelForImageTextToText) sees vlm_frames frames of the clip as one video.
+    model: Literal["blip2", "vlm"] = "blip2"
+    model_path: str = DEFAULT_CAPTION_MODEL  # local directory of the checkpoint (never downloaded at run time)
+    dtype: CaptionDtype = "auto"  # auto: float16 (BLIP-2) or bfloat16 (VLM) on a GPU, float32 on CPU
     frames: Positive = 1  # frames captioned per clip, evenly spaced; 1 = the middle frame (the main caption's frame)
     prompt: str = ""  # optional text the captions continue, e.g. "a video of"; stripped from the caption
-    max_new_tokens: Positive = 30
+    max_new_tokens: Positive = 30  # BLIP-2's budget; the VLM may write 2 x max_words + 16 tokens (sections: + 32)
     num_beams: Positive = 1  # 1 = greedy decoding; more = beam search
     batch_size: Positive = 16  # clips per model call (frames x batch_size images)
     actors: Positive = 1  # caption actors (model replicas) in the pool
     num_gpus: GPUs = None  # GPUs per actor; None = 1 when the cluster has GPUs, else 0 (CPU actors)
+    # model: vlm only.
+    vlm_frames: Positive = 8  # frames of each clip the VLM sees as one video, evenly spaced
+    max_words: Positive = 60  # captions are cut to at most this many words (at a sentence end when one is near)
+    template: Literal["plain", "sections"] = "plain"  # sections: "Subject: ... Action: ... Scene: ... Camera: ..."
+    vlm_prompt: str = ""  # the instruction given with the video; "" = the template's ({max_words} is filled in)
 
     #: Fields that decide how fast captions come, not what they say: left out of the resume fingerprint.
-    RESOURCE_FIELDS: ClassVar[tuple[str, ...]] = ("batch_size", "actors", "num_gpus")
+    SPEED_FIELDS: ClassVar[tuple[str, ...]] = ("batch_size", "actors", "num_gpus")
+    #: Fields only one model reads: the other's captions do not depend on them.
+    BLIP2_FIELDS: ClassVar[tuple[str, ...]] = ("frames", "prompt", "max_new_tokens")
+    VLM_FIELDS: ClassVar[tuple[str, ...]] = ("model", "vlm_frames", "max_words", "template", "vlm_prompt")
+
+    @property
+    def RESOURCE_FIELDS(self) -> tuple[str, ...]:
+        """Left out of the resume fingerprint: speed settings, and the options of the model not in use.
+
+        ``model`` itself counts only when it is the VLM, so corpora captioned before the option
+        existed (all BLIP-2) keep their fingerprint.
+        """
+        return self.SPEED_FIELDS + (self.BLIP2_FIELDS if self.model == "vlm" else self.VLM_FIELDS)
 
 
 class WriteConfig(Config):

@@ -1,9 +1,10 @@
-"""Caption stage: a pool of actors that each load BLIP-2 once and caption batches of clips.
+"""Caption stage: a pool of actors that each load the captioner once and caption batches of clips.
 
 Each actor reads the frames of a batch of ``caption.batch_size`` clips and captions them all in
-one model call; if that call fails (say, out of GPU memory on one odd frame size) the batch is
-captioned clip by clip, so the failure lands on the clip that causes it. A clip whose main frame
-gets no caption is rejected as ``empty_caption``.
+one model call: BLIP-2 every frame alone (the clip's caption is its middle frame's), or a VLM
+(``caption.model: vlm``) each clip's frames as one video. If that call fails (say, out of GPU
+memory on one odd frame size) the runner redoes the batch clip by clip, so the failure lands on the
+clip that causes it. A clip that gets no caption is rejected as ``empty_caption``.
 
 Each actor also accounts for its time (model loading, captioning, waiting for input) in
 ``work/state/caption/_actors/``: a GPU actor that mostly waits is starved by the stages upstream.
@@ -20,10 +21,10 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from curation.caption import Captioner, check_weights, uncaptioned, weights_bytes
+from curation.caption import ClipCaption, check_weights, load_captioner, uncaptioned, weights_bytes
 from curation.config import CurationConfig
 from curation.errors import Rejection
-from curation.frames import Frame, middle_index, sample_frames
+from curation.frames import Frame, sample_frames
 from curation.stage import JobResources, Resources, Row, Stage, StageContext, reject
 from curation.workarea import WorkArea
 
@@ -43,7 +44,7 @@ class ActorTimes:
     wait_s: float = 0.0  # between batches (and before the first): waiting for the upstream stages
     batches: int = 0
     clips: int = 0
-    frames: int = 0  # clips x caption.frames
+    frames: int = 0  # clips x frames per clip (caption.frames, or caption.vlm_frames)
 
 
 class Caption(Stage):
@@ -54,7 +55,7 @@ class Caption(Stage):
     def check(cls, cfg: CurationConfig) -> None:
         if cfg.caption.enabled:
             # Actors may run in another working directory than the driver: hand them an absolute path.
-            cfg.caption.model_path = str(check_weights(cfg.caption.model_path))
+            cfg.caption.model_path = str(check_weights(cfg.caption.model_path, cfg.caption.model))
 
     @classmethod
     def batch_size(cls, cfg: CurationConfig) -> int:
@@ -67,16 +68,17 @@ class Caption(Stage):
         gpus = job.gpus(cfg.caption.num_gpus, "caption.num_gpus")
         # A CPU actor holds the model in RAM for its life: declared, Ray never packs more actors on a node
         # than fit. It also keeps Ray Data from fusing the CPU stages upstream into the actors.
-        memory = None if gpus else weights_bytes(check_weights(cfg.caption.model_path)) + ACTOR_RUNTIME_BYTES
-        log.info("caption stage: %d actor(s), %s GPU and %s CPU each, %d clips per batch", cfg.caption.actors,
-                 gpus, cfg.resources.caption_cpus, cfg.caption.batch_size)
+        directory = check_weights(cfg.caption.model_path, cfg.caption.model)
+        memory = None if gpus else weights_bytes(directory) + ACTOR_RUNTIME_BYTES
+        log.info("caption stage: %s, %d actor(s), %s GPU and %s CPU each, %d clips per batch", cfg.caption.model,
+                 cfg.caption.actors, gpus, cfg.resources.caption_cpus, cfg.caption.batch_size)
         return Resources(num_cpus=cfg.resources.caption_cpus, num_gpus=gpus, memory=memory, actors=cfg.caption.actors)
 
     def setup(self) -> None:
         if not self.cfg.caption.enabled:
             return
         created = time.monotonic()
-        self.captioner = Captioner.load(self.cfg.caption)
+        self.captioner = load_captioner(self.cfg.caption)
         self.times = ActorTimes(load_s=time.monotonic() - created)
         self.idle_since = time.monotonic()
         work = WorkArea.of(self.cfg.output)
@@ -92,38 +94,35 @@ class Caption(Stage):
         self.times.busy_s += self.idle_since - started
         self.times.batches += 1
         self.times.clips += len(rows)
-        self.times.frames += len(rows) * self.cfg.caption.frames
+        self.times.frames += len(rows) * self.captioner.frames_per_clip
         self.record.write_text(json.dumps({**asdict(self.times), "updated": time.time(),
                                            "device": str(self.captioner.device),
                                            "dtype": str(self.captioner.dtype).removeprefix("torch.")}))
         return out
 
     def _caption(self, rows: list[Row], ctx: StageContext) -> list[Row]:
-        """Every frame of the batch in one model call; a clip whose frames cannot be read is rejected alone."""
+        """Every clip of the batch in one model call; a clip whose frames cannot be read is rejected alone."""
         frames: list[list[Frame] | None] = []
         out: list[Row | None] = []
         for row in rows:
             try:
-                frames.append(sample_frames(str(ctx.local(row["clip_path"])), self.cfg.caption.frames))
+                frames.append(sample_frames(str(ctx.local(row["clip_path"])), self.captioner.frames_per_clip))
                 out.append(None)
             except Rejection as exc:  # the clip, not the batch, is unreadable
                 frames.append(None)
                 out.append(reject(row, exc.reason, exc.detail))
-        readable = [f for f in frames if f is not None]
-        flat = self.captioner.caption([frame.image for clip in readable for frame in clip]) if readable else []
-        texts = iter(flat)
+        readable = [clip for clip in frames if clip is not None]
+        captions = iter(self.captioner.caption_clips(readable) if readable else [])
         for i, clip in enumerate(frames):
             if clip is not None:
-                out[i] = self._captioned(rows[i], clip, [next(texts) for _ in clip])
+                out[i] = self._captioned(rows[i], next(captions))
         return [r for r in out if r is not None]
 
-    def _captioned(self, row: Row, clip: list[Frame], captions: list[str]) -> Row:
-        main = captions[middle_index(len(captions))]
-        if not main:
-            return reject(row, "empty_caption", f"{self.captioner.name} generated no usable text for the frame "
-                                                f"at {clip[middle_index(len(clip))].time:.3f} s of the clip")
-        listed = [{"time": frame.time, "text": text} for frame, text in zip(clip, captions, strict=True)]
-        return {**row, "caption": main, "captions": json.dumps(listed, ensure_ascii=False),
+    def _captioned(self, row: Row, caption: ClipCaption) -> Row:
+        if not caption.text:
+            return reject(row, "empty_caption", f"{self.captioner.name} generated no usable text for "
+                                                f"{caption.seen} of the clip")
+        return {**row, "caption": caption.text, "captions": json.dumps(caption.entries, ensure_ascii=False),
                 "caption_model": self.captioner.name, "caption_revision": self.captioner.revision}
 
 

@@ -1,0 +1,143 @@
+"""A tiny, untrained Qwen2.5-VL saved like a real checkpoint, for tests, the demo and CPU benchmarks.
+
+It is ``Qwen2_5_VLForConditionalGeneration`` (vision transformer with windowed attention, patch
+merger, Qwen2 decoder with multimodal rotary positions) at toy sizes, with a ``Qwen2_5_VLProcessor``
+made offline: a byte-level BPE tokenizer with no merges (one token per byte) and Qwen's special
+tokens, Qwen2-VL image and video processors at the vision tower's patch sizes, and a chat template
+that renders messages as Qwen2.5-VL's does. It is written with ``save_pretrained`` so that
+``curation.captioners.vlm`` loads it through exactly the code that loads real weights. Its weights
+are random: its captions are meaningless, and its config names it so, so every clip captioned
+with it says so in its metadata.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+#: What clips captioned by this model record as ``caption_model``.
+TINY_MODEL_NAME = "videofactory-tiny-qwen2.5-vl-untrained (random weights: captions are meaningless)"
+
+#: Qwen2.5-VL's special tokens, in its order; the 256 byte-level symbols come first, these after them.
+SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
+                  "<|image_pad|>", "<|video_pad|>")
+
+#: Vision patches: 8x8 pixels, two frames deep, merged 2x2 into one token for the decoder.
+PATCH_SIZE, TEMPORAL_PATCH_SIZE, MERGE_SIZE = 8, 2, 2
+
+#: Frames are resized to at most this many pixels (a 64x32 frame becomes 4x2 merged tokens per frame pair).
+MAX_PIXELS = 64 * 32
+
+#: Standard deviation of the random weights: wide, so that different clips lead to different text.
+INIT_STD = 0.5
+
+#: Added to the space's logit when generating (see ``build_tiny_qwen_vl``).
+SPACE_BIAS = 4.0
+
+#: Qwen2.5-VL's chat template, cut to what captioning uses (text, image and video parts; no tools).
+CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for part in message['content'] %}"
+    "{% if part['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif part['type'] == 'video' %}<|vision_start|><|video_pad|><|vision_end|>"
+    "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}{% endfor %}{% endif %}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def tiny_tokenizer():
+    """A byte-level BPE tokenizer with Qwen's special tokens and no merges (one token per byte)."""
+    from tokenizers import pre_tokenizers
+    from transformers import Qwen2Tokenizer
+
+    vocab = {symbol: i for i, symbol in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
+    tokenizer = Qwen2Tokenizer(vocab=vocab, merges=[], unk_token="<|endoftext|>", eos_token="<|im_end|>",
+                               pad_token="<|endoftext|>")
+    tokenizer.add_special_tokens({"additional_special_tokens": [t for t in SPECIAL_TOKENS if t not in vocab]})
+    return tokenizer
+
+
+def tiny_processor():
+    """A ``Qwen2_5_VLProcessor``: ``tiny_tokenizer``, Qwen2-VL image and video processors at the tiny patch sizes."""
+    from transformers import Qwen2_5_VLProcessor, Qwen2VLImageProcessor, Qwen2VLVideoProcessor
+
+    sizes = {"patch_size": PATCH_SIZE, "temporal_patch_size": TEMPORAL_PATCH_SIZE, "merge_size": MERGE_SIZE}
+    # cap_pixels_per_frame: as qwen-vl-utils sizes frames (and what transformers will do by default).
+    size = {"shortest_edge": (PATCH_SIZE * MERGE_SIZE) ** 2, "longest_edge": MAX_PIXELS}
+    return Qwen2_5_VLProcessor(image_processor=Qwen2VLImageProcessor(size=size, **sizes),
+                               video_processor=Qwen2VLVideoProcessor(size=size, cap_pixels_per_frame=True, **sizes),
+                               tokenizer=tiny_tokenizer(), chat_template=CHAT_TEMPLATE)
+
+
+def tiny_qwen_vl_config(tokenizer):
+    """A Qwen2.5-VL config a few hundred kilobytes large, its special token ids those of ``tokenizer``."""
+    from transformers import Qwen2_5_VLConfig
+
+    ids = tokenizer.convert_tokens_to_ids
+    return Qwen2_5_VLConfig(
+        vision_config={"depth": 2, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2, "out_hidden_size": 32,
+                       "patch_size": PATCH_SIZE, "temporal_patch_size": TEMPORAL_PATCH_SIZE,
+                       "spatial_merge_size": MERGE_SIZE, "window_size": 2 * PATCH_SIZE * MERGE_SIZE,
+                       "fullatt_block_indexes": [1], "initializer_range": INIT_STD},
+        text_config={"vocab_size": len(tokenizer), "hidden_size": 32, "intermediate_size": 64,
+                     "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 1,
+                     "max_position_embeddings": 4096, "initializer_range": INIT_STD,
+                     "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]},
+                     "bos_token_id": ids("<|endoftext|>"), "eos_token_id": ids("<|im_end|>"),
+                     "pad_token_id": ids("<|endoftext|>")},
+        image_token_id=ids("<|image_pad|>"), video_token_id=ids("<|video_pad|>"),
+        vision_start_token_id=ids("<|vision_start|>"), vision_end_token_id=ids("<|vision_end|>"),
+        videofactory_model_name=TINY_MODEL_NAME,
+    )
+
+
+def build_tiny_qwen_vl(directory: str | Path, seed: int = 0, silent: bool = False) -> Path:
+    """Write the tiny model to ``directory`` (config, safetensors weights, processor) and return it.
+
+    Its generation config lets it write lower-case letters, spaces, commas and full stops only (random
+    bytes would mostly decode to nothing), so its meaningless captions come as visibly meaningless
+    words, and a word limit has words to cut. ``silent=True`` makes a model that can only end its
+    text at once.
+    """
+    import torch
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    from demo.tiny_blip2 import _byte_symbols
+
+    directory = Path(directory)
+    processor = tiny_processor()
+    config = tiny_qwen_vl_config(processor.tokenizer)
+    torch.manual_seed(seed)
+    model = Qwen2_5_VLForConditionalGeneration(config).eval()
+    allowed = {config.text_config.eos_token_id}
+    if not silent:
+        wordy = [ord(c) for c in " .,abcdefghijklmnopqrstuvwxyz"]
+        allowed.update(processor.tokenizer.convert_tokens_to_ids(_byte_symbols(wordy)))
+    model.generation_config.eos_token_id = config.text_config.eos_token_id
+    model.generation_config.pad_token_id = config.text_config.pad_token_id
+    model.generation_config.suppress_tokens = [i for i in range(config.text_config.vocab_size) if i not in allowed]
+    if not silent:  # a random model rarely picks the one space among 29 symbols: favoured, its text has words
+        space = processor.tokenizer.convert_tokens_to_ids(_byte_symbols([ord(" ")]))[0]
+        model.generation_config.sequence_bias = [[[space], SPACE_BIAS]]
+    model.save_pretrained(directory)
+    processor.save_pretrained(directory)
+    return directory
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m demo.tiny_qwen_vl", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("directory", help="where to write the model (created)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random weights")
+    args = parser.parse_args(argv)
+    path = build_tiny_qwen_vl(args.directory, seed=args.seed)
+    print(json.dumps({"model": str(path), "caption_model": TINY_MODEL_NAME}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
