@@ -27,6 +27,7 @@ import base64
 import io
 import json
 import logging
+import tarfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
@@ -129,8 +130,12 @@ def _kept_samples(root: Location, count: int) -> Iterator[dict[str, Any]]:
     taken = min(count, len(shards))
     picks = sorted({round(i * (len(shards) - 1) / max(taken - 1, 1)) for i in range(taken)})
     for pick in picks:
-        with closing(shard_samples([shards[pick]])) as samples:
-            sample = next(samples, None)
+        try:
+            with closing(shard_samples([shards[pick]])) as samples:
+                sample = next(samples, None)
+        except tarfile.TarError as exc:  # `videofactory validate` reports it; the report goes on without it
+            log.warning("gallery: %s is not a readable tar (%s); skipped", shards[pick], exc)
+            continue
         if sample is not None and "mp4" in sample:
             yield sample
 

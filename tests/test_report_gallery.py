@@ -92,6 +92,20 @@ def test_rejected_sample_is_the_lowest_keys_per_reason_and_bounded(tmp_path: Pat
     assert [t.detail for t in by_reason["filter/static"].thumbs] == ["clip 1", "clip 3", "clip 5"]
 
 
+def test_undecodable_clips_and_broken_shards_leave_a_note_not_a_failed_report(judged_corpus: Path,
+                                                                                tmp_path: Path) -> None:
+    root = tmp_path / "corpus"
+    write_corpus(root, [Clip({"source_id": "aaaa", "key": "aaaa_0000"}, b"not an mp4"),
+                        Clip({"source_id": "bbbb", "key": "bbbb_0000"}, b"nor this")], partitions=2, shard_samples=1)
+    broken = sorted((root / "shards").iterdir())[-1]
+    broken.write_bytes(b"\x00garbage" * 200)
+    gallery = collect_gallery(root)
+    assert len(gallery.kept) == 1 and gallery.kept[0].strip is None
+    assert gallery.kept[0].note.startswith("no frame decoded")
+    out = write_report(root, out=tmp_path / "report")
+    assert "no frame decoded" in (out / REPORT_FILE).read_text()
+
+
 def test_report_gallery_renders_in_headless_chromium(judged_corpus: Path, tmp_path: Path) -> None:
     chromium = shutil.which("chromium")
     if chromium is None:
