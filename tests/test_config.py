@@ -365,7 +365,7 @@ def test_resource_fields_name_real_fields() -> None:
     sections = [getattr(CurationConfig(), s) for s in STAGES if hasattr(CurationConfig(), s)]
     named = [(type(s), f) for s in sections for f in getattr(s, "RESOURCE_FIELDS", ())]
     # split.transnetv2 counts only when it is the detector; caption's VLM options only when caption.model is vlm
-    assert len(named) == 16
+    assert len(named) == 17
     assert all(f in cls.model_fields for cls, f in named), named
 
 
