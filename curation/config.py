@@ -114,6 +114,22 @@ class SharpnessFilterConfig(Config):
     reject: bool = False  # true: reject blurry and blocky clips; false: record the checks (passed or not) only
 
 
+class NearDuplicateConfig(Config):
+    """Near-duplicate removal across the corpus (``filter.near_duplicates``): perceptual hashes, then grouping.
+
+    The filter hashes each sampled frame (``curation.filters.phash``); after the partitions are written the
+    hashes are grouped across the corpus (``curation.neardup``) and all but one clip of each group become
+    ``dedup/near_duplicate`` rejections. Thresholds from real footage (README, "Near-duplicates").
+    """
+
+    enabled: bool = False  # true: hash every clip's sampled frames and reject near-duplicates at write
+    max_distance: Annotated[int, Field(ge=0, le=64)] = 12  # Hamming bits (of 64) within which two frames match
+    min_matched: Annotated[float, Field(gt=0, le=1)] = 0.6  # share of the shorter clip's frames aligned in order
+    tables: Annotated[int, Field(ge=1, le=64)] = 4  # LSH tables: candidates share a key in one of them
+    bits: Annotated[int, Field(ge=1, le=32)] = 24  # bits of a frame hash in each table's key (fewer: more candidates)
+    max_bucket: Annotated[int, Field(ge=2)] = 64  # a larger LSH bucket is compared in a sliding window of this size
+
+
 # -- the job's sections ----------------------------------------------------------------------------------------------
 
 
@@ -234,6 +250,7 @@ class FilterConfig(Config):
     text: TextFilterConfig = Field(default_factory=TextFilterConfig)
     watermark: WatermarkFilterConfig = Field(default_factory=WatermarkFilterConfig)
     sharpness: SharpnessFilterConfig = Field(default_factory=SharpnessFilterConfig)
+    near_duplicates: NearDuplicateConfig = Field(default_factory=NearDuplicateConfig)
 
     #: Fields that decide how fast filtering goes, not its results: left out of the resume fingerprint.
     RESOURCE_FIELDS: ClassVar[tuple[str, ...]] = ("threads", "num_gpus", "actors")

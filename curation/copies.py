@@ -19,13 +19,19 @@ found across the corpus after its partitions are written:
 
 A partition's copies are part of its digest, so a rerun that finds the same copies rewrites
 nothing, and a copy whose original leaves the input gets its clips back.
+
+Near-duplicates (``curation.neardup``) run on the same mechanism: a ``DedupKind`` names the per-partition
+inputs the writer leaves and the per-partition decisions grouping records, and a ``Grouper`` turns the
+corpus's inputs into decisions (in the driver, or on Ray Data); ``find_in_corpus`` does the rest for both.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
@@ -49,7 +55,29 @@ HASHES_SCHEMA = pa.schema([pa.field("source_id", pa.string()), pa.field("partiti
                            pa.field("source_sha256", pa.string())])
 COPIES_SCHEMA = pa.schema([*HASHES_SCHEMA, pa.field("original", pa.string())])
 
-STAGE, REASON = "dedup", "exact_copy"
+
+@dataclass(frozen=True)
+class DedupKind:
+    """One kind of duplicate found across the corpus after its partitions are written."""
+
+    name: str  # work/<name>/p00042-<digest>.parquet: a partition's decisions (only where it has any)
+    inputs: str  # work/<inputs>/p00042.parquet: what the partition's writer left for the grouping
+    reason: str  # the rejection reason (stage ``dedup``)
+    input_schema: pa.Schema
+    decision_schema: pa.Schema
+    pair: tuple[str, str]  # the decision's duplicate and what is kept instead: what its digest covers
+    stage: str = "dedup"
+
+    @dataclass(frozen=True)
+    class Grouper:
+        """How a corpus's inputs become decisions (each with its ``partition``): in the driver, or on Ray Data."""
+
+        driver: Callable[[pa.Table], pa.Table]
+        distributed: Callable[[ray.data.Dataset, int], ray.data.Dataset]  # the dataset and its shuffle partitions
+
+
+EXACT = DedupKind("copies", "hashes", "exact_copy", HASHES_SCHEMA, COPIES_SCHEMA, ("source_id", "original"))
+STAGE, REASON = EXACT.stage, EXACT.reason
 
 
 def source_hashes(rows: list[dict[str, Any]]) -> pa.Table:
@@ -77,39 +105,55 @@ def apply_copies(rows: list[dict[str, Any]], copies: pa.Table | None) -> list[di
     return out
 
 
-def copies_digest(copies: pa.Table) -> str:
-    """What a partition's copies add to its digest: which of its sources are copies of which."""
-    pairs = sorted(zip(copies["source_id"].to_pylist(), copies["original"].to_pylist(), strict=True))
+def decisions_digest(decisions: pa.Table, kind: DedupKind) -> str:
+    """What a partition's decisions add to its digest: which of its rows are duplicates of what."""
+    pairs = sorted(zip(*(decisions[c].to_pylist() for c in kind.pair), strict=True))
     return hashlib.sha256("".join(f"{c}\t{o}\n" for c, o in pairs).encode()).hexdigest()[:16]
 
 
-def read_copies(location: str | None) -> pa.Table | None:
-    """The copies recorded for a partition (``location`` as the driver listed it), or None when it has none."""
-    return None if location is None else Location(location).read_table(schema=COPIES_SCHEMA)
+def read_decisions(location: str | None, kind: DedupKind) -> pa.Table | None:
+    """The decisions recorded for a partition (``location`` as the driver listed it), or None when it has none."""
+    return None if location is None else Location(location).read_table(schema=kind.decision_schema)
 
 
 def write_hashes(work: WorkArea, partition: int, rows: list[dict[str, Any]]) -> None:
-    (work.hashes / f"{partition_name(partition)}.parquet").write_table(source_hashes(rows))
+    work.dedup_input(EXACT.inputs, partition).write_table(source_hashes(rows))
 
 
 def find_copies(work: WorkArea, partitions: list[int], sources: int) -> set[int]:
     """Group the corpus's hashes, record each partition's copies; return the partitions whose copies changed."""
+    grouper = DedupKind.Grouper(
+        driver=_copies_in,
+        distributed=lambda data, shuffle: data.groupby("source_sha256", num_partitions=shuffle).map_groups(
+            _copies_in, batch_format="pyarrow"))
+    return find_in_corpus(work, EXACT, partitions, sources, grouper, enabled=True,
+                          driver_max_sources=DRIVER_MAX_SOURCES)
+
+
+def find_in_corpus(work: WorkArea, kind: DedupKind, partitions: list[int], sources: int, grouper: DedupKind.Grouper,
+                   enabled: bool, driver_max_sources: int) -> set[int]:
+    """Group the inputs of ``partitions``, record each partition's decisions; the partitions whose decisions changed.
+
+    A corpus of up to ``driver_max_sources`` sources is grouped in the driver; a larger one on Ray Data.
+    Disabled, it records nothing, so the decisions an earlier run recorded are withdrawn.
+    """
     wanted = {f"{partition_name(p)}.parquet" for p in partitions}
-    hashes = [h for h in work.hashes.files() if h.name in wanted]  # one listing, not a request per partition
-    old = work.copies_records()  # before any is written
+    inputs = [h for h in (work.root / kind.inputs).files() if h.name in wanted] if enabled else []  # one listing
+    old = work.dedup_records(kind.name)  # before any is written
     new: dict[int, str] = {}
-    if hashes and sources <= DRIVER_MAX_SOURCES:
+    if inputs and sources <= driver_max_sources:
         with ThreadPoolExecutor(WRITE_THREADS) as pool:
-            found = _copies_in(pa.concat_tables(pool.map(lambda h: h.read_table(schema=HASHES_SCHEMA), hashes)))
+            found = grouper.driver(pa.concat_tables(pool.map(lambda h: h.read_table(schema=kind.input_schema),
+                                                             inputs)))
             groups = [found.filter(pc.equal(found["partition"], p)) for p in set(found["partition"].to_pylist())]
-            for digest in pool.map(lambda g: _record_copies(g, work.output.uri), groups):
+            for digest in pool.map(lambda g: record_decisions(g, work.output.uri, kind), groups):
                 new.update(zip(digest["partition"].to_pylist(), digest["digest"].to_pylist(), strict=True))
-    elif hashes:
+    elif inputs:
         shuffle = min(len(partitions), MAX_SHUFFLE_PARTITIONS)
-        rows = (ray.data.read_parquet([h.path for h in hashes], filesystem=work.output.fs, schema=HASHES_SCHEMA)
-                .groupby("source_sha256", num_partitions=shuffle).map_groups(_copies_in, batch_format="pyarrow")
-                .groupby("partition", num_partitions=shuffle)
-                .map_groups(_record_copies, fn_kwargs={"output": work.output.uri}, batch_format="pyarrow")
+        data = ray.data.read_parquet([h.path for h in inputs], filesystem=work.output.fs, schema=kind.input_schema)
+        rows = (grouper.distributed(data, shuffle).groupby("partition", num_partitions=shuffle)
+                .map_groups(record_decisions, fn_kwargs={"output": work.output.uri, "kind": kind},
+                            batch_format="pyarrow")
                 .take_all())
         new = {int(r["partition"]): r["digest"] for r in rows}
     for partition, (digest, location) in old.items():
@@ -117,8 +161,7 @@ def find_copies(work: WorkArea, partitions: list[int], sources: int) -> set[int]
             location.delete()
     changed = {p for p in set(old) | set(new) if old.get(p, ("", None))[0] != new.get(p)}
     if new or changed:
-        log.info("exact copies: %d partition(s) hold sources whose bytes another source has; %d changed",
-                 len(new), len(changed))
+        log.info("%s: %d partition(s) hold %s rows; %d changed", kind.name, len(new), kind.reason, len(changed))
     return changed
 
 
@@ -138,10 +181,12 @@ def _copies_in(hashes: pa.Table) -> pa.Table:
     return pa.table(out, schema=COPIES_SCHEMA)
 
 
-def _record_copies(copies: pa.Table, output: str) -> pa.Table:
-    """Write one partition's copies (unless that very record exists); its partition and digest."""
-    partition, digest = copies["partition"][0].as_py(), copies_digest(copies)
-    record = WorkArea.of(output).copies_record(partition, digest)
+def record_decisions(decisions: pa.Table, output: str, kind: DedupKind) -> pa.Table:
+    """Write one partition's decisions, each once (unless that very record exists); its partition and digest."""
+    decisions = decisions.select(kind.decision_schema.names).cast(kind.decision_schema)
+    decisions = decisions.group_by(kind.decision_schema.names).aggregate([]).select(kind.decision_schema.names)
+    partition, digest = decisions["partition"][0].as_py(), decisions_digest(decisions, kind)
+    record = WorkArea.of(output).dedup_record(kind.name, partition, digest)
     if not record.exists():
-        record.write_table(copies.sort_by("source_id"))
+        record.write_table(decisions.sort_by(kind.pair[0]))
     return pa.table({"partition": [partition], "digest": [digest]})

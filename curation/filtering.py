@@ -12,7 +12,9 @@ Rules run in groups, cheapest first: the source's resolution and display aspect,
 decoding itself (a clip whose decoding stops early is broken, whichever filters are on), the decoded
 frames (black or blank), motion, sharpness and blockiness (on the frames at their native size), text,
 and watermarks (which use the text boxes). A filter whose config has ``reject: false``
-(``filter.sharpness``) records its checks, passed or not, but never rejects.
+(``filter.sharpness``) records its checks, passed or not, but never rejects. Last, a clip that passed
+gets its perceptual hash (``filter.near_duplicates``), which no rule checks: near-duplicates are found
+across the corpus when it is written (``curation.neardup``).
 Outside score-only mode a clip stops at the first group it fails, so text detection (the dominant
 cost on a CPU) only runs on clips that passed everything else; a rejected clip's record holds the
 scores computed until then. In score-only mode every group runs and nothing is rejected.
@@ -33,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 from curation.config import FilterConfig
 from curation.errors import Rejection
 from curation.filters.motion import motion_scores
+from curation.filters.phash import phash_scores
 from curation.filters.quality import clip_scores, decode_scores, frame_scores, source_scores
 from curation.filters.sharpness import sharpness_scores
 from curation.filters.watermark import watermark_score
@@ -92,6 +95,7 @@ RULES: dict[str, tuple[Rule, ...]] = {
         Rule("watermark", "watermark_score", "max_score", "max", "watermark",
              "a logo, caption band or other overlay stays fixed while the picture moves"),
     ),
+    "phash": (),  # no rule: near-duplicates are found across the corpus at write (curation.neardup)
 }
 
 #: A filter group's scores for one clip, from its row, its frame samples and the decision record so far.
@@ -158,7 +162,7 @@ class ClipFilter:
                 groups.append(("source", lambda row, _, __: source_scores(row, cfg.quality)))
             groups.append(("span", lambda row, _, __: clip_scores(row)))
         if (cfg.quality.enabled or cfg.motion.enabled or cfg.text.enabled or cfg.watermark.enabled
-                or cfg.sharpness.enabled):  # frames decoded
+                or cfg.sharpness.enabled or cfg.near_duplicates.enabled):  # frames decoded
             groups.append(("decode", lambda _, s, __: decode_scores(s["small"])))
         if cfg.quality.enabled:
             groups.append(("frames", lambda _, s, __: frame_scores(s["small"], cfg.quality)))
@@ -171,6 +175,8 @@ class ClipFilter:
         if cfg.watermark.enabled:  # after text: text boxes that stay put are evidence of overlays
             groups.append(("watermark", lambda _, s, record: watermark_score(
                 s["detail"], record.scores.get("text", {}).get("text_boxes"), cfg.watermark)))
+        if cfg.near_duplicates.enabled:  # last: only a clip that passed everything needs its hash
+            groups.append(("phash", lambda _, s, __: phash_scores(s["small"])))
         return groups
 
 
@@ -205,7 +211,7 @@ def screened_record(row: dict[str, Any], cfg: FilterConfig) -> DecisionRecord | 
 
 def apply_group(record: DecisionRecord, group: str, scores: dict[str, Any], cfg: FilterConfig) -> Rule | None:
     """Record a group's ``scores`` and the checks of its rules; the first rule failed, or None."""
-    record.add_scores(RULES[group][0].filter, scores)
+    record.add_scores(RULES[group][0].filter if RULES[group] else group, scores)
     failed = None
     for rule in RULES[group]:
         check = check_rule(rule, scores, cfg)

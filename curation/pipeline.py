@@ -33,10 +33,11 @@ import ray
 from tqdm import tqdm
 
 from curation.config import STAGES, CurationConfig
-from curation.copies import find_copies
+from curation.copies import EXACT, find_copies
 from curation.ffmpeg import require_tools
 from curation.ingest import ingest
 from curation.lease import Lease, acquire
+from curation.neardup import NEAR, find_near_duplicates
 from curation.runner import Operator, OperatorWorker, expand_partitions, is_environment_error, plan_operators, run_block
 from curation.stage import JobResources
 from curation.stages import stage_class
@@ -104,10 +105,11 @@ def _run(cfg: CurationConfig, work: WorkArea, stages: list[str], lease: Lease, w
     sources = dict(zip(partitions["partition"].to_pylist(), partitions["digest"].to_pylist(), strict=True))
     stage_times: dict[str, Any] = {}
     todo = sorted(expected)
-    for round_ in range(2):  # a second round writes again the partitions whose exact copies changed
+    kinds = (EXACT, NEAR)
+    for round_ in range(2):  # a second round writes again the partitions whose copies or near-duplicates changed
         records = work.written_records() if writing else {}
-        copies = work.copies_records() if writing else {}
-        digests = {p: _digest(cfg, sources[p], copies.get(p, ("", None))[0]) for p in todo}
+        dedup = {kind.name: work.dedup_records(kind.name) if writing else {} for kind in kinds}
+        digests = {p: _digest(cfg, sources[p], [dedup[k.name].get(p, ("", None))[0] for k in kinds]) for p in todo}
         todo = [p for p in todo if records.get(p, ("", None))[0] != digests[p]]
         if round_ == 0:
             summary.partitions = len(todo)
@@ -116,14 +118,17 @@ def _run(cfg: CurationConfig, work: WorkArea, stages: list[str], lease: Lease, w
         if todo:
             times = _process(cfg, work, stages, lease, {p: expected[p] for p in todo}, digests,
                              {p: loc.uri for p, (_, loc) in records.items()},
-                             {p: loc.uri for p, (_, loc) in copies.items()},
+                             {name: {p: loc.uri for p, (_, loc) in found.items()} for name, found in dedup.items()},
                              summary if round_ == 0 else RunSummary(stages=stages))  # rows counted once
             stage_times = stage_times or times
             if "caption" in content and cfg.caption.enabled:
                 _log_caption_actors(work, since=wall_started)
         if not writing:
             break
-        todo = sorted(find_copies(work, sorted(expected), summary.sources) & set(expected))
+        changed = find_copies(work, sorted(expected), summary.sources)
+        changed |= find_near_duplicates(work, sorted(expected), summary.sources,
+                                        cfg.filter.near_duplicates if cfg.filter.enabled else None)
+        todo = sorted(changed & set(expected))
         if not todo:
             break
     if writing:
@@ -132,22 +137,23 @@ def _run(cfg: CurationConfig, work: WorkArea, stages: list[str], lease: Lease, w
     return summary
 
 
-def _digest(cfg: CurationConfig, sources: str, copies: str) -> str:
-    """What a written partition must match to be skipped: the config, its sources, and its exact copies."""
-    if not copies:
+def _digest(cfg: CurationConfig, sources: str, dedup: list[str]) -> str:
+    """What a written partition must match to be skipped: the config, its sources, its exact copies and
+    near-duplicates (the digests of their decisions, "" where it has none)."""
+    if not any(dedup):
         return f"{cfg.fingerprint('write')}{sources}"[:32]
-    return hashlib.sha256(f"{cfg.fingerprint('write')}{sources}{copies}".encode()).hexdigest()[:32]
+    return hashlib.sha256(f"{cfg.fingerprint('write')}{sources}{''.join(dedup)}".encode()).hexdigest()[:32]
 
 
 def _process(cfg: CurationConfig, work: WorkArea, stages: list[str], lease: Lease, expected: dict[int, int],
-             digests: dict[int, str], records: dict[int, str], copies: dict[int, str],
+             digests: dict[int, str], records: dict[int, str], dedup: dict[str, dict[int, str]],
              summary: RunSummary) -> dict[str, Any]:
     """Run the job's stages over the partitions of ``expected`` and write each as it completes."""
     content = [s for s in stages if s != "write"]
     operators = plan_operators(cfg, content, JobResources(ray.cluster_resources().get("GPU", 0), tuple(stages)))
     log.info("operators: %s", ", ".join(f"{op.name} ({_describe(op)})" for op in operators) or "none")
     dataset = _dataset(cfg, work, operators, sorted(expected), stages[0])
-    writer = _PartitionWriter(cfg, expected, digests, records, copies) if "write" in stages else None
+    writer = _PartitionWriter(cfg, expected, digests, records, dedup) if "write" in stages else None
     try:
         stage_times = _consume(dataset, summary, writer, lease)
         if writer is not None:
@@ -226,9 +232,9 @@ class _PartitionWriter:
     """Collects the pipeline's rows by partition; writes each partition in a Ray task once all its sources are in."""
 
     def __init__(self, cfg: CurationConfig, expected: dict[int, int], digests: dict[int, str],
-                 previous: dict[int, str], copies: dict[int, str]) -> None:
+                 previous: dict[int, str], dedup: dict[str, dict[int, str]]) -> None:
         self.config = cfg.to_dict()
-        self.expected, self.digests, self.previous, self.copies = expected, digests, previous, copies
+        self.expected, self.digests, self.previous, self.dedup = expected, digests, previous, dedup
         self.task = ray.remote(write_partition).options(num_cpus=cfg.write.write_cpus)
         self.rows: dict[int, list[dict[str, Any]]] = defaultdict(list)
         self.seen: Counter = Counter()  # rows seen of each source still open
@@ -251,7 +257,9 @@ class _PartitionWriter:
     def _submit(self, partition: int) -> None:
         rows = to_table(self.rows.pop(partition, []))
         self.in_flight.append(self.task.remote(self.config, partition, rows, self.digests[partition],
-                                                 self.previous.get(partition), self.copies.get(partition)))
+                                                 self.previous.get(partition),
+                                                 {name: found[partition] for name, found in self.dedup.items()
+                                                  if partition in found}))
         while len(self.in_flight) > MAX_WRITES_IN_FLIGHT:
             self._collect(1)
 

@@ -99,7 +99,8 @@ def _remove_partition(work: WorkArea, partition: int, record: Location) -> None:
         (work.output / SHARDS_DIR / shard["name"]).delete()
     (index_location(work.output) / f"{partition_name(partition)}.parquet").delete()
     (rejections_location(work.output) / f"{partition_name(partition)}.parquet").delete()
-    (work.hashes / f"{partition_name(partition)}.parquet").delete()
+    for inputs in ("hashes", "phashes"):  # what the corpus-wide duplicate searches read (curation.copies)
+        work.dedup_input(inputs, partition).delete()
     record.delete()
     log.info("partition %d has no source in the input any more: removed", partition)
 

@@ -12,6 +12,8 @@ Its objects, on a local disk or in an object store alike::
     work/written/p00042-<digest>.json       a written partition: what it holds, for the manifest and for skipping
     work/hashes/p00042.parquet              the partition's downloaded sources and their sha256 (curation.copies)
     work/copies/p00042-<digest>.parquet     its sources that copy another source's bytes (only where there are)
+    work/phashes/p00042.parquet             its finished clips' perceptual hashes (curation.neardup)
+    work/near_duplicates/p00042-<digest>.parquet   its clips that are near-duplicates of another clip
 
 State is kept at the granularity of work, not of clips: one object per task (one source, or one
 batch of clips for a batched stage such as captioning), under the partition of the rows it holds,
@@ -64,14 +66,6 @@ class WorkArea:
     def written(self) -> Location:
         return self.root / "written"
 
-    @property
-    def hashes(self) -> Location:
-        return self.root / "hashes"
-
-    @property
-    def copies(self) -> Location:
-        return self.root / "copies"
-
     def scratch_parent(self) -> str | None:
         """Where task scratch directories go: beside the output on a local disk (so finished files are
         moved into place, not copied), the system's temporary directory otherwise."""
@@ -117,12 +111,17 @@ class WorkArea:
     def written_record(self, partition: int, digest: str) -> Location:
         return self.written / f"{partition_name(partition)}-{digest}.json"
 
-    def copies_records(self) -> dict[int, tuple[str, Location]]:
-        """Partition -> (digest, location) of the copies of every partition that holds any (``curation.copies``)."""
-        return _digest_records(self.copies, ".parquet")
+    def dedup_records(self, kind: str) -> dict[int, tuple[str, Location]]:
+        """Partition -> (digest, location) of the ``kind`` duplicates (``copies``, ``near_duplicates``) of every
+        partition that holds any (``curation.copies``)."""
+        return _digest_records(self.root / kind, ".parquet")
 
-    def copies_record(self, partition: int, digest: str) -> Location:
-        return self.copies / f"{partition_name(partition)}-{digest}.parquet"
+    def dedup_record(self, kind: str, partition: int, digest: str) -> Location:
+        return self.root / kind / f"{partition_name(partition)}-{digest}.parquet"
+
+    def dedup_input(self, inputs: str, partition: int) -> Location:
+        """What the partition's writer leaves for a corpus-wide duplicate search (``hashes``, ``phashes``)."""
+        return self.root / inputs / f"{partition_name(partition)}.parquet"
 
     # -- settings that must not change under a corpus -------------------------------------------
     def check_fingerprint(self, stage: str, fingerprint: str) -> None:

@@ -35,7 +35,8 @@ from typing import Any
 import pyarrow as pa
 
 from curation.config import STAGES, config_from_dict
-from curation.copies import REASON, STAGE, apply_copies, read_copies, write_hashes
+from curation.copies import EXACT, apply_copies, read_decisions, write_hashes
+from curation.neardup import NEAR, apply_near_duplicates, write_phashes
 from curation.workarea import WorkArea
 from shards.hashing import file_sha256
 from shards.layout import SHARDS_DIR, index_location, partition_name, rejections_location, shard_name
@@ -57,20 +58,24 @@ NO_RESULT_DETAIL = ("no stage recorded a result for this source (its worker died
 
 
 def write_partition(config: dict[str, Any], partition: int, rows: pa.Table, digest: str,
-                    previous_record: str | None, copies: str | None = None) -> dict[str, Any]:
+                    previous_record: str | None, dedup: dict[str, str] | None = None) -> dict[str, Any]:
     """Write ``partition`` from its final ``rows``; return its record (what the manifest aggregates).
 
-    ``previous_record`` is the location of the partition's last record, and ``copies`` that of its
-    exact copies (``curation.copies``), as the driver listed them once at the job's start (listing them
-    here, per partition, would cost every partition all the others).
+    ``previous_record`` is the location of the partition's last record, and ``dedup`` those of its exact
+    copies and near-duplicates by kind (``curation.copies``), as the driver listed them once at the job's
+    start (listing them here, per partition, would cost every partition all the others).
     """
     started = time.monotonic()
     cfg = config_from_dict(config)
     work = WorkArea.of(cfg.output)
     root = work.output
-    final, copied = rows.to_pylist(), read_copies(copies)
+    dedup = dedup or {}
+    final, copied = rows.to_pylist(), read_decisions(dedup.get(EXACT.name), EXACT)
     write_hashes(work, partition, final)
-    clips, rejections = _split_outcomes(apply_copies(final, copied) + _missing_sources(work, partition, rows))
+    if cfg.filter.enabled and cfg.filter.near_duplicates.enabled:
+        write_phashes(work, partition, final, FINAL_STAGE)
+    decided = apply_near_duplicates(apply_copies(final, copied), read_decisions(dedup.get(NEAR.name), NEAR))
+    clips, rejections = _split_outcomes(decided + _missing_sources(work, partition, rows))
     previous = _previous_record(previous_record)
     with scratch_dir(f"write-{partition_name(partition)}", work.scratch_parent()) as scratch:
         old_clips = _OldClips(root, previous, scratch)
@@ -106,6 +111,7 @@ def write_partition(config: dict[str, Any], partition: int, rows: pa.Table, dige
         done = {r["source_id"] for r in (*clips, *rejections) if r.get("clip_path")}  # clips kept, or rejected late
         if copied is not None:  # a copy's clips come back into the corpus if its original leaves the input
             unfinished |= set(copied["source_id"].to_pylist())
+        unfinished |= {r["source_id"] for r in rejections if r["stage"] == NEAR.stage and r["reason"] == NEAR.reason}
         with ThreadPoolExecutor(READ_AHEAD) as pool:
             list(pool.map(lambda sid: (work.clips / sid).delete_tree(), sorted(done - unfinished)))
     return record
@@ -142,13 +148,13 @@ def _previous_record(location: str | None) -> dict[str, Any]:
 
 
 def _keep_copied_clips(rejections: list[dict[str, Any]], old_clips: _OldClips) -> None:
-    """Put back into the work area the clips of sources just found to be copies, before their shards change.
+    """Put back into the work area the clips just found to be copies or near-duplicates, before their shards change.
 
     They left the work area when their shard was written; the shard is about to be rewritten without
-    them, and they return to the corpus if their original leaves the input.
+    them, and they return to the corpus if what is kept in their place leaves the input.
     """
     for row in rejections:
-        if row["reason"] == REASON and row["stage"] == STAGE and row.get("clip_path"):
+        if row["reason"] in (EXACT.reason, NEAR.reason) and row["stage"] == EXACT.stage and row.get("clip_path"):
             clip = Location(row["clip_path"])
             if not clip.exists():
                 clip.write_bytes(old_clips.video(row))
