@@ -32,6 +32,8 @@ OPTIONS = {
                        "download.timeout_s=10"),
     "train": ("--config", "--output", "--steps", "--no-resume", "--ray", "--num-workers", "--max-failures",
               "--set KEY=VALUE", "--set optim.lr=1e-4"),
+    "encode": ("--config", "--corpus", "--out", "--actors", "--set KEY=VALUE", "ray job submit", "resumes",
+               "GPU actors"),
     "sample": ("--checkpoint", "--prompt", "--out", "--steps", "--guidance", "--seed", "--frames", "--fps", "--no-ema",
                "--set KEY=VALUE", "for this sample only", "--set model.vae="),
     "evaluate": ("--checkpoint", "--corpus", "--out", "--clip-model", "--i3d-weights", "--no-ema", "--no-samples",
@@ -58,7 +60,7 @@ def misuse(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
 
 def test_help_lists_every_command(capsys):
     text = help_text(["--help"], capsys)
-    assert "{curate,validate,stats,verify-sources,train,sample,evaluate,ablate}" in text
+    assert "{curate,validate,stats,verify-sources,train,encode,sample,evaluate,ablate}" in text
     for command in OPTIONS:
         assert f"{command} " in text
 
@@ -85,7 +87,7 @@ def test_installed_entry_points_answer_help(command):
 def test_misuse_is_exit_2_with_what_is_wrong(capsys):
     assert "the following arguments are required: command" in misuse([], capsys)
     said = misuse(["dance"], capsys)
-    assert "invalid choice: 'dance'" in said and "'curate', 'validate', 'stats', 'train', 'sample'" in said
+    assert "invalid choice: 'dance'" in said and "'curate', 'validate', 'stats', 'verify-sources', 'train', 'encode', 'sample'" in said
     assert "videofactory train: error: the following arguments are required: --config" in misuse(["train"], capsys)
     said = misuse(["sample", "--prompt", "a dog"], capsys)
     assert "videofactory sample: error: the following arguments are required: --checkpoint" in said
