@@ -57,6 +57,7 @@ def absolute_paths(cfg: TrainConfig) -> TrainConfig:
     data = cfg.to_dict()
     for corpus in data["data"]["corpora"]:
         corpus["path"] = Location(corpus["path"]).uri  # absolute when local; s3://... as it is
+        corpus["latents"] = Location(corpus["latents"]).uri if corpus["latents"] else ""
     if data["eval"]["corpus"]:
         data["eval"]["corpus"] = Location(data["eval"]["corpus"]).uri
     for section, name in (("model", "text_encoder"), ("model", "tokenizer"), ("model", "vae"), ("model", "init_from"),
