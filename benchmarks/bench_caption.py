@@ -10,6 +10,12 @@
    - ``--model opt-2.7b`` (the default with a GPU): BLIP-2 OPT-2.7B's full architecture (ViT-g,
      Q-Former, OPT-2.7B) built from its configuration with random weights, in float16 and bfloat16,
      its Q-Former kept in float32 as ``from_pretrained`` keeps it.
+   - ``--model tiny-vlm``: ``caption.model: vlm`` on the tiny untrained Qwen2.5-VL, loaded from disk
+     by ``VlmCaptioner.load``, float32 on the CPU: clips per second and generated tokens per second
+     by clips per ``generate`` call (each clip ``--vlm-frames`` real frames seen as one video),
+     against one clip per call. A toy model: the figures measure the code path, not a real VLM.
+   - ``--model qwen2.5-vl-3b`` (GPU): Qwen2.5-VL-3B's full architecture built from its configuration with
+     random weights, in bfloat16, on the same clips (``--layers N``: a quick check of the path, no figure).
 2. Pipeline (``--pipeline``): the curation job with captioning on over the sample videos, on a
    local Ray; each caption actor records how long it captioned and how long it waited for input
    (the tiny model unless ``--pipeline-model`` names a real checkpoint).
@@ -36,7 +42,9 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from curation.caption import Captioner  # noqa: E402
+from curation.caption_vlm import VlmCaptioner  # noqa: E402
 from curation.config import CaptionConfig  # noqa: E402
+from curation.frames import Frame  # noqa: E402
 
 log = logging.getLogger("bench_caption")
 
@@ -45,6 +53,16 @@ log = logging.getLogger("bench_caption")
 OPT_2_7B = {"model_type": "opt", "vocab_size": 50304, "hidden_size": 2560, "num_hidden_layers": 32, "ffn_dim": 10240,
             "num_attention_heads": 32, "word_embed_proj_dim": 2560, "max_position_embeddings": 2048,
             "bos_token_id": 2, "eos_token_id": 50118, "pad_token_id": 1}
+
+
+#: Qwen2.5-VL-3B-Instruct's configuration (its config.json): the vision tower is that of every Qwen2.5-VL size.
+QWEN2_5_VL_3B_TEXT = {"vocab_size": 151936, "hidden_size": 2048, "intermediate_size": 11008, "num_hidden_layers": 36,
+                      "num_attention_heads": 16, "num_key_value_heads": 2, "max_position_embeddings": 128000,
+                      "tie_word_embeddings": True,
+                      "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [16, 24, 24]}}
+QWEN2_5_VL_3B_VISION = {"depth": 32, "hidden_size": 1280, "intermediate_size": 3420, "num_heads": 16,
+                        "out_hidden_size": 2048, "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2,
+                        "window_size": 112, "fullatt_block_indexes": [7, 15, 23, 31], "tokens_per_second": 2}
 
 
 def sample_images(scratch: Path, count: int) -> list[Image.Image]:
@@ -85,6 +103,77 @@ def full_size_captioner(dtype_name: str, tokens: int, layers: int | None) -> Cap
     model.query_tokens.data = model.query_tokens.data.float()
     cfg = CaptionConfig(model_path="(random weights)", dtype=dtype_name, max_new_tokens=tokens)
     return Captioner(cfg, model, processor, name="blip2-opt-2.7b architecture, random weights", revision="none")
+
+
+def sample_clips(scratch: Path, count: int, frames: int) -> list[list[Frame]]:
+    """``count`` clips of ``frames`` real frames each: the project's sample videos, cycled."""
+    from curation.frames import sample_frames
+    from demo.sample_videos import make_sample_videos
+
+    clips = [sample_frames(str(video), frames) for video in make_sample_videos(scratch / "videos")]
+    return list(itertools.islice(itertools.cycle(clips), count))
+
+
+def tiny_vlm_captioner(scratch: Path, frames: int) -> VlmCaptioner:
+    from demo.tiny_qwen_vl import build_tiny_qwen_vl
+
+    model = build_tiny_qwen_vl(scratch / "tiny-qwen-vl")
+    return VlmCaptioner.load(CaptionConfig(model="vlm", model_path=str(model), dtype="float32", vlm_frames=frames))
+
+
+def full_size_vlm_captioner(dtype_name: str, frames: int, layers: int | None) -> VlmCaptioner:
+    """Qwen2.5-VL-3B's architecture with random weights (``layers``: fewer, for a quick check), its frames sized by
+    Qwen2.5-VL's own processor defaults; the tiny tokenizer, whose ids the config's special tokens take."""
+    import torch
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor
+    from transformers import Qwen2VLImageProcessor, Qwen2VLVideoProcessor
+
+    from demo.tiny_qwen_vl import CHAT_TEMPLATE, tiny_tokenizer
+
+    tokenizer = tiny_tokenizer()
+    processor = Qwen2_5_VLProcessor(image_processor=Qwen2VLImageProcessor(),
+                                    video_processor=Qwen2VLVideoProcessor(cap_pixels_per_frame=True),
+                                    tokenizer=tokenizer, chat_template=CHAT_TEMPLATE)
+    text, vision = dict(QWEN2_5_VL_3B_TEXT), dict(QWEN2_5_VL_3B_VISION)
+    if layers is not None:
+        text["num_hidden_layers"], vision["depth"], vision["fullatt_block_indexes"] = layers, layers, [layers - 1]
+    ids = tokenizer.convert_tokens_to_ids
+    config = Qwen2_5_VLConfig(text_config=text, vision_config=vision, image_token_id=ids("<|image_pad|>"),
+                              video_token_id=ids("<|video_pad|>"), vision_start_token_id=ids("<|vision_start|>"),
+                              vision_end_token_id=ids("<|vision_end|>"))
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    with torch.device(device):
+        model = Qwen2_5_VLForConditionalGeneration(config).to(getattr(torch, dtype_name))
+    model.generation_config.eos_token_id = model.generation_config.pad_token_id = ids("<|im_end|>")
+    cfg = CaptionConfig(model="vlm", model_path="(random weights)", dtype=dtype_name, vlm_frames=frames)
+    return VlmCaptioner(cfg, model, processor, name="qwen2.5-vl-3b architecture, random weights", revision="none")
+
+
+def vlm_table(captioner: VlmCaptioner, clips: list[list[Frame]], batch_sizes: list[int], label: str, repeats: int,
+              tokens: int) -> str:
+    """Clips and generated tokens per second of one clip per call (baseline) and of each batch size, best of
+    ``repeats`` rounds (every setting measured in turn in each round, as ``throughput_table``)."""
+    captioner.generation_config.update(min_new_tokens=tokens, max_new_tokens=tokens)
+    settings = [("baseline", 1)] + [(str(b), b) for b in batch_sizes if b <= len(clips)]
+    for _, batch in settings:  # warm-up: every shape once
+        captioner.generate(clips[:batch])
+    best = {name: (float("inf"), 0) for name, _ in settings}
+    for _ in range(repeats):
+        for name, batch in settings:
+            started, generated = time.perf_counter(), 0
+            for i in range(0, len(clips), batch):
+                generated += captioner.generate(clips[i:i + batch])[1]
+            best[name] = min(best[name], (time.perf_counter() - started, generated))
+    clip_rate = {name: len(clips) / seconds for name, (seconds, _) in best.items()}
+    token_rate = {name: generated / seconds for name, (seconds, generated) in best.items()}
+    log.info("%s: %s clips/s", label, {k: round(v, 2) for k, v in clip_rate.items()})
+    lines = [f"{label}: {len(clips)} clips of {captioner.frames_per_clip} frames, {tokens} tokens each, best of "
+             f"{repeats} rounds; baseline {clip_rate['baseline']:.2f} clips/s, {token_rate['baseline']:.1f} "
+             "tokens/s (one clip per call)", "",
+             "| clips per call | clips/s | tokens/s | x one-at-a-time |", "|---:|---:|---:|---:|"]
+    lines += [f"| {name} | {clip_rate[name]:.2f} | {token_rate[name]:.1f} | "
+              f"{clip_rate[name] / clip_rate['baseline']:.2f} |" for name, _ in settings[1:]]
+    return "\n".join(lines)
 
 
 def seconds_per_pass(captioner: Captioner, images: list[Image.Image], batch: int) -> float:
@@ -164,10 +253,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python benchmarks/bench_caption.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", choices=["tiny", "opt-2.7b"],
+    parser.add_argument("--model", choices=["tiny", "opt-2.7b", "tiny-vlm", "qwen2.5-vl-3b"],
                         default="opt-2.7b" if torch.cuda.is_available() else "tiny",
                         help="tiny untrained model (CPU, float32) or BLIP-2 OPT-2.7B's architecture (GPU)")
-    parser.add_argument("--dtypes", default="float16,bfloat16", help="weight dtypes for --model opt-2.7b")
+    parser.add_argument("--dtypes", default=None,
+                        help="weight dtypes for the full-size models (default: opt-2.7b float16,bfloat16; "
+                             "qwen2.5-vl-3b bfloat16)")
+    parser.add_argument("--clips", type=int, default=16, help="clips captioned per measurement (VLM models)")
+    parser.add_argument("--vlm-frames", type=int, default=8, help="frames per clip (VLM models)")
     parser.add_argument("--batch-sizes", default="1,2,4,8,16,32,64", help="images per generate call")
     parser.add_argument("--frames", type=int, default=128, help="frames captioned per measurement")
     parser.add_argument("--repeats", type=int, default=3, help="rounds over every setting; the best of each counts")
@@ -191,14 +284,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     tables = []
     with tempfile.TemporaryDirectory(prefix="bench-caption-") as tmp:
         scratch = Path(tmp)
-        images = sample_images(scratch, args.frames)
-        if args.model == "tiny":
+        if args.model in ("tiny-vlm", "qwen2.5-vl-3b"):
+            clips = sample_clips(scratch, args.clips, args.vlm_frames)
+        else:
+            images = sample_images(scratch, args.frames)
+        if args.model == "tiny-vlm":
+            captioner = tiny_vlm_captioner(scratch, args.vlm_frames)
+            torch.set_num_threads(args.threads)
+            label = f"tiny Qwen2.5-VL (untrained), float32, CPU, {args.threads} torch thread(s)"
+            tables.append(vlm_table(captioner, clips, batch_sizes, label, args.repeats, args.tokens))
+        elif args.model == "qwen2.5-vl-3b":
+            for dtype in (args.dtypes or "bfloat16").split(","):
+                captioner = full_size_vlm_captioner(dtype, args.vlm_frames, args.layers)
+                depth = "" if args.layers is None else f", cut to {args.layers} layer(s): a check, not a figure"
+                label = f"Qwen2.5-VL-3B architecture (random weights{depth}), {dtype}, {captioner.device}"
+                tables.append(vlm_table(captioner, clips, batch_sizes, label, args.repeats, args.tokens))
+                del captioner
+                torch.cuda.empty_cache()
+        elif args.model == "tiny":
             captioner = tiny_captioner(scratch, args.tokens)
             torch.set_num_threads(args.threads)
             label = f"tiny BLIP-2, float32, CPU, {args.threads} torch thread(s)"
             tables.append(throughput_table(captioner, images, batch_sizes, label, args.repeats))
         else:
-            for dtype in args.dtypes.split(","):
+            for dtype in (args.dtypes or "float16,bfloat16").split(","):
                 captioner = full_size_captioner(dtype, args.tokens, args.layers)
                 depth = "" if args.layers is None else f", cut to {args.layers} layer(s): a check, not a figure"
                 label = f"BLIP-2 OPT-2.7B architecture (random weights{depth}), {dtype}, {captioner.device}"
