@@ -32,12 +32,16 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import posixpath
 from pathlib import Path
 from typing import Any
+
+import pyarrow.fs as pafs
 
 from shards.hashing import file_sha256
 from shards.reader import read_manifest
 from storage import Location
+from storage.location import translated
 from training.config import CorpusConfig, DataConfig, ModelConfig, TrainConfig
 
 log = logging.getLogger("videofactory.train")
@@ -111,6 +115,13 @@ def corpus_shards(corpus_root: Location) -> dict[str, str]:
     return {entry["name"]: entry["sha256"] for entry in manifest.get("shards", [])}
 
 
+def subdirectories(location: Location) -> list[Location]:
+    """The directories directly under ``location`` (one listing, not a walk of every shard under them)."""
+    with translated(location):
+        infos = location.fs.get_file_info(pafs.FileSelector(location.path, allow_not_found=True))
+    return sorted(location / posixpath.basename(i.path) for i in infos if i.type == pafs.FileType.Directory)
+
+
 def read_json(location: Location) -> dict[str, Any] | None:
     try:
         return json.loads(location.read_text())
@@ -136,7 +147,7 @@ def find(cfg: TrainConfig, corpus: CorpusConfig, identity: dict[str, str] | None
     encode_hint = f"run `videofactory encode --corpus {root} --config <this config>`"
     made = read_json(where / SPEC_FILE)
     if made is None:
-        others = [d.parent.name for d in (root / SIDECARS_DIR).files(recursive=True) if d.name == SPEC_FILE]
+        others = [d.name for d in subdirectories(root / SIDECARS_DIR)]
         message = f"no sidecars for {root} at {where}"
         if others:
             message += (f" (those in {root / SIDECARS_DIR}: {', '.join(others)} were made with other encoders or "
