@@ -101,12 +101,23 @@ def sample_frames(clip_path: str, count: int) -> list[Frame]:
     return [Frame(time=t, image=Image.fromarray(f)) for f, t in zip(sample.frames, sample.times, strict=True)]
 
 
+def sample_span(path: str, start_s: float, end_s: float, count: int,
+                widths: Mapping[str, int]) -> dict[str, FrameSample]:
+    """``count`` evenly spaced frames of the span ``start_s`` to ``end_s`` (seconds from the first frame) of a long
+    file, a source: one seek to the keyframe at or before ``start_s``, then forward as in ``sample_clip``.
+
+    How a clip can be looked at once its own file is gone (the report's gallery); times are from the file's start.
+    """
+    times = [start_s + t for t in frame_times(end_s - start_s, count)]
+    return _sample(path, lambda _: (times, middle_index(count)), widths, None, 1, seek_s=start_s)
+
+
 #: The times to sample in a clip of the given duration, and which of them is the middle.
 TimesFn = Callable[[float], tuple[list[float], int]]
 
 
 def _sample(clip_path: str, times_for: TimesFn, widths: Mapping[str, int], gap_s: float | None,
-            threads: int) -> dict[str, FrameSample]:
+            threads: int, seek_s: float = 0.0) -> dict[str, FrameSample]:
     try:
         with av.open(clip_path) as container:
             stream = container.streams.video[0]
@@ -114,6 +125,8 @@ def _sample(clip_path: str, times_for: TimesFn, widths: Mapping[str, int], gap_s
             sar = stream.codec_context.sample_aspect_ratio
             start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
             times, middle = times_for(_duration(container, stream))
+            if seek_s > 0:
+                container.seek(int((start + seek_s) / stream.time_base), stream=stream, backward=True)
             picked, following = _decode(container, stream, start, times, gap_s,
                                         _Converter(widths, float(sar) if sar else 1.0))
     except (av.FFmpegError, IndexError, OSError) as exc:

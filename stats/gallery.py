@@ -7,13 +7,15 @@ looked at stays bounded and deterministic, whatever the size of the corpus:
   so over its partitions). A shard is read from its start only until that first sample is complete, so
   the cost is one clip per shard, never a scan of the corpus. Partitions are a hash of the source id and
   keys are sorted inside them, so these are sources drawn evenly from the whole corpus.
-* **rejected clips**: per ``stage/reason``, the ``per_reason`` rejected clips with the lowest keys (keys
-  start with a hash of the source, so the lowest keys are an unbiased sample), found by streaming the
-  rejections a record batch at a time. Their media is what the curation job left in
-  ``work/clips/<source_id>/<key>.mp4``: the job deletes a partition's clips once its shards are written,
-  unless ``write.keep_clips: true``. A reason whose sampled clips are gone is listed with a note saying
-  so, never with invented pictures; rejections without a clip (sources rejected whole by ``screen``,
-  ``probe`` or ``download``, scenes dropped before cutting) are counted as such.
+* **rejected clips and scenes**: per ``stage/reason``, the ``per_reason`` rejections with a span (a clip,
+  or a scene dropped before cutting) of the lowest source ids (ids are a hash of the source, so this is
+  an unbiased sample), found by streaming the rejections a record batch at a time. Their pictures come
+  from the clip file while the work area holds it (``work/clips/<source_id>/<key>.mp4``: the job deletes
+  a partition's clips once its shards are written, unless ``write.keep_clips: true``), else from the span
+  of the source itself when it is a local file (one seek, ``curation.frames.sample_span``). Sources on
+  the web or in an object store are not fetched for a report: a reason whose sampled clips have no
+  media left is listed with a note saying so, never with invented pictures. Sources rejected whole
+  (``screen``, ``probe``, ``download``; no span) are counted.
 
 Each strip is ``frames`` evenly spaced frames of the clip (``curation.frames.sample_clip``, one decode),
 ``width`` pixels wide each, joined side by side and stored as one inline JPEG data URI, so the report
@@ -28,6 +30,8 @@ import io
 import json
 import logging
 import tarfile
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
@@ -40,7 +44,7 @@ import pyarrow.compute as pc
 from PIL import Image
 
 from curation.errors import Rejection
-from curation.frames import sample_clip
+from curation.frames import sample_clip, sample_span
 from curation.workarea import WorkArea
 from shards.layout import manifest_location, rejections_location, shard_locations
 from shards.reader import BATCH_ROWS, dataset, read_manifest, shard_samples
@@ -60,20 +64,22 @@ WIDTH = 160
 QUALITY = 75
 THREADS = 4
 
-#: Columns of the sampling scan; the heavy ``detail`` sentences are read afterwards for the sampled keys only.
-_REJECTION_COLUMNS = ["source_id", "key", "stage", "reason"]
+#: Columns of the sampling scan; the heavy ``detail`` sentences are read afterwards for the sampled sources only.
+_REJECTION_COLUMNS = ["source_id", "source", "key", "stage", "reason", "start_time", "end_time"]
+_ORDER = [("source_id", "ascending"), ("start_time", "ascending")]
 
 
 @dataclass
 class Thumb:
     """One clip of the gallery: its strip (a data URI, or None with ``note`` saying why) and what it was judged on."""
 
-    key: str
+    key: str  # the clip's key, or "<source_id> <start>-<end> s" for a scene that was never cut
     strip: str | None = None
     note: str | None = None  # why there is no strip
     caption: str = ""
     checks: list[tuple[str, Any, Any, bool]] = field(default_factory=list)  # (rule, score, threshold, passed)
     detail: str = ""  # the rejection's sentence
+    origin: str = ""  # where a rejected clip's frames came from: "clip file" or "source"
 
 
 @dataclass
@@ -90,7 +96,7 @@ class ReasonSample:
 class Gallery:
     kept: list[Thumb]
     rejected: list[ReasonSample]
-    uncut: dict[str, int]  # stage/reason -> rejections without a clip (sources rejected whole, scenes dropped)
+    whole: dict[str, int]  # stage/reason -> sources rejected whole (no span to show)
     keep_clips: bool | None  # write.keep_clips of the corpus's config (None: not recorded)
 
 
@@ -110,14 +116,15 @@ def collect_gallery(root: str | Location, kept: int = KEPT, per_reason: int = PE
             thumbs = list(pool.map(lambda row: _rejected_thumb(row, work, scratch, frames, width), rows))
             note = _no_media_note(keep_clips) if all(t.strip is None for t in thumbs) else None
             samples.append(ReasonSample(reason=name, rejected=total, thumbs=thumbs, note=note))
-    return Gallery(kept=kept_thumbs, rejected=samples, uncut=whole, keep_clips=keep_clips)
+    return Gallery(kept=kept_thumbs, rejected=samples, whole=whole, keep_clips=keep_clips)
 
 
 def _no_media_note(keep_clips: bool | None) -> str:
     if keep_clips:
-        return "the sampled clips are no longer in work/clips (removed by hand, or by an incremental run)"
-    return ("their clip files were deleted when their partitions were written; curate with write.keep_clips: true "
-            "to see rejected clips here")
+        return ("the sampled clips are no longer in work/clips (removed by hand, or by an incremental run) and their "
+                "sources are not local files")
+    return ("their clip files were deleted when their partitions were written and their sources are not local files "
+            "(the report fetches nothing); curate with write.keep_clips: true to see rejected clips here")
 
 
 # --- sampling -------------------------------------------------------------------------------------
@@ -142,35 +149,37 @@ def _kept_samples(root: Location, count: int) -> Iterator[dict[str, Any]]:
 
 def _rejection_sample(root: Location, per_reason: int,
                       ) -> tuple[dict[str, tuple[int, list[dict[str, Any]]]], dict[str, int]]:
-    """Per ``stage/reason`` of clip rejections: the total and the rows (with ``detail``) of its ``per_reason`` lowest
-    keys; and per ``stage/reason`` the rejections without a clip (sources rejected whole, scenes dropped before
-    cutting). Streams the rejections a record batch at a time, then reads the sampled keys' details."""
+    """Per ``stage/reason`` of rejections with a span (clips, dropped scenes): the total and the rows (with
+    ``detail``) of the ``per_reason`` lowest source ids; and per ``stage/reason`` the sources rejected whole.
+    Streams the rejections a record batch at a time, then reads the details of the sampled sources only."""
     location = rejections_location(root)
     totals: dict[str, int] = {}
     lowest: dict[str, pa.Table] = {}
     whole: dict[str, int] = {}
     with translated(location):
         rejections = dataset(location, REJECTION_SCHEMA)
-        batches = rejections.to_batches(columns=_REJECTION_COLUMNS, batch_size=BATCH_ROWS)
-        for batch in batches:
+        for batch in rejections.to_batches(columns=_REJECTION_COLUMNS, batch_size=BATCH_ROWS):
             table = pa.Table.from_batches([batch])
             label = pc.binary_join_element_wise(pc.fill_null(table["stage"], "?"), pc.fill_null(table["reason"], "?"),
                                                 "/")
             table = table.append_column("label", label)
-            has_key = pc.is_valid(table["key"])
-            for row in table.filter(pc.invert(has_key)).group_by("label").aggregate([("label", "count")]).to_pylist():
+            spanned = pc.or_(pc.is_valid(table["key"]), pc.is_valid(table["start_time"]))
+            for row in table.filter(pc.invert(spanned)).group_by("label").aggregate([("label", "count")]).to_pylist():
                 whole[row["label"]] = whole.get(row["label"], 0) + row["label_count"]
-            clips = table.filter(has_key)
+            clips = table.filter(spanned)
             for name in pc.unique(clips["label"]).to_pylist():
                 group = clips.filter(pc.equal(clips["label"], name))
                 totals[name] = totals.get(name, 0) + group.num_rows
                 merged = pa.concat_tables([t for t in (lowest.get(name), group) if t is not None])
-                lowest[name] = merged.take(pc.select_k_unstable(merged, per_reason, [("key", "ascending")]))
-        keys = [key for table in lowest.values() for key in table["key"].to_pylist()]
-        found = rejections.to_table(columns=["key", "detail"], filter=pc.field("key").isin(keys)) if keys else None
-    details = dict(zip(found["key"].to_pylist(), found["detail"].to_pylist())) if found is not None else {}
-    sampled = {name: (totals[name], [{**row, "detail": details.get(row["key"])}
-                                     for row in lowest[name].sort_by("key").to_pylist()])
+                lowest[name] = merged.take(pc.select_k_unstable(merged, per_reason, _ORDER))
+        ids = sorted({sid for table in lowest.values() for sid in table["source_id"].to_pylist()})
+        found = rejections.to_table(columns=["source_id", "key", "start_time", "reason", "detail"],
+                                    filter=pc.field("source_id").isin(ids)) if ids else None
+    details = {(r["source_id"], r["key"], r["start_time"], r["reason"]): r["detail"]
+               for r in (found.to_pylist() if found is not None else [])}
+    sampled = {name: (totals[name], [{**row, "detail": details.get((row["source_id"], row["key"], row["start_time"],
+                                                                    row["reason"]))}
+                                     for row in lowest[name].sort_by(_ORDER).to_pylist()])
                for name in sorted(totals)}
     return sampled, dict(sorted(whole.items()))
 
@@ -192,26 +201,48 @@ def _kept_thumb(sample: dict[str, Any], scratch: Path, frames: int, width: int) 
 
 
 def _rejected_thumb(row: dict[str, Any], work: WorkArea, scratch: Path, frames: int, width: int) -> Thumb:
-    thumb = Thumb(key=row["key"], detail=row.get("detail") or "")
-    location = work.clip_location(row["source_id"], row["key"])
-    if not location.is_file():
-        thumb.note = "clip file deleted"
+    """The strip of a rejected clip from its file in the work area, else of its span in a local source."""
+    span = (row["start_time"], row["end_time"])
+    label = row["key"] or f"{row['source_id']} {span[0]:.2f}-{span[1]:.2f} s"
+    thumb = Thumb(key=label, detail=row.get("detail") or "")
+    clip = work.clip_location(row["source_id"], row["key"]) if row["key"] else None
+    if clip is not None and clip.is_file():
+        thumb.strip, thumb.note = _strip(local_copy(clip.uri, scratch), frames, width)
+        thumb.origin = "clip file"
         return thumb
-    thumb.strip, thumb.note = _strip(local_copy(location.uri, scratch), frames, width)
+    source = _local_source(row.get("source") or "")
+    if source is None or None in span or not span[1] > span[0]:
+        thumb.note = "no media: the clip file is gone and the source is not a local file"
+        return thumb
+    thumb.strip, thumb.note = _strip(source, frames, width, span)
+    thumb.origin = f"source {span[0]:.2f}-{span[1]:.2f} s"
     return thumb
 
 
-def _strip(clip: Path, frames: int, width: int) -> tuple[str | None, str | None]:
-    """``frames`` evenly spaced frames of ``clip``, ``width`` px wide each, side by side: a JPEG data URI.
+def _local_source(source: str) -> Path | None:
+    """The regular local file a source names (a path or a ``file://`` URL), or None (a URL, an object, gone)."""
+    if source.startswith("file://"):
+        source = urllib.request.url2pathname(urllib.parse.urlsplit(source).path)
+    elif "://" in source:
+        return None
+    path = Path(source)
+    return path if path.is_absolute() and path.is_file() else None
 
-    A clip that cannot be decoded gives no strip and the decoder's reason (the report is still written).
+
+def _strip(clip: Path, frames: int, width: int,
+           span: tuple[float, float] | None = None) -> tuple[str | None, str | None]:
+    """``frames`` evenly spaced frames of ``clip`` (of its ``span`` only, for a source), ``width`` px wide each, side
+    by side: a JPEG data URI.
+
+    A file that cannot be decoded gives no strip and the decoder's reason (the report is still written).
     """
     try:
-        sample = sample_clip(str(clip), frames, {"thumb": width})["thumb"]
+        sample = (sample_span(str(clip), span[0], span[1], frames, {"thumb": width}) if span
+                  else sample_clip(str(clip), frames, {"thumb": width}))["thumb"]
     except Rejection as exc:
         return None, f"no frame decoded: {exc.detail}"
     # An even count gets the exact middle added by the sampler; the strip keeps the evenly spaced ones.
-    pictures = [f for i, f in enumerate(sample.frames) if frames % 2 or i != sample.middle_index]
+    pictures = [f for i, f in enumerate(sample.frames) if span or frames % 2 or i != sample.middle_index]
     gap = 2
     strip = Image.new("RGB", (sum(p.shape[1] for p in pictures) + gap * (len(pictures) - 1),
                               max(p.shape[0] for p in pictures)), "white")

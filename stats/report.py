@@ -241,8 +241,10 @@ def _reference(runs: Sequence[dict[str, Any]], labels: Sequence[str]) -> str:
 
 def _gallery(galleries: Sequence[Gallery], labels: Sequence[str]) -> str:
     parts = ["<h2>Gallery</h2><p>Evenly spaced frames of sample clips: kept clips (the first clip of shards spread "
-             "over the corpus) with their filter checks, and per rejection reason the rejected clips with the lowest "
-             "keys (an unbiased sample: keys start with a hash of the source) with the rejection's detail.</p>"]
+             "over the corpus) with their filter checks, and per rejection reason the rejected clips (or scenes) of "
+             "the lowest source ids (an unbiased sample: ids are a hash of the source) with the rejection's detail, "
+             "their frames from the clip file while the work area keeps it, else from the span of a local source."
+             "</p>"]
     for gallery, label in zip(galleries, labels):
         if len(galleries) > 1:
             parts.append(f"<h3>{_e(label)}</h3>")
@@ -258,10 +260,9 @@ def _gallery(galleries: Sequence[Gallery], labels: Sequence[str]) -> str:
                 parts.append(f"<p class=\"note\" data-no-media=\"{_e(sample.reason)}\">no pictures: {_e(sample.note)}"
                              "</p>")
             parts.append("".join(_thumb(t, sample.reason) for t in sample.thumbs if t.strip or not sample.note))
-        if gallery.uncut:
-            uncut = "; ".join(f"{reason}: {n:,}" for reason, n in gallery.uncut.items())
-            parts.append(f"<p class=\"note\">Rejected before any clip was cut (sources rejected whole, scenes "
-                         f"dropped), so with no clip to show: {_e(uncut)}.</p>")
+        if gallery.whole:
+            whole = "; ".join(f"{reason}: {n:,}" for reason, n in gallery.whole.items())
+            parts.append(f"<p class=\"note\">Sources rejected whole (no clip or scene to show): {_e(whole)}.</p>")
     return "".join(parts)
 
 
@@ -272,7 +273,9 @@ def _thumb(thumb: Thumb, group: str) -> str:
                         f"(threshold {_e(_fmt(threshold))}{'' if passed else ', failed'})</span>"
                         for rule, score, threshold, passed in thumb.checks)
     text = "".join(f"<br>{part}" for part in (_e(thumb.caption) if thumb.caption else "", checks,
-                                               _e(thumb.detail) if thumb.detail else "") if part)
+                                               _e(thumb.detail) if thumb.detail else "",
+                                               f"<i>frames from the {_e(thumb.origin)}</i>" if thumb.origin else "")
+                   if part)
     return f"<figure class=\"thumb\">{picture}<figcaption><b>{_e(thumb.key)}</b>{text}</figcaption></figure>"
 
 

@@ -342,12 +342,13 @@ def test_report_renders_in_headless_chromium(curated_corpus, filtered_corpus, tm
             image.load()
             assert image.width > 100 and image.height > 100, name
     assert "<h2>Funnel</h2>" in dom and "Panda-70M" in dom
-    # the gallery: real frames of kept clips read from the shards (the filtered copy has none); its rejected clips
-    # left no media
-    strips = re.findall(r'<img src="data:image/jpeg;base64,([^"]+)" alt="[^"]*" data-gallery="kept"', dom)
-    assert len(strips) == min(12, len(read_manifest(curated_corpus["root"])["shards"])) > 0  # the compared corpus
-    assert all(np.asarray(Image.open(io.BytesIO(base64.b64decode(s))).convert("L")).std() > 10 for s in strips)
-    assert 'data-no-media="filter/static"' in dom
+    # the gallery: real frames of kept clips read from the shards (the filtered copy has none), and of its clips
+    # rejected as static, from their local sources (their clip files are gone)
+    strips = re.findall(r'<img src="data:image/jpeg;base64,([^"]+)" alt="[^"]*" data-gallery="([^"]+)"', dom)
+    kept = [data for data, group in strips if group == "kept"]
+    assert len(kept) == min(12, len(read_manifest(curated_corpus["root"])["shards"])) > 0  # the compared corpus
+    assert any(group == "filter/static" for _, group in strips) and "frames from the source" in dom
+    assert all(np.asarray(Image.open(io.BytesIO(base64.b64decode(s))).convert("L")).std() > 10 for s, _ in strips)
 
     ARTIFACTS.mkdir(exist_ok=True)
     shot = ARTIFACTS / "stats-report.png"
