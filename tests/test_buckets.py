@@ -118,3 +118,17 @@ def test_two_n_bucketed_steps_equal_n_steps_resume_n_steps(corpus: tuple[Path, l
         assert all(torch.equal(wa[k], wb[k]) for k in wa)
     assert load_state(a)["data"] == load_state(b)["data"]
     assert sum(1 for count in straight.loader.bucket_counts() if count) >= 2  # it trained at several sizes
+
+
+def test_a_bucket_the_unet_cannot_halve_is_refused(corpus: tuple[Path, list[str]], tmp_path: Path) -> None:
+    from demo.tiny_training import make_tiny_pretrained
+
+    data = load_config(ROOT / "configs" / "train_tiny.yaml").to_dict()
+    data["data"].update(corpora=[{"path": str(corpus[0])}], buckets=[{"width": 136, "height": 136, "frames": 4}])
+    data["model"].update(make_tiny_pretrained(tmp_path / "pretrained"))
+    data["output"] = str(tmp_path / "run")
+    with pytest.raises(ValueError, match="136x136.*cannot halve evenly"):  # latent 17x17, two levels
+        Trainer(config_from_dict(data), CPU)
+    data["data"]["corpora"][0]["frames"] = 8
+    with pytest.raises(ValueError, match="frames: 8, which no bucket"):
+        config_from_dict(data).check()
