@@ -8,7 +8,8 @@ verify-sources, against the loopback HTTP server (``tests/http_server.py``):
 
 Gallery, on a corpus of real 1080p x264 clips (ffmpeg ``testsrc2``; one clip per shard):
 
-* the seconds ``collect_gallery`` takes per clip, against PyAV decoding the whole clip (one decode);
+* the seconds ``collect_gallery`` takes per kept clip, against PyAV decoding the whole clip (one decode);
+* the same for a rejected clip whose file is gone, drawn from a 1-4 s span of its local 5 s source (one seek);
 * the report's size added per clip shown.
 
     nice -n 10 .venv/bin/python benchmarks/bench_verify_gallery.py [--sources 600] [--clips 6]
@@ -83,8 +84,10 @@ def bench_gallery(work: Path, clips: int) -> list[tuple[str, str, str]]:
                         "-pix_fmt", "yuv420p", str(path)], check=True, timeout=300)
         made.append(path)
     root = work / "gallery"
+    rejected = [{"source_id": f"r{n:03x}", "key": f"r{n:03x}_0000", "source": str(p), "stage": "filter",
+                 "reason": "static", "start_time": 1.0, "end_time": 4.0} for n, p in enumerate(made)]
     write_corpus(root, [Clip({"source_id": f"{n:04x}", "key": f"{n:04x}_0000", "caption": "c"}, p.read_bytes())
-                        for n, p in enumerate(made)], partitions=clips, shard_samples=1)
+                        for n, p in enumerate(made)], partitions=clips, shard_samples=1, rejections=rejected)
     started = time.perf_counter()
     for path in made:
         with av.open(str(path)) as container:
@@ -92,12 +95,18 @@ def bench_gallery(work: Path, clips: int) -> list[tuple[str, str, str]]:
                 pass
     decode = (time.perf_counter() - started) / clips
     started = time.perf_counter()
-    gallery = collect_gallery(root, kept=clips)
+    gallery = collect_gallery(root, kept=clips, per_reason=0)
     per_clip = (time.perf_counter() - started) / clips
     assert len(gallery.kept) == clips and all(t.strip for t in gallery.kept)
+    started = time.perf_counter()
+    spans = collect_gallery(root, kept=0, per_reason=clips)
+    per_span = (time.perf_counter() - started) / clips
+    assert [len(s.thumbs) for s in spans.rejected] == [clips] and all(t.origin for t in spans.rejected[0].thumbs)
     size = sum(len(t.strip) for t in gallery.kept) / clips
     return [(f"gallery s per kept clip (1080p, 5 s, {clips} clips)", f"{per_clip:.3f}",
              f"{per_clip / decode:.2f}x one PyAV decode ({decode:.3f} s)"),
+            ("gallery s per rejected clip from its source (1-4 s of 5 s)", f"{per_span:.3f}",
+             f"{per_span / decode:.2f}x one PyAV decode"),
             ("report bytes per clip shown (base64 JPEG strip)", f"{size:,.0f}", "-")]
 
 

@@ -114,6 +114,22 @@ class SharpnessFilterConfig(Config):
     reject: bool = False  # true: reject blurry and blocky clips; false: record the checks (passed or not) only
 
 
+class AestheticFilterConfig(Config):
+    """Options of the aesthetic score (``filter.aesthetic``): a LAION-style head on CLIP image embeddings.
+
+    Local weights only (``curation.filters.aesthetic``); where they are absent the score is off, with a
+    message saying so, and clips are not scored. Recorded, not applied, by default.
+    """
+
+    enabled: bool = True  # on when both weights below are present; false: off whatever is there
+    clip_model: str = "models/clip-vit-large-patch14"  # local CLIPVisionModelWithProjection directory
+    head: str = "models/aesthetic/sac+logos+ava1-l14-linearMSE.safetensors"  # the LAION head, as safetensors
+    frames: Annotated[int, Field(ge=1)] = 3  # frames of the shared sample embedded (evenly spaced)
+    width: Annotated[int, Field(ge=32)] = 448  # frames decoded at this width (CLIP resizes the short side to 224)
+    min_aesthetic: float | None = 4.5  # mean predicted rating (1-10) below which a clip is low_aesthetic
+    reject: bool = False  # true: reject low_aesthetic clips; false: record the check only
+
+
 class NearDuplicateConfig(Config):
     """Near-duplicate removal across the corpus (``filter.near_duplicates``): perceptual hashes, then grouping.
 
@@ -251,6 +267,7 @@ class FilterConfig(Config):
     watermark: WatermarkFilterConfig = Field(default_factory=WatermarkFilterConfig)
     sharpness: SharpnessFilterConfig = Field(default_factory=SharpnessFilterConfig)
     near_duplicates: NearDuplicateConfig = Field(default_factory=NearDuplicateConfig)
+    aesthetic: AestheticFilterConfig = Field(default_factory=AestheticFilterConfig)
 
     #: Fields that decide how fast filtering goes, not its results: left out of the resume fingerprint.
     RESOURCE_FIELDS: ClassVar[tuple[str, ...]] = ("threads", "num_gpus", "actors")

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from curation.config import FilterConfig
 from curation.errors import Rejection
+from curation.filters.aesthetic import availability as aesthetic_availability
 from curation.filters.motion import motion_scores
 from curation.filters.phash import phash_scores
 from curation.filters.quality import clip_scores, decode_scores, frame_scores, source_scores
@@ -44,6 +45,7 @@ from shards.schema import STATUS_REJECTED
 from shards.scores import Check, DecisionRecord
 
 if TYPE_CHECKING:
+    from curation.filters.aesthetic import AestheticScorer
     from curation.filters.text import TextDetector
 
 #: Thresholds are recorded rounded to this many decimals (16/9 would otherwise take 17 digits).
@@ -95,6 +97,10 @@ RULES: dict[str, tuple[Rule, ...]] = {
         Rule("watermark", "watermark_score", "max_score", "max", "watermark",
              "a logo, caption band or other overlay stays fixed while the picture moves"),
     ),
+    "aesthetic": (
+        Rule("aesthetic", "aesthetic", "min_aesthetic", "min", "low_aesthetic",
+             "the picture is rated unappealing (LAION aesthetic predictor on CLIP embeddings)"),
+    ),
     "phash": (),  # no rule: near-duplicates are found across the corpus at write (curation.neardup)
 }
 
@@ -109,6 +115,8 @@ class ClipFilter:
         self.cfg = cfg
         self.gpu = gpu
         self._detector: TextDetector | None = None
+        self._aesthetic: AestheticScorer | None = None
+        self.aesthetic_on = aesthetic_availability(cfg.aesthetic) is None  # off where its weights are absent
 
     @property
     def detector(self) -> TextDetector:
@@ -118,6 +126,15 @@ class ClipFilter:
 
             self._detector = TextDetector(self.cfg.text, gpu=self.gpu)
         return self._detector
+
+    @property
+    def aesthetic(self) -> AestheticScorer:
+        """CLIP and the aesthetic head, loaded on first use."""
+        if self._aesthetic is None:
+            from curation.filters.aesthetic import AestheticScorer
+
+            self._aesthetic = AestheticScorer(self.cfg.aesthetic, gpu=self.gpu)
+        return self._aesthetic
 
     def widths(self) -> dict[str, int]:
         """The frame sizes to decode: small for quality and motion, the widest the text or watermark filter uses."""
@@ -129,6 +146,8 @@ class ClipFilter:
             widths["detail"] = max(detail)
         if cfg.sharpness.enabled:  # the block grid is in coded pixels: frames at the clip's own size
             widths["native"] = 0
+        if self.aesthetic_on:
+            widths["aesthetic"] = cfg.aesthetic.width
         return widths
 
     def judge(self, row: dict[str, Any]) -> list[dict[str, Any]]:
@@ -162,7 +181,7 @@ class ClipFilter:
                 groups.append(("source", lambda row, _, __: source_scores(row, cfg.quality)))
             groups.append(("span", lambda row, _, __: clip_scores(row)))
         if (cfg.quality.enabled or cfg.motion.enabled or cfg.text.enabled or cfg.watermark.enabled
-                or cfg.sharpness.enabled or cfg.near_duplicates.enabled):  # frames decoded
+                or cfg.sharpness.enabled or cfg.near_duplicates.enabled or self.aesthetic_on):  # frames decoded
             groups.append(("decode", lambda _, s, __: decode_scores(s["small"])))
         if cfg.quality.enabled:
             groups.append(("frames", lambda _, s, __: frame_scores(s["small"], cfg.quality)))
@@ -175,6 +194,8 @@ class ClipFilter:
         if cfg.watermark.enabled:  # after text: text boxes that stay put are evidence of overlays
             groups.append(("watermark", lambda _, s, record: watermark_score(
                 s["detail"], record.scores.get("text", {}).get("text_boxes"), cfg.watermark)))
+        if self.aesthetic_on:  # CLIP: the costliest on a CPU after text, so after every cheaper check
+            groups.append(("aesthetic", lambda _, s, __: self.aesthetic.score(s["aesthetic"])))
         if cfg.near_duplicates.enabled:  # last: only a clip that passed everything needs its hash
             groups.append(("phash", lambda _, s, __: phash_scores(s["small"])))
         return groups

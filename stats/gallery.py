@@ -114,7 +114,7 @@ def collect_gallery(root: str | Location, kept: int = KEPT, per_reason: int = PE
         samples = []
         for name, (total, rows) in reasons.items():
             thumbs = list(pool.map(lambda row: _rejected_thumb(row, work, scratch, frames, width), rows))
-            note = _no_media_note(keep_clips) if all(t.strip is None for t in thumbs) else None
+            note = _no_media_note(keep_clips) if thumbs and all(t.strip is None for t in thumbs) else None
             samples.append(ReasonSample(reason=name, rejected=total, thumbs=thumbs, note=note))
     return Gallery(kept=kept_thumbs, rejected=samples, whole=whole, keep_clips=keep_clips)
 

@@ -22,6 +22,7 @@ import logging
 
 from curation.config import CurationConfig
 from curation.filtering import ClipFilter
+from curation.filters.aesthetic import availability as aesthetic_availability
 from curation.filters.text import model_dir as text_model_dir
 from curation.stage import JobResources, Resources, Row, Stage, StageContext
 
@@ -36,6 +37,9 @@ class Filter(Stage):
     def check(cls, cfg: CurationConfig) -> None:
         if cfg.filter.enabled and cfg.filter.text.enabled:
             text_model_dir()  # missing OCR weights stop the job here, with the package to install
+        off = aesthetic_availability(cfg.filter.aesthetic)
+        if cfg.filter.enabled and cfg.filter.aesthetic.enabled and off:
+            log.warning("filter stage: %s", off)  # off by default where the weights are absent, not an error
 
     @classmethod
     def resources(cls, cfg: CurationConfig, job: JobResources) -> Resources:
