@@ -58,8 +58,8 @@ OPT_2_7B = {"model_type": "opt", "vocab_size": 50304, "hidden_size": 2560, "num_
 #: Qwen2.5-VL-3B-Instruct's configuration (its config.json): the vision tower is that of every Qwen2.5-VL size.
 QWEN2_5_VL_3B_TEXT = {"vocab_size": 151936, "hidden_size": 2048, "intermediate_size": 11008, "num_hidden_layers": 36,
                       "num_attention_heads": 16, "num_key_value_heads": 2, "max_position_embeddings": 128000,
-                      "tie_word_embeddings": True,
-                      "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [16, 24, 24]}}
+                      "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0,
+                                          "mrope_section": [16, 24, 24]}}
 QWEN2_5_VL_3B_VISION = {"depth": 32, "hidden_size": 1280, "intermediate_size": 3420, "num_heads": 16,
                         "out_hidden_size": 2048, "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2,
                         "window_size": 112, "fullatt_block_indexes": [7, 15, 23, 31], "tokens_per_second": 2}
@@ -125,8 +125,13 @@ def full_size_vlm_captioner(dtype_name: str, frames: int, layers: int | None) ->
     """Qwen2.5-VL-3B's architecture with random weights (``layers``: fewer, for a quick check), its frames sized by
     Qwen2.5-VL's own processor defaults; the tiny tokenizer, whose ids the config's special tokens take."""
     import torch
-    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor
-    from transformers import Qwen2VLImageProcessor, Qwen2VLVideoProcessor
+    from transformers import (
+        Qwen2_5_VLConfig,
+        Qwen2_5_VLForConditionalGeneration,
+        Qwen2_5_VLProcessor,
+        Qwen2VLImageProcessor,
+        Qwen2VLVideoProcessor,
+    )
 
     from demo.tiny_qwen_vl import CHAT_TEMPLATE, tiny_tokenizer
 
@@ -140,7 +145,7 @@ def full_size_vlm_captioner(dtype_name: str, frames: int, layers: int | None) ->
     ids = tokenizer.convert_tokens_to_ids
     config = Qwen2_5_VLConfig(text_config=text, vision_config=vision, image_token_id=ids("<|image_pad|>"),
                               video_token_id=ids("<|video_pad|>"), vision_start_token_id=ids("<|vision_start|>"),
-                              vision_end_token_id=ids("<|vision_end|>"))
+                              vision_end_token_id=ids("<|vision_end|>"), tie_word_embeddings=True)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     with torch.device(device):
         model = Qwen2_5_VLForConditionalGeneration(config).to(getattr(torch, dtype_name))

@@ -116,7 +116,7 @@ class VlmCaptioner:
 
     @classmethod
     def load(cls, cfg: CaptionConfig) -> VlmCaptioner:
-        """Load ``cfg.model_path`` (local files only, no remote code) on the GPU if this process has one, else the CPU."""
+        """Load ``cfg.model_path`` (local files only, no remote code) on this process's GPU if it has one, else CPU."""
         import torch
         from transformers import AutoModelForImageTextToText, AutoProcessor
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 #: What clips captioned by this model record as ``caption_model``.
@@ -98,7 +98,7 @@ def build_tiny_blip2(directory: str | Path, seed: int = 0, silent: bool = False)
     model = Blip2ForConditionalGeneration(config).eval()
     allowed = {config.text_config.eos_token_id}
     if not silent:
-        printable = processor.tokenizer.convert_tokens_to_ids(_byte_symbols(range(0x20, 0x7F)))
+        printable = processor.tokenizer.convert_tokens_to_ids(byte_symbols(range(0x20, 0x7F)))
         allowed.update(printable)
     model.generation_config.suppress_tokens = [i for i in range(config.text_config.vocab_size) if i not in allowed]
     model.save_pretrained(directory)
@@ -106,7 +106,7 @@ def build_tiny_blip2(directory: str | Path, seed: int = 0, silent: bool = False)
     return directory
 
 
-def _byte_symbols(byte_values: range) -> list[str]:
+def byte_symbols(byte_values: Iterable[int]) -> list[str]:
     """The byte-level BPE symbols of raw bytes (space is "Ġ", and so on)."""
     from tokenizers import pre_tokenizers
 
@@ -114,15 +114,21 @@ def _byte_symbols(byte_values: range) -> list[str]:
     return [pre.pre_tokenize_str(chr(b))[0][0] for b in byte_values]
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m demo.tiny_blip2", description=__doc__,
+def tiny_model_cli(argv: Sequence[str] | None, module: str, description: str,
+                   build: Callable[..., Path], model_name: str) -> int:
+    """``python -m demo.<module> DIR [--seed N]``: build a tiny model into DIR and print where, as JSON."""
+    parser = argparse.ArgumentParser(prog=f"python -m {module}", description=description,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("directory", help="where to write the model (created)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights")
     args = parser.parse_args(argv)
-    path = build_tiny_blip2(args.directory, seed=args.seed)
-    print(json.dumps({"model": str(path), "caption_model": TINY_MODEL_NAME}))
+    path = build(args.directory, seed=args.seed)
+    print(json.dumps({"model": str(path), "caption_model": model_name}))
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return tiny_model_cli(argv, "demo.tiny_blip2", __doc__, build_tiny_blip2, TINY_MODEL_NAME)
 
 
 if __name__ == "__main__":

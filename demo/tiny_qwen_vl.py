@@ -12,11 +12,11 @@ with it says so in its metadata.
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+
+from demo.tiny_blip2 import byte_symbols, tiny_model_cli
 
 #: What clips captioned by this model record as ``caption_model``.
 TINY_MODEL_NAME = "videofactory-tiny-qwen2.5-vl-untrained (random weights: captions are meaningless)"
@@ -106,8 +106,6 @@ def build_tiny_qwen_vl(directory: str | Path, seed: int = 0, silent: bool = Fals
     import torch
     from transformers import Qwen2_5_VLForConditionalGeneration
 
-    from demo.tiny_blip2 import _byte_symbols
-
     directory = Path(directory)
     processor = tiny_processor()
     config = tiny_qwen_vl_config(processor.tokenizer)
@@ -116,12 +114,12 @@ def build_tiny_qwen_vl(directory: str | Path, seed: int = 0, silent: bool = Fals
     allowed = {config.text_config.eos_token_id}
     if not silent:
         wordy = [ord(c) for c in " .,abcdefghijklmnopqrstuvwxyz"]
-        allowed.update(processor.tokenizer.convert_tokens_to_ids(_byte_symbols(wordy)))
+        allowed.update(processor.tokenizer.convert_tokens_to_ids(byte_symbols(wordy)))
     model.generation_config.eos_token_id = config.text_config.eos_token_id
     model.generation_config.pad_token_id = config.text_config.pad_token_id
     model.generation_config.suppress_tokens = [i for i in range(config.text_config.vocab_size) if i not in allowed]
     if not silent:  # a random model rarely picks the one space among 29 symbols: favoured, its text has words
-        space = processor.tokenizer.convert_tokens_to_ids(_byte_symbols([ord(" ")]))[0]
+        space = processor.tokenizer.convert_tokens_to_ids(byte_symbols([ord(" ")]))[0]
         model.generation_config.sequence_bias = [[[space], SPACE_BIAS]]
     model.save_pretrained(directory)
     processor.save_pretrained(directory)
@@ -129,15 +127,7 @@ def build_tiny_qwen_vl(directory: str | Path, seed: int = 0, silent: bool = Fals
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m demo.tiny_qwen_vl", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("directory", help="where to write the model (created)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random weights")
-    args = parser.parse_args(argv)
-    path = build_tiny_qwen_vl(args.directory, seed=args.seed)
-    print(json.dumps({"model": str(path), "caption_model": TINY_MODEL_NAME}))
-    return 0
-
+    return tiny_model_cli(argv, "demo.tiny_qwen_vl", __doc__, build_tiny_qwen_vl, TINY_MODEL_NAME)
 
 if __name__ == "__main__":
     sys.exit(main())
