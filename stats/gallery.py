@@ -64,6 +64,8 @@ WIDTH = 160
 QUALITY = 75
 THREADS = 4
 
+NO_MEDIA = "no media: the clip file is gone and the source is not a local file"
+
 #: Columns of the sampling scan; the heavy ``detail`` sentences are read afterwards for the sampled sources only.
 _REJECTION_COLUMNS = ["source_id", "source", "key", "stage", "reason", "start_time", "end_time"]
 _ORDER = [("source_id", "ascending"), ("start_time", "ascending")]
@@ -114,7 +116,8 @@ def collect_gallery(root: str | Location, kept: int = KEPT, per_reason: int = PE
         samples = []
         for name, (total, rows) in reasons.items():
             thumbs = list(pool.map(lambda row: _rejected_thumb(row, work, scratch, frames, width), rows))
-            note = _no_media_note(keep_clips) if thumbs and all(t.strip is None for t in thumbs) else None
+            gone = thumbs and all(t.strip is None and t.note == NO_MEDIA for t in thumbs)
+            note = _no_media_note(keep_clips) if gone else None
             samples.append(ReasonSample(reason=name, rejected=total, thumbs=thumbs, note=note))
     return Gallery(kept=kept_thumbs, rejected=samples, whole=whole, keep_clips=keep_clips)
 
@@ -212,7 +215,7 @@ def _rejected_thumb(row: dict[str, Any], work: WorkArea, scratch: Path, frames: 
         return thumb
     source = _local_source(row.get("source") or "")
     if source is None or None in span or not span[1] > span[0]:
-        thumb.note = "no media: the clip file is gone and the source is not a local file"
+        thumb.note = NO_MEDIA
         return thumb
     thumb.strip, thumb.note = _strip(source, frames, width, span)
     thumb.origin = f"source {span[0]:.2f}-{span[1]:.2f} s"
