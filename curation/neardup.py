@@ -159,19 +159,22 @@ def bucket_entries(matrix: np.ndarray, valid: np.ndarray,
     A bucket is a table's number (high bits) and the frame's bits at that table's positions; entries are
     sorted by bucket, then frame hash, so similar frames sit side by side in a large bucket.
     """
-    rows, cols = np.nonzero(valid)
-    frames = matrix[rows, cols]
     buckets, hashes, clips = [], [], []
+    clip_of = np.broadcast_to(np.arange(len(matrix))[:, None], matrix.shape)
     for table, bits in enumerate(positions):
-        key = np.zeros(len(frames), dtype=np.uint64)
+        key = np.zeros(matrix.shape, dtype=np.uint64)
         for i, position in enumerate(bits):
-            key |= ((frames >> np.uint64(position)) & np.uint64(1)) << np.uint64(i)
-        buckets.append(key | (np.uint64(table) << np.uint64(48)))
-        hashes.append(frames)
-        clips.append(rows)
+            key |= ((matrix >> np.uint64(position)) & np.uint64(1)) << np.uint64(i)
+        key |= np.uint64(table) << np.uint64(48)
+        key[~valid] = np.iinfo(np.uint64).max  # padding: sorted last in its row, dropped below
+        order = np.argsort(key, axis=1, kind="stable")
+        key, frame = np.take_along_axis(key, order, axis=1), np.take_along_axis(matrix, order, axis=1)
+        keep = np.take_along_axis(valid, order, axis=1)
+        keep[:, 1:] &= key[:, 1:] != key[:, :-1]  # a clip once per bucket (its frames of one shot often share one)
+        buckets.append(key[keep])
+        hashes.append(frame[keep])
+        clips.append(clip_of[keep])
     bucket, frame, clip = np.concatenate(buckets), np.concatenate(hashes), np.concatenate(clips).astype(np.int64)
-    _, first = np.unique(np.stack([bucket, clip.astype(np.uint64)]), axis=1, return_index=True)
-    bucket, frame, clip = bucket[first], frame[first], clip[first]
     order = np.lexsort((clip, frame, bucket))
     return bucket[order], frame[order], clip[order]
 

