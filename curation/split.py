@@ -1,7 +1,11 @@
 """Split stage: PySceneDetect (or TransNetV2) finds the cuts, then scenes become clips of bounded duration.
 
-Detection uses PySceneDetect's own detectors and ``SceneManager``, with its PyAV backend, so our cuts
-can be checked against its release goldens frame for frame. One thing differs: where PySceneDetect
+Detection uses PySceneDetect's own detectors and ``SceneManager``, with its PyAV backend, so with
+``split.flash_frames: 0`` our cuts can be checked against its release goldens frame for frame. By
+default each candidate cut is then checked against the frames a few frames away on both sides
+(``ShotCheck``): a flash or something jumping through the frame is no cut, and PySceneDetect's
+minimum scene length no longer lets such a false cut hide the real one after it. One thing differs
+in how frames reach the detector: where PySceneDetect
 converts every decoded frame to BGR at full resolution and only then shrinks it (``cv2.resize``) to
 its detection size, ``DetectionSizeStream`` asks swscale for BGR at the detection size in one pass, so
 no full-resolution BGR frame is ever made (about 40% of detection's CPU went there and to the
@@ -210,19 +214,10 @@ class ShotCheck(SceneDetector):
         self._window_filled = False
         #: frame number of each cut kept -> colour-histogram distance across it
         self.boundaries: dict[int, float] = {}
-        #: frame numbers of the candidates dropped as flashes
-        self.flashes: list[int] = []
 
     @property
     def event_buffer_length(self) -> int:
         return self.inner.event_buffer_length + self.frames
-
-    def get_metrics(self) -> list[str]:
-        return self.inner.get_metrics()
-
-    @SceneDetector.stats_manager.setter  # type: ignore[attr-defined]
-    def stats_manager(self, value: Any) -> None:
-        self._stats_manager = self.inner.stats_manager = value
 
     def process_frame(self, timecode: FrameTimecode, frame_img: np.ndarray) -> list[FrameTimecode]:
         self._recent.append((timecode, frame_img))
@@ -252,8 +247,8 @@ class ShotCheck(SceneDetector):
                 break
             cut = self._pending.pop(0)
             if self._is_flash(at):
-                self.flashes.append(cut.frame_num)
-            elif self._last_cut is None or (cut - self._last_cut) >= self.min_scene_len:
+                continue
+            if self._last_cut is None or (cut - self._last_cut) >= self.min_scene_len:
                 self._last_cut = cut
                 self.boundaries[cut.frame_num] = self._boundary(at)
                 kept.append(cut)
