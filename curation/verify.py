@@ -9,6 +9,10 @@ with backoff honouring Retry-After on 429/503, its local-root confinement) and w
   (``Range: bytes=0-0``), whose Content-Range gives the size. 404/410 are ``gone``; 401/403/451
   ``forbidden``; 429 and 5xx are retried (``download.retries``), then ``error``. A size that differs
   from the recorded ``source_bytes`` is ``changed``, else ``available``;
+* **pages of sites yt-dlp knows** (YouTube, Vimeo, ...: a watch page answers 200 whether or not its video
+  is still there): yt-dlp's metadata extraction in ``download.ytdlp_format``, no download. Removed videos
+  are ``gone``, private, login-only and geo-blocked ones ``forbidden``, one no longer offered in that
+  format ``changed`` (reasons ``removed``, ``login_required``, ``geo_restricted``, ``format``);
 * **local files** (paths, ``file://``): ``stat``; **object stores**: the object's metadata;
 * **--hash** (``hash: true``): the source is fetched by the download stage's own ``fetch`` into a
   scratch directory (removed right after) and its sha256 compared with ``source_sha256``:
@@ -30,6 +34,7 @@ import json
 import logging
 import os
 import re
+import socket
 import stat
 import tempfile
 import threading
@@ -44,6 +49,7 @@ from typing import Annotated, Any
 
 import pyarrow as pa
 import requests
+import yt_dlp
 from pydantic import Field
 from tqdm import tqdm
 
@@ -61,9 +67,11 @@ from curation.download import (
     _scheme,
     _translated_errors,
     _wait_s,
+    check_url,
     fetch,
     outside_roots_detail,
     within_roots,
+    ytdlp_claims,
 )
 from curation.errors import Rejection
 from settings import Config, ConfigError, apply_overrides
@@ -192,7 +200,7 @@ class Checker:
             if self.cfg.hash:
                 row.update(self._download(src))
             elif scheme in ("http", "https"):
-                row.update(self._http(src.source))
+                row.update(self._ytdlp(src.source) if ytdlp_claims(src.source) else self._http(src.source))
             elif scheme in STORE_SCHEMES:
                 row.update(self._store(src.source))
             elif scheme in ("", "file") or "://" not in src.source:
@@ -254,6 +262,26 @@ class Checker:
                     "retry_after": _retry_after_s(resp.headers.get("Retry-After"))
                     if status in RETRY_AFTER_STATUSES else None}
 
+    def _ytdlp(self, url: str) -> dict[str, Any]:
+        """A page of a site yt-dlp knows (YouTube, Vimeo, ...): its page answers 200 whether or not the video is still
+        there, so ask yt-dlp for the video's metadata, in the download's format, without downloading."""
+        dl = self.cfg.download
+        try:
+            check_url(url, dl)
+        except socket.gaierror:
+            pass  # the name does not resolve: yt-dlp fails on it and says so
+        self.bucket.acquire()
+        options = {"format": dl.ytdlp_format, "quiet": True, "noprogress": True, "noplaylist": True,
+                   "playlist_items": "1", "retries": dl.retries, "socket_timeout": dl.timeout_s, "cachedir": False,
+                   "logger": logging.getLogger(f"{__name__}.yt_dlp")}
+        out: dict[str, Any] = {"method": "yt-dlp", "attempts": 1}
+        try:
+            with yt_dlp.YoutubeDL(options) as ydl:
+                ydl.extract_info(url, download=False)
+        except yt_dlp.utils.YoutubeDLError as exc:
+            return {**out, **ytdlp_status(exc)}
+        return {**out, "status": "available"}
+
     # -- files and objects without downloading ---------------------------------------------------
     def _local(self, source: str, scheme: str) -> dict[str, Any]:
         path = os.path.abspath(_file_url_path(source) if scheme == "file" else source)
@@ -309,6 +337,31 @@ def _size(resp: requests.Response) -> int | None:
     length = resp.headers.get("Content-Length", "").strip()
     encoded = resp.headers.get("Content-Encoding", "identity").strip().lower() not in ("", "identity")
     return int(length) if length.isdigit() and resp.status_code == 200 and not encoded else None
+
+
+#: What yt-dlp's extractors say when a video is gone for good, or there but not for us (checked in this order).
+_YTDLP_FORBIDDEN = re.compile(r"\bprivate\b|sign in|registered users|members[- ]only|login|HTTP Error 40[13]\b",
+                              re.IGNORECASE)
+_YTDLP_GONE = re.compile(r"unavailable|not available|removed|deleted|terminated|no longer exists|does not exist|"
+                         r"not found|HTTP Error 4(04|10)\b", re.IGNORECASE)
+
+
+def ytdlp_status(exc: Exception) -> dict[str, Any]:
+    """The status of a page yt-dlp could not extract: forbidden (private, login, geo-blocked), changed (the video is
+    there, in no format of ``download.ytdlp_format`` any more), gone (removed), else error."""
+    cause = exc.exc_info[1] if getattr(exc, "exc_info", None) else None
+    message = re.sub(r"^ERROR:\s*", "", str(exc))
+    if isinstance(cause, yt_dlp.utils.GeoRestrictedError):
+        status, reason = "forbidden", "geo_restricted"
+    elif re.search(r"requested format is not available", message, re.IGNORECASE):
+        status, reason = "changed", "format"
+    elif _YTDLP_FORBIDDEN.search(message):
+        status, reason = "forbidden", "login_required"
+    elif _YTDLP_GONE.search(message):
+        status, reason = "gone", "removed"
+    else:
+        status, reason = "error", "ytdlp_failed"
+    return {"status": status, "reason": reason, "detail": message[:500]}
 
 
 def _store_failure(exc: StorageError) -> dict[str, Any]:

@@ -13,8 +13,9 @@ from urllib.parse import urlsplit
 
 import pyarrow.parquet as pq
 import pytest
+import yt_dlp
 
-from curation.verify import TokenBucket, verify_config, verify_sources
+from curation.verify import TokenBucket, verify_config, verify_sources, ytdlp_status
 from jobs.cli import main as cli_main
 from shards.layout import AVAILABILITY_DIR
 from shards.schema import AVAILABILITY_SCHEMA
@@ -202,6 +203,33 @@ def test_corpus_and_status_files_in_an_object_store(served, tmp_path: Path, requ
     rows = {r["source_id"]: r for f in out.files() if f.name.endswith(".parquet") for r in f.read_table().to_pylist()}
     assert rows[ids["gone"]]["status"] == "gone" and rows[ids["unchanged"]]["status"] == "available"
     assert len(rows) == len(ids)
+
+
+def _ytdlp_failure(error: Exception) -> yt_dlp.utils.DownloadError:
+    """What ``YoutubeDL.extract_info`` raises: the extractor's error wrapped, with its message."""
+    return yt_dlp.utils.DownloadError(f"ERROR: [youtube] abcdefghijk: {error}", exc_info=(type(error), error, None))
+
+
+@pytest.mark.parametrize(("error", "status", "reason"), [
+    (yt_dlp.utils.ExtractorError("Video unavailable. This video has been removed by the uploader", expected=True),
+     "gone", "removed"),
+    (yt_dlp.utils.ExtractorError("Video unavailable. This video is private", expected=True), "forbidden",
+     "login_required"),
+    (yt_dlp.utils.ExtractorError("Private video. Sign in if you've been granted access to this video", expected=True),
+     "forbidden", "login_required"),
+    (yt_dlp.utils.ExtractorError("This video is only available for registered users", expected=True), "forbidden",
+     "login_required"),
+    (yt_dlp.utils.GeoRestrictedError("This video is not available from your location due to geo restriction"),
+     "forbidden", "geo_restricted"),
+    (yt_dlp.utils.ExtractorError("Requested format is not available. Use --list-formats", expected=True), "changed",
+     "format"),
+    (yt_dlp.utils.ExtractorError("Unable to download API page: <urlopen error timed out>"), "error", "ytdlp_failed"),
+])
+def test_ytdlp_answers_become_statuses(error: Exception, status: str, reason: str) -> None:
+    """Pages of sites yt-dlp knows answer 200 whatever became of their video: yt-dlp's extraction errors say."""
+    result = ytdlp_status(_ytdlp_failure(error))
+    assert (result["status"], result["reason"]) == (status, reason)
+    assert result["detail"].startswith("[youtube] abcdefghijk: ")
 
 
 def test_token_bucket_waits_for_tokens() -> None:
