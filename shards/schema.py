@@ -143,7 +143,7 @@ AVAILABILITY_SCHEMA = pa.schema([
     pa.field("recorded_bytes", pa.int64()),  # source_bytes when the corpus was made (null when never downloaded)
     pa.field("recorded_sha256", pa.string()),
     pa.field("content_type", pa.string()),
-    pa.field("method", pa.string()),  # head | range (HEAD refused: GET of byte 0) | download | file | store
+    pa.field("method", pa.string()),  # head | range (HEAD refused: GET of byte 0) | yt-dlp | download | file | store
     pa.field("attempts", pa.int32()),  # requests made (retries included)
     pa.field("reason", pa.string()),  # machine-readable cause of gone/forbidden/error/changed
     pa.field("detail", pa.string()),
