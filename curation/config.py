@@ -125,7 +125,7 @@ class AestheticFilterConfig(Config):
     clip_model: str = "models/clip-vit-large-patch14"  # local CLIPVisionModelWithProjection directory
     head: str = "models/aesthetic/sac+logos+ava1-l14-linearMSE.safetensors"  # the LAION head, as safetensors
     frames: Annotated[int, Field(ge=1)] = 3  # frames of the shared sample embedded (evenly spaced)
-    width: Annotated[int, Field(ge=32)] = 448  # frames decoded at this width (CLIP resizes the short side to 224)
+    width: Annotated[int, Field(ge=32)] = 448  # CLIP's frames are decoded at this width (its short side becomes 224)
     min_aesthetic: float | None = 4.5  # mean predicted rating (1-10) below which a clip is low_aesthetic
     reject: bool = False  # true: reject low_aesthetic clips; false: record the check only
 
@@ -139,6 +139,10 @@ class NearDuplicateConfig(Config):
     """
 
     enabled: bool = False  # true: hash every clip's sampled frames and reject near-duplicates at write
+    # phash: a DCT pHash of each frame (no weights); embedding: a SimHash of each frame's CLIP image embedding
+    # (duplicates by meaning; local weights at clip_model, frames at filter.aesthetic.width).
+    mode: Literal["phash", "embedding"] = "phash"
+    clip_model: str = "models/clip-vit-large-patch14"  # local CLIPVisionModelWithProjection directory (embedding)
     max_distance: Annotated[int, Field(ge=0, le=64)] = 12  # Hamming bits (of 64) within which two frames match
     min_matched: Annotated[float, Field(gt=0, le=1)] = 0.6  # share of the shorter clip's frames aligned in order
     tables: Annotated[int, Field(ge=1, le=64)] = 4  # LSH tables: candidates share a key in one of them

@@ -36,7 +36,7 @@ from curation.config import FilterConfig
 from curation.errors import Rejection
 from curation.filters.aesthetic import availability as aesthetic_availability
 from curation.filters.motion import motion_scores
-from curation.filters.phash import phash_scores
+from curation.filters.phash import embedding_scores, phash_scores
 from curation.filters.quality import clip_scores, decode_scores, frame_scores, source_scores
 from curation.filters.sharpness import sharpness_scores
 from curation.filters.watermark import watermark_score
@@ -45,7 +45,7 @@ from shards.schema import STATUS_REJECTED
 from shards.scores import Check, DecisionRecord
 
 if TYPE_CHECKING:
-    from curation.filters.aesthetic import AestheticScorer
+    from curation.filters.aesthetic import AestheticScorer, ClipEmbedder
     from curation.filters.text import TextDetector
 
 #: Thresholds are recorded rounded to this many decimals (16/9 would otherwise take 17 digits).
@@ -116,6 +116,7 @@ class ClipFilter:
         self.gpu = gpu
         self._detector: TextDetector | None = None
         self._aesthetic: AestheticScorer | None = None
+        self._clips: dict[str, ClipEmbedder] = {}
         self.aesthetic_on = aesthetic_availability(cfg.aesthetic) is None  # off where its weights are absent
 
     @property
@@ -127,14 +128,28 @@ class ClipFilter:
             self._detector = TextDetector(self.cfg.text, gpu=self.gpu)
         return self._detector
 
+    def clip(self, model_dir: str) -> ClipEmbedder:
+        """The CLIP vision tower of ``model_dir``, loaded on first use (once, if two scores share it)."""
+        if model_dir not in self._clips:
+            from curation.filters.aesthetic import ClipEmbedder
+
+            self._clips[model_dir] = ClipEmbedder(model_dir, gpu=self.gpu)
+        return self._clips[model_dir]
+
     @property
     def aesthetic(self) -> AestheticScorer:
         """CLIP and the aesthetic head, loaded on first use."""
         if self._aesthetic is None:
             from curation.filters.aesthetic import AestheticScorer
 
-            self._aesthetic = AestheticScorer(self.cfg.aesthetic, gpu=self.gpu)
+            self._aesthetic = AestheticScorer(self.cfg.aesthetic, gpu=self.gpu,
+                                              clip=self.clip(self.cfg.aesthetic.clip_model))
         return self._aesthetic
+
+    @property
+    def embeds_duplicates(self) -> bool:
+        """Whether near-duplicates are hashed from CLIP embeddings (``filter.near_duplicates.mode: embedding``)."""
+        return self.cfg.near_duplicates.enabled and self.cfg.near_duplicates.mode == "embedding"
 
     def widths(self) -> dict[str, int]:
         """The frame sizes to decode: small for quality and motion, the widest the text or watermark filter uses."""
@@ -146,8 +161,8 @@ class ClipFilter:
             widths["detail"] = max(detail)
         if cfg.sharpness.enabled:  # the block grid is in coded pixels: frames at the clip's own size
             widths["native"] = 0
-        if self.aesthetic_on:
-            widths["aesthetic"] = cfg.aesthetic.width
+        if self.aesthetic_on or self.embeds_duplicates:
+            widths["clip"] = cfg.aesthetic.width
         return widths
 
     def judge(self, row: dict[str, Any]) -> list[dict[str, Any]]:
@@ -195,9 +210,13 @@ class ClipFilter:
             groups.append(("watermark", lambda _, s, record: watermark_score(
                 s["detail"], record.scores.get("text", {}).get("text_boxes"), cfg.watermark)))
         if self.aesthetic_on:  # CLIP: the costliest on a CPU after text, so after every cheaper check
-            groups.append(("aesthetic", lambda _, s, __: self.aesthetic.score(s["aesthetic"])))
+            groups.append(("aesthetic", lambda _, s, __: self.aesthetic.score(s["clip"])))
         if cfg.near_duplicates.enabled:  # last: only a clip that passed everything needs its hash
-            groups.append(("phash", lambda _, s, __: phash_scores(s["small"])))
+            if self.embeds_duplicates:
+                groups.append(("phash", lambda _, s, __: embedding_scores(
+                    s["clip"], self.clip(cfg.near_duplicates.clip_model))))
+            else:
+                groups.append(("phash", lambda _, s, __: phash_scores(s["small"])))
         return groups
 
 

@@ -1,5 +1,6 @@
-"""The aesthetic score: a LAION-style head on CLIP image embeddings (a tiny random CLIP built from a config),
-off with a message where its weights are absent, recorded in the decision record and read by the statistics."""
+"""The scores on CLIP image embeddings (a tiny random CLIP built from a config): the aesthetic score (a
+LAION-style head, off with a message where its weights are absent, recorded in the decision record and read
+by the statistics) and the near-duplicates' embedding mode (a SimHash of each frame's embedding)."""
 
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from curation.config import AestheticFilterConfig, FilterConfig
+from curation.config import AestheticFilterConfig, FilterConfig, NearDuplicateConfig
 from curation.filtering import ClipFilter
 from curation.filters.aesthetic import AestheticScorer, aesthetic_head, availability
+from curation.filters.phash import embedding_hashes
 from curation.frames import sample_clip
 from shards.scores import DecisionRecord, read_checks
 from stats.scores import collect_scores
@@ -114,3 +116,42 @@ def test_a_clip_below_the_threshold_is_recorded_and_rejected_only_when_asked(wei
     assert thresholds["low_aesthetic"] == 100.0, "the statistics' histogram gets the score and its threshold"
     assert np.allclose(scores["low_aesthetic"].to_numpy(), [record.checks["low_aesthetic"].score] * 2)
     assert "low_aesthetic" in read_checks(pa.array([kept["scores"]]))
+
+
+# -- the near-duplicates' embedding mode (the same local CLIP) ------------------------------------------------------
+
+
+def test_a_simhash_of_embeddings_is_near_for_close_embeddings_and_far_for_unrelated_ones() -> None:
+    rng = np.random.default_rng(4)
+    a = rng.standard_normal(64)
+    close = a + 0.05 * np.linalg.norm(a) / 8 * rng.standard_normal(64)  # cosine ~0.99
+    unrelated = rng.standard_normal(64)
+    ha, hc, hu = embedding_hashes(np.stack([a, close, unrelated]) / 1.0)
+    assert (ha ^ hc).bit_count() <= 6
+    assert 16 <= (ha ^ hu).bit_count() <= 48
+    assert embedding_hashes(np.stack([a])) == [ha], "fixed hyperplanes: the same embedding hashes the same"
+
+
+def test_the_embedding_mode_hashes_each_sampled_frames_clip_embedding(weights, clip: str) -> None:
+    from curation.filters.aesthetic import ClipEmbedder
+
+    cfg = only_aesthetic(weights, enabled=False)
+    cfg.near_duplicates = NearDuplicateConfig(enabled=True, mode="embedding", clip_model=str(weights[0]))
+    judged = ClipFilter(cfg).judge({"clip_path": clip})[0]
+    hashes = DecisionRecord.from_json(judged["scores"]).scores["phash"]["hashes"]
+
+    frames = sample_clip(clip, cfg.frames, {"clip": cfg.aesthetic.width})["clip"].frames
+    embeddings = ClipEmbedder(str(weights[0])).embed(frames).numpy()
+    assert hashes == [f"{h:016x}" for h in embedding_hashes(embeddings)]
+    assert len(hashes) == cfg.frames + 1  # 8 evenly spaced frames and the middle one, none flat
+
+
+def test_the_embedding_mode_without_its_weights_stops_the_job_at_its_start(tmp_path: Path) -> None:
+    from curation.config import CurationConfig
+    from curation.stages.filter import Filter
+
+    cfg = CurationConfig()
+    cfg.filter.text.enabled = False
+    cfg.filter.near_duplicates = NearDuplicateConfig(enabled=True, mode="embedding", clip_model=str(tmp_path / "x"))
+    with pytest.raises(ValueError, match="clip_model .* is not a directory"):
+        Filter.check(cfg)

@@ -391,8 +391,9 @@ def test_fingerprint_of_the_defaults_is_pinned() -> None:
     Changed on 2026-12-02 (issue 13, split): the split's flash check (`flash_frames`, `flash_ratio`) and
     `merge_short` (`merge_max_distance`) change it from `split` on.
     Changed on 2026-12-02 (issue 16, near-duplicates): `filter.near_duplicates` (off by default) and
-    `filter.aesthetic` (off where its weights are absent) change it from `filter` on.
+    `filter.aesthetic` (off where its weights are absent), and the former's `mode` and `clip_model`, change it
+    from `filter` on.
     """
     assert fingerprints(CurationConfig())["probe"] == "9ec4918721119cde"
     assert fingerprints(CurationConfig())["split"] == "7b8fff04b48caefb"
-    assert fingerprints(CurationConfig())["write"] == "6cad75ad5b7a3038"
+    assert fingerprints(CurationConfig())["write"] == "87f064dae2831edd"

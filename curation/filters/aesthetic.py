@@ -25,6 +25,7 @@ from curation.config import AestheticFilterConfig
 from curation.frames import FrameSample
 
 if TYPE_CHECKING:
+    import torch
     from torch import nn
 
 WEIGHTS_HELP = ("get the CLIP ViT-L/14 weights once with `hf download openai/clip-vit-large-patch14 --local-dir "
@@ -57,32 +58,50 @@ def availability(cfg: AestheticFilterConfig) -> str | None:
     return None
 
 
-class AestheticScorer:
-    """CLIP's vision tower and the head, loaded once per worker; ``score(sample)`` gives a clip's scores."""
+class ClipEmbedder:
+    """A local CLIP vision tower with its projection, loaded once per worker: L2-normalised image embeddings.
 
-    def __init__(self, cfg: AestheticFilterConfig, gpu: bool = False) -> None:
+    Shared by the aesthetic score and the near-duplicates' embedding mode (``curation.filters.phash``).
+    """
+
+    def __init__(self, model_dir: str, gpu: bool = False) -> None:
         import torch
-        from safetensors.torch import load_file
         from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
 
-        self.cfg = cfg
         self.device = torch.device("cuda" if gpu else "cpu")
-        self.model = CLIPVisionModelWithProjection.from_pretrained(cfg.clip_model, local_files_only=True)
+        self.model = CLIPVisionModelWithProjection.from_pretrained(model_dir, local_files_only=True)
         self.model = self.model.to(self.device).eval().requires_grad_(False)
-        self.processor = CLIPImageProcessor.from_pretrained(cfg.clip_model, local_files_only=True)
-        self.head = aesthetic_head(self.model.config.projection_dim)
+        self.processor = CLIPImageProcessor.from_pretrained(model_dir, local_files_only=True)
+        self.dim = int(self.model.config.projection_dim)
+
+    def embed(self, frames: list[np.ndarray]) -> torch.Tensor:
+        """``(len(frames), dim)`` unit-length embeddings of RGB frames (on the model's device)."""
+        import torch
+
+        with torch.no_grad():
+            pixels = self.processor(images=frames, return_tensors="pt").pixel_values.to(self.device)
+            embeddings = self.model(pixel_values=pixels).image_embeds
+            return embeddings / embeddings.norm(dim=-1, keepdim=True)
+
+
+class AestheticScorer:
+    """The head on a ``ClipEmbedder``'s embeddings; ``score(sample)`` gives a clip's scores."""
+
+    def __init__(self, cfg: AestheticFilterConfig, gpu: bool = False, clip: ClipEmbedder | None = None) -> None:
+        from safetensors.torch import load_file
+
+        self.cfg = cfg
+        self.clip = clip or ClipEmbedder(cfg.clip_model, gpu)
+        self.head = aesthetic_head(self.clip.dim)
         self.head.load_state_dict(load_file(cfg.head))  # strict: a head for another CLIP size is an error
-        self.head = self.head.to(self.device).eval().requires_grad_(False)
+        self.head = self.head.to(self.clip.device).eval().requires_grad_(False)
 
     def frame_scores(self, frames: list[np.ndarray]) -> np.ndarray:
         """Each RGB frame's predicted rating."""
         import torch
 
         with torch.no_grad():
-            pixels = self.processor(images=frames, return_tensors="pt").pixel_values.to(self.device)
-            embeddings = self.model(pixel_values=pixels).image_embeds
-            embeddings = embeddings / embeddings.norm(dim=-1, keepdim=True)
-            return self.head.layers(embeddings).squeeze(-1).float().cpu().numpy()
+            return self.head.layers(self.clip.embed(frames)).squeeze(-1).float().cpu().numpy()
 
     def score(self, sample: FrameSample) -> dict[str, Any]:
         """The clip's mean rating over ``frames`` evenly spaced frames of the sample, and its lowest."""

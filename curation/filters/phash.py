@@ -16,6 +16,10 @@ sampler spaces frames evenly over the clip's duration, so a copy played faster o
 same moments of its content. Two clips are near-duplicates when, aligned in order (a longest common
 subsequence, so a frame missing or shifted at one end does not break the rest), at least ``min_matched``
 of the shorter clip's hashes lie within ``max_distance`` bits of the other's (``near_duplicates``).
+
+The embedding mode (``filter.near_duplicates.mode: embedding``) finds duplicates by meaning as well as by
+picture: each frame's hash is a SimHash of its CLIP image embedding (local weights) instead of its pHash,
+and everything after (the rule, the grouping) is the same.
 """
 
 from __future__ import annotations
@@ -39,6 +43,9 @@ FLAT_STD = 4.0
 
 #: Borders are not trimmed past this share of a side (a mostly flat picture keeps its size).
 MAX_TRIM = 0.4
+
+#: The fixed seed of the embedding mode's hyperplanes: every run and every worker hashes alike.
+SIMHASH_SEED = 20_261_202
 
 
 def trim_borders(y: np.ndarray) -> np.ndarray:
@@ -72,6 +79,23 @@ def phash_scores(sample: FrameSample) -> dict[str, Any]:
     """The clip's perceptual hash: each informative sampled frame's pHash as 16 hex digits, in time order."""
     hashes = [h for h in (frame_hash(frame) for frame in sample.frames) if h is not None]
     return {"hashes": [f"{h:016x}" for h in hashes], "flat_frames": len(sample.frames) - len(hashes)}
+
+
+def embedding_hashes(embeddings: np.ndarray) -> list[int]:
+    """One 64-bit SimHash per unit-length embedding (Charikar 2002): the signs of its projections on 64 fixed
+    random hyperplanes. Two embeddings at angle θ differ in each bit with probability θ/π, so the Hamming
+    distance estimates the cosine (cos 0.95 ≈ 6.5 bits, cos 0.9 ≈ 9.2): the pHash's grouping applies as it is."""
+    planes = np.random.default_rng(SIMHASH_SEED).standard_normal((64, embeddings.shape[1]))
+    bits = (np.asarray(embeddings, dtype=np.float64) @ planes.T) > 0
+    return [int(x) for x in np.packbits(bits, axis=1).view(">u8")[:, 0]]
+
+
+def embedding_scores(sample: FrameSample, clip: Any) -> dict[str, Any]:
+    """``phash_scores`` of the embedding mode: a SimHash of each informative frame's CLIP embedding (``clip``:
+    a ``curation.filters.aesthetic.ClipEmbedder``), flat frames left out as in the pHash."""
+    frames = [frame for frame in sample.frames if float(luma(frame).std()) > FLAT_STD]
+    hashes = embedding_hashes(clip.embed(frames).float().cpu().numpy()) if frames else []
+    return {"hashes": [f"{h:016x}" for h in hashes], "flat_frames": len(sample.frames) - len(frames)}
 
 
 def parse_hashes(hexes: Sequence[str]) -> list[int]:

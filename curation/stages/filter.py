@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
 from curation.config import CurationConfig
 from curation.filtering import ClipFilter
+from curation.filters.aesthetic import WEIGHTS_HELP
 from curation.filters.aesthetic import availability as aesthetic_availability
 from curation.filters.text import model_dir as text_model_dir
 from curation.stage import JobResources, Resources, Row, Stage, StageContext
@@ -37,6 +39,10 @@ class Filter(Stage):
     def check(cls, cfg: CurationConfig) -> None:
         if cfg.filter.enabled and cfg.filter.text.enabled:
             text_model_dir()  # missing OCR weights stop the job here, with the package to install
+        near = cfg.filter.near_duplicates
+        if cfg.filter.enabled and near.enabled and near.mode == "embedding" and not Path(near.clip_model).is_dir():
+            raise ValueError(f"filter.near_duplicates.mode is embedding but filter.near_duplicates.clip_model "
+                             f"{near.clip_model!r} is not a directory; {WEIGHTS_HELP}")
         off = aesthetic_availability(cfg.filter.aesthetic)
         if cfg.filter.enabled and cfg.filter.aesthetic.enabled and off:
             log.warning("filter stage: %s", off)  # off by default where the weights are absent, not an error
