@@ -20,6 +20,7 @@ from PIL import Image
 
 from curation.frames import sample_clip, sample_span
 from curation.workarea import WorkArea
+from jobs.cli import main as cli_main
 from stats.gallery import FRAMES, WIDTH, collect_gallery
 from stats.report import REPORT_FILE, write_report
 from tests.layout_corpus import Clip, write_corpus
@@ -134,6 +135,14 @@ def test_undecodable_clips_and_broken_shards_leave_a_note_not_a_failed_report(ju
     assert gallery.kept[0].note.startswith("no frame decoded")
     out = write_report(root, out=tmp_path / "report")
     assert "no frame decoded" in (out / REPORT_FILE).read_text()
+
+
+def test_no_gallery_leaves_it_out(judged_corpus: Path, tmp_path: Path) -> None:
+    assert cli_main(["stats", str(judged_corpus), "--out", str(tmp_path / "plain"), "--no-gallery"]) == 0
+    page = (tmp_path / "plain" / REPORT_FILE).read_text()
+    assert "<h2>Funnel</h2>" in page and "<h2>Gallery</h2>" not in page and "image/jpeg" not in page
+    assert cli_main(["stats", str(judged_corpus), "--out", str(tmp_path / "full")]) == 0
+    assert (tmp_path / "full" / REPORT_FILE).read_text().count('data-gallery="kept"') == 2
 
 
 def test_report_gallery_renders_in_headless_chromium(judged_corpus: Path, tmp_path: Path) -> None:
