@@ -9,6 +9,12 @@ resize, nothing kept) is the baseline. This script times, in one process and on 
 * the consumer: training steps of the tiny U-Net (with the UNTRAINED tiny encoders) at the same
   frame count and size on this CPU, in samples/s: the rate one worker must feed.
 
+A second table times whole training steps (one DataLoader worker, as a run has) for three data sources,
+each against the first: clips decoded and encoded by the frozen VAE and text encoder on the fly;
+sidecars (``videofactory encode``'s precomputed posteriors and caption embeddings); sidecars plus
+buckets (``data.buckets``: landscape, portrait, and a shorter landscape bucket). For each: seconds per
+step, the share of step time spent waiting for data, and the one-off encode time of the sidecars.
+
 Each is given as clips (samples) per wall second and per CPU second of this process (all its
 threads), and as a ratio to the baseline; the last line is how many workers one trainer needs.
 A GPU trainer consumes far faster than this CPU one: divide its samples/s by the loader's clips/s
@@ -22,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import os
 import platform
 import shutil
@@ -39,26 +46,34 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # demo/ is not 
 
 from demo.sample_videos import run_ffmpeg
 from demo.tiny_training import make_tiny_pretrained
-from shards.layout import SHARDS_DIR, shard_name
+from shards.hashing import file_sha256
+from shards.layout import MANIFEST_FILE, SHARDS_DIR, shard_name
 from shards.reader import iter_samples
 from shards.writer import Sample, write_shard
 from training.config import CorpusConfig, DataConfig, config_from_dict, load_config
 from training.data import ResumableLoader
 from training.distributed import DistEnv
+from training.encode import encode_corpus
 from training.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def render_corpus(root: Path, clips: int, seconds: float) -> Path:
-    """``clips`` 1280x720 25 fps clips encoded as extraction does (libx264 veryfast crf 20), in one shard."""
-    samples = []
+def render_corpus(root: Path, clips: int, seconds: float, portrait: int = 0) -> Path:
+    """``clips`` 25 fps clips encoded as extraction does (libx264 veryfast crf 20), in one shard, with the index
+    metadata extraction records: 1280x720, the last ``portrait`` of them 720x1280."""
+    samples, entries = [], []
     for n in range(clips):
         path = root / f"clip{n}.mp4"
-        run_ffmpeg(["-f", "lavfi", "-i", f"testsrc2=s=1280x720:r=25:d={seconds}", "-vf", f"hue=h={n * 40}",
+        width, height = (720, 1280) if n >= clips - portrait else (1280, 720)
+        run_ffmpeg(["-f", "lavfi", "-i", f"testsrc2=s={width}x{height}:r=25:d={seconds}", "-vf", f"hue=h={n * 40}",
                     "-c:v", "libx264", "-preset", "veryfast", "-crf", "20", "-pix_fmt", "yuv420p", str(path)])
-        samples.append((Sample(f"bench_{n:04d}", f"test card {n}", {}), path.read_bytes()))
-    write_shard(root / "corpus" / SHARDS_DIR / shard_name("corpus", 0, 0), samples)
+        meta = {"clip_width": width, "clip_height": height, "clip_fps": 25.0, "clip_frames": round(seconds * 25)}
+        samples.append((Sample(f"bench_{n:04d}", f"test card {n}", meta), path.read_bytes()))
+    shard = root / "corpus" / SHARDS_DIR / shard_name("corpus", 0, 0)
+    write_shard(shard, samples)
+    entries.append({"name": shard.name, "sha256": file_sha256(shard)})
+    (root / "corpus" / MANIFEST_FILE).write_text(json.dumps({"shards": entries}))  # what the encode job reads
     return root / "corpus"
 
 
@@ -79,6 +94,30 @@ def decode_all(corpus: Path) -> int:
     return clips
 
 
+def data_sources(tiny: dict, steps: int, tmp: Path) -> list[tuple[str, float, float, float]]:
+    """(case, seconds per step, share of step time waiting for data, seconds to encode the sidecars) of training
+    steps with one DataLoader worker, for each data source."""
+    data = tiny["data"]
+    buckets = [{"width": data["width"], "height": data["height"], "frames": data["frames"]},
+               {"width": data["height"], "height": data["width"], "frames": data["frames"]}]
+    cases = [("on the fly: decode + VAE/text encode per step", {"sidecars": "off"}),
+             ("sidecars", {"sidecars": "require"}),
+             ("sidecars + buckets (landscape, portrait)", {"sidecars": "require", "buckets": buckets})]
+    rows = []
+    for name, fields in cases:
+        cfg = config_from_dict({**tiny, "data": {**data, **fields, "workers": 1}, "output": str(tmp / name[:8])})
+        encode_seconds = float("nan")
+        if fields["sidecars"] == "require":
+            encode_seconds = timed(lambda c=cfg: len(encode_corpus(c, c.data.corpora[0])["shards"]))[1]
+        trainer = Trainer(cfg, DistEnv(0, 1, 0, torch.device("cpu")))
+        trainer.train_step()  # warm-up: starts the worker
+        results = [trainer.train_step() for _ in range(steps)]
+        seconds = sum(r["seconds"] for r in results)
+        rows.append((name, seconds / steps, sum(r["wait"] for r in results) / seconds, encode_seconds))
+        del trainer  # and its DataLoader worker, before the next case starts one
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--corpus", help="a corpus directory (default: render 6 clips of 8 s at 720p)")
@@ -87,10 +126,11 @@ def main() -> None:
     parser.add_argument("--stride", type=int, default=4)
     parser.add_argument("--width", type=int, default=256)
     parser.add_argument("--height", type=int, default=144)
+    parser.add_argument("--steps", type=int, default=12, help="timed training steps per data source (default 12)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     tmp = Path(tempfile.mkdtemp(prefix="bench-loader-"))
-    corpus = Path(args.corpus) if args.corpus else render_corpus(tmp, clips=6, seconds=8.0)
+    corpus = Path(args.corpus) if args.corpus else render_corpus(tmp, clips=6, seconds=8.0, portrait=2)
     data = DataConfig(corpora=[CorpusConfig(path=str(corpus))], frames=args.frames, stride=args.stride,
                       width=args.width, height=args.height, batch_size=1, workers=0, shuffle_buffer=8)
     loader = ResumableLoader(data, seed=0)
@@ -119,7 +159,13 @@ def main() -> None:
         print(f"| {name} | {items} | {wall:.2f} | {items / wall:.2f} | {items / wall / base:.2f} | "
               f"{cpu:.2f} | {per_cpu} |")
     need = (rows[2][1] / rows[2][2]) / (rows[1][1] / rows[1][2])
-    print(f"\nworkers one tiny CPU trainer needs: {need:.2f}")
+    print(f"\nworkers one tiny CPU trainer needs: {need:.2f}\n")
+    sources = data_sources(tiny, args.steps, tmp)
+    print("| data source (one worker) | s/step | × on the fly | data wait share | encode once (s) |\n"
+          "|---|---:|---:|---:|---:|")
+    for name, step, wait, encode in sources:
+        print(f"| {name} | {step:.3f} | {step / sources[0][1]:.2f} | {wait:.1%} | "
+              f"{'-' if encode != encode else f'{encode:.1f}'} |")
     shutil.rmtree(tmp)
 
 
