@@ -1,10 +1,12 @@
-"""A tiny, untrained Qwen2.5-VL saved like a real checkpoint, for tests, the demo and CPU benchmarks.
+"""A tiny, untrained Qwen2.5-VL (or Qwen3-VL) saved like a real checkpoint, for tests, the demo and CPU benchmarks.
 
 It is ``Qwen2_5_VLForConditionalGeneration`` (vision transformer with windowed attention, patch
 merger, Qwen2 decoder with multimodal rotary positions) at toy sizes, with a ``Qwen2_5_VLProcessor``
 made offline: a byte-level BPE tokenizer with no merges (one token per byte) and Qwen's special
 tokens, Qwen2-VL image and video processors at the vision tower's patch sizes, and a chat template
-that renders messages as Qwen2.5-VL's does. It is written with ``save_pretrained`` so that
+that renders messages as Qwen2.5-VL's does. ``version="3"`` makes ``Qwen3VLForConditionalGeneration``
+(DeepStack vision features, interleaved rotary sections; its processor writes each frame's time into
+the prompt) the same way. It is written with ``save_pretrained`` so that
 ``curation.captioners.vlm`` loads it through exactly the code that loads real weights. Its weights
 are random: its captions are meaningless, and its config names it so, so every clip captioned
 with it says so in its metadata.
@@ -20,6 +22,7 @@ from demo.tiny_blip2 import byte_symbols, tiny_model_cli
 
 #: What clips captioned by this model record as ``caption_model``.
 TINY_MODEL_NAME = "videofactory-tiny-qwen2.5-vl-untrained (random weights: captions are meaningless)"
+TINY_QWEN3_NAME = "videofactory-tiny-qwen3-vl-untrained (random weights: captions are meaningless)"
 
 #: Qwen2.5-VL's special tokens, in its order; the 256 byte-level symbols come first, these after them.
 SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
@@ -61,41 +64,48 @@ def tiny_tokenizer():
     return tokenizer
 
 
-def tiny_processor():
-    """A ``Qwen2_5_VLProcessor``: ``tiny_tokenizer``, Qwen2-VL image and video processors at the tiny patch sizes."""
-    from transformers import Qwen2_5_VLProcessor, Qwen2VLImageProcessor, Qwen2VLVideoProcessor
+def tiny_processor(version: str = "2.5"):
+    """The version's processor: ``tiny_tokenizer``, its image and video processors at the tiny patch sizes."""
+    import transformers
 
+    video_class = "Qwen3VLVideoProcessor" if version == "3" else "Qwen2VLVideoProcessor"
+    processor_class = "Qwen3VLProcessor" if version == "3" else "Qwen2_5_VLProcessor"
     sizes = {"patch_size": PATCH_SIZE, "temporal_patch_size": TEMPORAL_PATCH_SIZE, "merge_size": MERGE_SIZE}
     # cap_pixels_per_frame: as qwen-vl-utils sizes frames (and what transformers will do by default).
     size = {"shortest_edge": (PATCH_SIZE * MERGE_SIZE) ** 2, "longest_edge": MAX_PIXELS}
-    return Qwen2_5_VLProcessor(image_processor=Qwen2VLImageProcessor(size=size, **sizes),
-                               video_processor=Qwen2VLVideoProcessor(size=size, cap_pixels_per_frame=True, **sizes),
-                               tokenizer=tiny_tokenizer(), chat_template=CHAT_TEMPLATE)
+    video_processor = getattr(transformers, video_class)(size=size, cap_pixels_per_frame=True, **sizes)
+    return getattr(transformers, processor_class)(
+        image_processor=transformers.Qwen2VLImageProcessor(size=size, **sizes), video_processor=video_processor,
+        tokenizer=tiny_tokenizer(), chat_template=CHAT_TEMPLATE)
 
 
-def tiny_qwen_vl_config(tokenizer):
-    """A Qwen2.5-VL config a few hundred kilobytes large, its special token ids those of ``tokenizer``."""
-    from transformers import Qwen2_5_VLConfig
+def tiny_qwen_vl_config(tokenizer, version: str = "2.5"):
+    """A Qwen2.5-VL (or Qwen3-VL) config a few hundred kilobytes large, its special token ids ``tokenizer``'s."""
+    from transformers import Qwen2_5_VLConfig, Qwen3VLConfig
 
     ids = tokenizer.convert_tokens_to_ids
-    return Qwen2_5_VLConfig(
-        vision_config={"depth": 2, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2, "out_hidden_size": 32,
-                       "patch_size": PATCH_SIZE, "temporal_patch_size": TEMPORAL_PATCH_SIZE,
-                       "spatial_merge_size": MERGE_SIZE, "window_size": 2 * PATCH_SIZE * MERGE_SIZE,
-                       "fullatt_block_indexes": [1], "initializer_range": INIT_STD},
-        text_config={"vocab_size": len(tokenizer), "hidden_size": 32, "intermediate_size": 64,
-                     "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 1,
-                     "max_position_embeddings": 4096, "initializer_range": INIT_STD,
-                     "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]},
-                     "bos_token_id": ids("<|endoftext|>"), "eos_token_id": ids("<|im_end|>"),
-                     "pad_token_id": ids("<|endoftext|>")},
-        image_token_id=ids("<|image_pad|>"), video_token_id=ids("<|video_pad|>"),
-        vision_start_token_id=ids("<|vision_start|>"), vision_end_token_id=ids("<|vision_end|>"),
-        videofactory_model_name=TINY_MODEL_NAME,
-    )
+    vision = {"depth": 2, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2, "out_hidden_size": 32,
+              "patch_size": PATCH_SIZE, "temporal_patch_size": TEMPORAL_PATCH_SIZE,
+              "spatial_merge_size": MERGE_SIZE, "initializer_range": INIT_STD}
+    text = {"vocab_size": len(tokenizer), "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+            "num_attention_heads": 2, "num_key_value_heads": 1, "max_position_embeddings": 4096,
+            "initializer_range": INIT_STD, "bos_token_id": ids("<|endoftext|>"), "eos_token_id": ids("<|im_end|>"),
+            "pad_token_id": ids("<|endoftext|>"),
+            "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]}}
+    if version == "3":
+        config_class, name = Qwen3VLConfig, TINY_QWEN3_NAME
+        vision.update(num_position_embeddings=64, deepstack_visual_indexes=[1])
+        text.update(head_dim=16)
+        text["rope_parameters"]["mrope_interleaved"] = True
+    else:
+        config_class, name = Qwen2_5_VLConfig, TINY_MODEL_NAME
+        vision.update(window_size=2 * PATCH_SIZE * MERGE_SIZE, fullatt_block_indexes=[1])
+    return config_class(vision_config=vision, text_config=text, image_token_id=ids("<|image_pad|>"),
+                        video_token_id=ids("<|video_pad|>"), vision_start_token_id=ids("<|vision_start|>"),
+                        vision_end_token_id=ids("<|vision_end|>"), videofactory_model_name=name)
 
 
-def build_tiny_qwen_vl(directory: str | Path, seed: int = 0, silent: bool = False) -> Path:
+def build_tiny_qwen_vl(directory: str | Path, seed: int = 0, silent: bool = False, version: str = "2.5") -> Path:
     """Write the tiny model to ``directory`` (config, safetensors weights, processor) and return it.
 
     Its generation config lets it write lower-case letters, spaces, commas and full stops only (random
@@ -104,13 +114,14 @@ def build_tiny_qwen_vl(directory: str | Path, seed: int = 0, silent: bool = Fals
     text at once.
     """
     import torch
-    from transformers import Qwen2_5_VLForConditionalGeneration
+    from transformers import Qwen2_5_VLForConditionalGeneration, Qwen3VLForConditionalGeneration
 
     directory = Path(directory)
-    processor = tiny_processor()
-    config = tiny_qwen_vl_config(processor.tokenizer)
+    processor = tiny_processor(version)
+    config = tiny_qwen_vl_config(processor.tokenizer, version)
     torch.manual_seed(seed)
-    model = Qwen2_5_VLForConditionalGeneration(config).eval()
+    model_class = Qwen3VLForConditionalGeneration if version == "3" else Qwen2_5_VLForConditionalGeneration
+    model = model_class(config).eval()
     allowed = {config.text_config.eos_token_id}
     if not silent:
         wordy = [ord(c) for c in " .,abcdefghijklmnopqrstuvwxyz"]

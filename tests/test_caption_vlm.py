@@ -26,7 +26,7 @@ from curation.stage import StageContext
 from curation.stages import stage_class
 from curation.workarea import WorkArea
 from demo.tiny_blip2 import build_tiny_blip2
-from demo.tiny_qwen_vl import TINY_MODEL_NAME, build_tiny_qwen_vl
+from demo.tiny_qwen_vl import TINY_MODEL_NAME, TINY_QWEN3_NAME, build_tiny_qwen_vl
 from shards.reader import iter_samples, read_index
 from shards.validate import validate
 
@@ -87,6 +87,17 @@ def test_every_frame_and_its_time_reach_the_model(captioner: VlmCaptioner, clips
         assert captioner.caption_clips([other])[0].text != caption, f"frame {i} changed, the caption did not"
     slower = [dataclasses.replace(frame, time=3 * frame.time) for frame in clip]
     assert captioner.caption_clips([slower])[0].text != caption, "the same frames further apart are another video"
+
+
+def test_a_qwen3_vl_captions_through_the_same_code(clips: list[list[Frame]], tmp_path: Path):
+    """A later generation (DeepStack vision features, frame times written into the prompt) needs no code of its own."""
+    captioner = VlmCaptioner.load(vlm_config(build_tiny_qwen_vl(tmp_path / "qwen3-vl", version="3"), max_words=12))
+    assert type(captioner.model).__name__ == "Qwen3VLForConditionalGeneration"
+    assert captioner.name == TINY_QWEN3_NAME
+    captions = captioner.caption_clips(clips)
+    assert all(c.text for c in captions) and len({c.text for c in captions}) == len(clips)
+    slower = [dataclasses.replace(frame, time=3 * frame.time) for frame in clips[0]]
+    assert captioner.caption_clips([slower])[0].text != captions[0].text
 
 
 def test_video_metadata_keeps_each_frames_time_and_the_sampling_rate(clips: list[list[Frame]]):
