@@ -1,7 +1,8 @@
 """Entry point of training: ``python -m jobs.train --config CONFIG.yaml [--set KEY=VALUE ...]``.
 
 - alone: one process (GPU if there is one);
-- under ``torchrun --nproc-per-node N -m jobs.train --config ...``: DDP, one process per GPU (gloo on CPU);
+- under ``torchrun --nproc-per-node N -m jobs.train --config ...``: DDP (FSDP2 with ``distributed: fsdp``), one
+  process per GPU (gloo on CPU);
 - with ``--ray``: the same loop in each worker of Ray Train's ``TorchTrainer``, on the Ray cluster of
   ``RAY_ADDRESS`` (as set inside ``ray job submit -- python -m jobs.train --ray --config ...``) or a
   local one. Paths in the config must then be reachable from every node; relative ones are made
