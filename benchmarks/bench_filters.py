@@ -11,6 +11,9 @@ decoder runs under Ray). Rows:
   only the sharpness filter asks for (what the sample cost before it);
 - ``quality``, ``motion`` and ``sharpness``: each filter's own work on the sample (excluding the decode);
 - ``text`` and ``watermark``: added by the text/watermark filters' author (same ``ROWS`` registry);
+  ``text as before issue 13``: the detector on 3 whole frames and nothing else (the text filter until
+  overlay and scene text were told apart), the baseline of the extra CPU the text filter may take now
+  (at most 1.3x the stage): the table ends with the stage's cost over the stage with that text filter;
 - ``stage``: the whole filter stage on one clip (``ClipFilter.judge`` in score-only mode, so every
   filter runs), decode included, which is what a clip costs the pipeline.
 
@@ -41,6 +44,7 @@ from curation.filtering import ClipFilter  # noqa: E402
 from curation.filters.motion import motion_scores  # noqa: E402
 from curation.filters.quality import frame_scores  # noqa: E402
 from curation.filters.sharpness import sharpness_scores  # noqa: E402
+from curation.filters.text import pick_frames  # noqa: E402
 from curation.filters.watermark import watermark_score  # noqa: E402
 from curation.frames import FrameSample, sample_clip  # noqa: E402
 from curation.probe import probe  # noqa: E402
@@ -116,7 +120,11 @@ ROWS: list[Row] = [
     ("motion", lambda clip, judge: motion_scores(clip.samples["small"])),
     ("sharpness (blur + 8x8 blockiness, native size)",
      lambda clip, judge: sharpness_scores(clip.samples["native"], judge.cfg.sharpness)),
-    ("text (EasyOCR CRAFT detector)", lambda clip, judge: judge.detector.score(clip.samples["detail"])),
+    ("text as before issue 13 (3 whole frames, no tracks)", lambda clip, judge: judge.detector.boxes(
+        [clip.samples["detail"].frames[i] for i in pick_frames(len(clip.samples["detail"].frames), 3,
+                                                                clip.samples["detail"].middle_index)])),
+    ("text (EasyOCR CRAFT detector: whole frames + caption bands, tracks)",
+     lambda clip, judge: judge.detector.score(clip.samples["detail"])),
     ("watermark (edges only, no text boxes)",
      lambda clip, judge: watermark_score(clip.samples["detail"], None, WatermarkFilterConfig())),
     ("stage (all filters, score-only)", lambda clip, judge: judge.judge(clip.row)),
@@ -146,6 +154,14 @@ def table(clips: list[Clip], baseline: float, costs: dict[str, float], judge: Cl
              "", "| work | CPU s per clip-second | ratio to one decode |", "|---|---:|---:|",
              f"| decode (ffmpeg -threads 1, baseline) | {baseline / seconds:.4f} | 1.00 |"]
     lines += [f"| {name} | {cost / seconds:.4f} | {cost / baseline:.2f} |" for name, cost in costs.items()]
+    before = [name for name in costs if name.startswith("text as before")]
+    now = [name for name in costs if name.startswith("text (")]
+    if before and now and cfg.text.enabled:
+        stage = costs["stage (all filters, score-only)"]
+        earlier = stage - costs[now[0]] + costs[before[0]]
+        lines += ["", f"Stage with the text filter of before issue 13: {earlier / seconds:.4f} CPU s per clip-second; "
+                      f"the stage now costs {stage / earlier:.2f}x that (text alone: "
+                      f"{costs[now[0]] / costs[before[0]]:.2f}x)."]
     return "\n".join(lines)
 
 

@@ -76,13 +76,23 @@ class TextFilterConfig(Config):
     """Options of the text filter (``filter.text``)."""
 
     enabled: bool = True
-    frames: int = 3  # frames of the shared sample the detector sees (evenly spaced, middle included)
+    frames: int = 2  # frames of the shared sample the detector sees whole (evenly spaced); the rest: their band
     width: int = 640  # detection width on a CPU: frames wider than this are downscaled (480 misses subtitles)
     gpu_width: int = 640  # on a GPU: the same by default, so a clip scores the same on every node
-    max_area: float = 0.005  # the stage rejects a clip whose text_area_max is above this share of the frame
+    # The stage rejects a clip whose overlay_text_area (largest share of a frame under burned-in text) is above this.
+    max_area: float | None = 0.005
+    # scene_text_area (text filmed in the scene: signs, labels) is checked against this, and rejects only when
+    # reject_scene_text is true: scene text is content, and a text-video corpus keeps it by default.
+    max_scene_area: float | None = 0.005
+    reject_scene_text: bool = False
     text_threshold: float = 0.5  # CRAFT character-score threshold (EasyOCR: 0.7, which misses small subtitles)
     low_text: float = 0.3  # CRAFT text-region threshold (EasyOCR: 0.4)
     min_size: int = 8  # boxes whose longer side is at most this many detection pixels are noise
+    band: Annotated[float, Field(ge=0, le=1)] = 0.2  # caption band: bottom share detected in every other frame too
+    band_top: Annotated[float, Field(ge=0, le=1)] = 0.15  # top band, where overlays (not subtitles) also sit
+    min_fixed: float = 0.6  # a fixed box keeps at least this share of its edges from one sampled frame to the next
+    max_fixed_ratio: float = 0.5  # while its surroundings keep at most this share of that
+    max_stroke_dominance: float = 0.8  # share of edge energy in one orientation above which a box is bars, not text
 
 
 class WatermarkFilterConfig(Config):
@@ -91,11 +101,11 @@ class WatermarkFilterConfig(Config):
     enabled: bool = True
     max_score: float = 0.5  # the stage rejects a clip whose watermark_score is above this
     width: int = 320  # grey frames are downscaled to this width before edge detection
-    persistence: float = 0.75  # share of frames an edge (or a text box) must be present in to be fixed
-    max_context_persistence: float = 0.25  # largest share of a region's surroundings whose edges persist too
-    static_share: float = 0.03  # persistent edges over more of the frame than this: a static shot, no evidence
+    persistence: float = 0.75  # share of frames an edge (or a text track) must be present in to be fixed
+    min_context_change: float = 0.5  # grey levels: a picture changing less than this is frozen, no evidence
     min_region: float = 0.003  # smallest region (bounding-box share of the frame)
     max_region: float = 0.08  # largest region: anything bigger is part of the set, not an overlay
+    max_extent: float = 0.7  # a region wider or taller than this share of the frame is a line of the set
     border: float = 0.25  # regions must lie within this share of the frame from one of its sides
     min_frames: int = 3  # fewer frames than this cannot show persistence
 

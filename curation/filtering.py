@@ -11,10 +11,11 @@ Rules run in groups, cheapest first: the source's resolution and display aspect,
 (no decoding; only an upper bound, as ``split.min_duration`` already dropped shorter scenes), then
 decoding itself (a clip whose decoding stops early is broken, whichever filters are on), the decoded
 frames (black or blank), motion, sharpness and blockiness (on the frames at their native size), text,
-and watermarks (which use the text boxes). A filter whose config has ``reject: false``
-(``filter.sharpness``) records its checks, passed or not, but never rejects. Last, a clip that passed
-gets its perceptual hash (``filter.near_duplicates``), which no rule checks: near-duplicates are found
-across the corpus when it is written (``curation.neardup``).
+and watermarks (which use the text filter's overlay tracks). A filter whose config has ``reject: false``
+(``filter.sharpness``) records its checks, passed or not, but never rejects; so does a rule whose switch
+is off (``scene_text`` unless ``filter.text.reject_scene_text``). Last, a clip that passed gets its
+perceptual hash (``filter.near_duplicates``), which no rule checks: near-duplicates are found across the
+corpus when it is written (``curation.neardup``).
 Outside score-only mode a clip stops at the first group it fails, so text detection (the dominant
 cost on a CPU) only runs on clips that passed everything else; a rejected clip's record holds the
 scores computed until then. In score-only mode every group runs and nothing is rejected.
@@ -62,6 +63,8 @@ class Rule:
     bound: str  # "min": the score must be at least the threshold; "max": at most
     reason: str
     meaning: str  # what failing says, for the rejection's detail
+    switch: str = ""  # a boolean field of the filter's config that must be true for failing to reject ("" = always)
+    box: str = ""  # a raw score holding the box of what failed, quoted in the rejection's detail
 
 
 RULES: dict[str, tuple[Rule, ...]] = {
@@ -91,11 +94,14 @@ RULES: dict[str, tuple[Rule, ...]] = {
              "the picture shows 8x8 coding blocks (over-compressed)"),
     ),
     "text": (
-        Rule("text", "text_area_max", "max_area", "max", "text_area", "burned-in text covers too much of a frame"),
+        Rule("text", "overlay_text_area", "max_area", "max", "overlay_text",
+             "text drawn over the picture (subtitles, captions, credits) covers too much of a frame"),
+        Rule("text", "scene_text_area", "max_scene_area", "max", "scene_text",
+             "text filmed in the scene (signs, labels) covers too much of a frame", switch="reject_scene_text"),
     ),
     "watermark": (
         Rule("watermark", "watermark_score", "max_score", "max", "watermark",
-             "a logo, caption band or other overlay stays fixed while the picture moves"),
+             "a logo or other mark stays fixed while the picture under it changes", box="watermark_box"),
     ),
     "aesthetic": (
         Rule("aesthetic", "aesthetic", "min_aesthetic", "min", "low_aesthetic",
@@ -206,9 +212,9 @@ class ClipFilter:
             groups.append(("sharpness", lambda _, s, __: sharpness_scores(s["native"], cfg.sharpness)))
         if cfg.text.enabled:
             groups.append(("text", lambda _, s, __: self.detector.score(s["detail"])))
-        if cfg.watermark.enabled:  # after text: text boxes that stay put are evidence of overlays
+        if cfg.watermark.enabled:  # after text: overlay text that stays put is evidence of a text logo
             groups.append(("watermark", lambda _, s, record: watermark_score(
-                s["detail"], record.scores.get("text", {}).get("text_boxes"), cfg.watermark)))
+                s["detail"], record.scores.get("text", {}).get("text_tracks"), cfg.watermark)))
         if self.aesthetic_on:  # CLIP: the costliest on a CPU after text, so after every cheaper check
             groups.append(("aesthetic", lambda _, s, __: self.aesthetic.score(s["clip"])))
         if cfg.near_duplicates.enabled:  # last: only a clip that passed everything needs its hash
@@ -263,8 +269,10 @@ def apply_group(record: DecisionRecord, group: str, scores: dict[str, Any], cfg:
 
 
 def rejects(rule: Rule, cfg: FilterConfig) -> bool:
-    """Whether failing ``rule`` rejects the clip: not when its filter records its checks only (``reject: false``)."""
-    return getattr(getattr(cfg, rule.filter, None), "reject", True)
+    """Whether failing ``rule`` rejects the clip: not when its filter records its checks only (``reject: false``),
+    nor when the rule's own switch is off (``filter.text.reject_scene_text: false``)."""
+    section = getattr(cfg, rule.filter, None)
+    return getattr(section, "reject", True) and (not rule.switch or bool(getattr(section, rule.switch)))
 
 
 def check_rule(rule: Rule, scores: dict[str, Any], cfg: FilterConfig) -> Check | None:
@@ -289,7 +297,9 @@ def _detail(rule: Rule, record: DecisionRecord) -> str:
     check = record.checks[rule.reason]
     relation = "<" if rule.bound == "min" else ">"
     where = f"filter.{rule.filter}.{rule.limit}" if rule.limit else "frames sampled"
-    return f"{rule.filter}.{rule.score} {check.score} {relation} {check.threshold} ({where}): {rule.meaning}"
+    box = record.scores.get(rule.filter, {}).get(rule.box) if rule.box else None
+    at = f" at box {box}" if box else ""
+    return f"{rule.filter}.{rule.score} {check.score} {relation} {check.threshold} ({where}){at}: {rule.meaning}"
 
 
 def _rejected(row: dict[str, Any], record: DecisionRecord, reason: str, detail: str) -> dict[str, Any]:

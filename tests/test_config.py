@@ -393,7 +393,9 @@ def test_fingerprint_of_the_defaults_is_pinned() -> None:
     Changed on 2026-12-02 (issue 16, near-duplicates): `filter.near_duplicates` (off by default) and
     `filter.aesthetic` (off where its weights are absent), and the former's `mode` and `clip_model`, change it
     from `filter` on.
+    Changed on 2026-12-02 (issue 13, text and watermark): `filter.text` (2 whole frames plus caption bands,
+    overlay/scene options) and `filter.watermark` (graded steadiness options) change it from `filter` on.
     """
     assert fingerprints(CurationConfig())["probe"] == "9ec4918721119cde"
     assert fingerprints(CurationConfig())["split"] == "7b8fff04b48caefb"
-    assert fingerprints(CurationConfig())["write"] == "87f064dae2831edd"
+    assert fingerprints(CurationConfig())["write"] == "4b7db791bf0eebbc"

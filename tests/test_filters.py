@@ -246,7 +246,7 @@ def test_the_pipeline_keeps_good_clips_and_records_why_others_went(filtered: Pat
         record = json.loads(row["scores"])
         assert record["rejected_by"] is None and all(c["passed"] for c in record["checks"].values())
         assert {"quality", "motion", "text", "watermark"} <= set(record)
-        assert {"text_area", "watermark", "static", "low_resolution"} <= set(record["checks"])
+        assert {"overlay_text", "scene_text", "watermark", "static", "low_resolution"} <= set(record["checks"])
     samples = {s["key"]: s["json"] for s in iter_samples(filtered)}
     assert all(samples[r["key"]]["scores"] == r["scores"] for r in index)
 

