@@ -3,7 +3,7 @@
 HD-VG-130M's card names EasyOCR for dropping clips with burned-in text. Burned-in text (subtitles,
 captions, credits, channel names) is drawn over the video; text that is part of the scene (a shop
 sign, a label, a number plate) is content, and a text-video corpus keeps it. So the filter scores
-two areas: ``overlay_text_area`` (the stage rejects above ``max_overlay_area``) and
+two areas: ``overlay_text_area`` (the stage rejects above ``max_area``) and
 ``scene_text_area`` (recorded; rejected only with ``reject_scene_text``).
 
 Finding text. EasyOCR's CRAFT detector (``Reader(..., recognizer=False).detect``: only where text is
