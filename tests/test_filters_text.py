@@ -14,6 +14,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pyarrow as pa
 import pytest
 import torch
 
@@ -33,6 +34,7 @@ from curation.filters.text import (
     union_area,
 )
 from shards.scores import DecisionRecord
+from stats.scores import collect_scores
 from tests.filter_samples import shared_sample, shot_sample
 
 CFG = TextFilterConfig()
@@ -210,3 +212,15 @@ def test_scene_text_is_recorded_and_rejects_only_on_request() -> None:
 def test_overlay_text_rejects_by_default() -> None:
     failed, checks = _text_group({"overlay_text_area": 0.02, "scene_text_area": 0.0})
     assert failed == "overlay_text" and checks["overlay_text"]["passed"] is False
+
+
+def test_both_text_scores_reach_the_statistics_with_their_thresholds() -> None:
+    """``stats`` histograms every check of the records: overlay and scene text, each with its threshold."""
+    records = []
+    for overlay, scene in ((0.0, 0.02), (0.03, 0.0)):
+        record = DecisionRecord()
+        apply_group(record, "text", {"overlay_text_area": overlay, "scene_text_area": scene}, FilterConfig())
+        records.append(record.to_json())
+    scores, thresholds = collect_scores([pa.array(records)])
+    assert scores["overlay_text"].to_pylist() == [0.0, 0.03] and scores["scene_text"].to_pylist() == [0.02, 0.0]
+    assert thresholds == {"overlay_text": CFG.max_area, "scene_text": CFG.max_scene_area}
