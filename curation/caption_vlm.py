@@ -133,17 +133,29 @@ class VlmCaptioner:
                  str(dtype).removeprefix("torch."), time.monotonic() - started)
         return captioner
 
-    def generate(self, clips: list[list[Frame]]) -> tuple[list[str], int]:
-        """The raw text the model generates for each clip (prompt not included), in one batch; and the number of
-        tokens it generated (padding after an early end not counted)."""
-        import torch
+    def inputs(self, clips: list[list[Frame]]) -> Any:
+        """The model's inputs for a batch of clips: the prompt, each clip's frames resized by the processor, times.
 
-        inputs = self.processor(text=[self.prompt] * len(clips), videos=[[f.image for f in clip] for clip in clips],
+        Each clip goes in as one (frames, height, width, 3) array: the processor converts PIL images
+        to arrays several times over (a third of its time on a CPU), an array once, to the same pixels.
+        """
+        import numpy as np
+
+        inputs = self.processor(text=[self.prompt] * len(clips),
+                                videos=[np.stack([np.asarray(f.image) for f in clip]) for clip in clips],
                                 video_metadata=[video_metadata(clip) for clip in clips], do_sample_frames=False,
                                 padding=True, return_tensors="pt").to(self.device)
         for key in ("pixel_values_videos", "pixel_values"):
             if key in inputs:
                 inputs[key] = inputs[key].to(self.dtype)
+        return inputs
+
+    def generate(self, clips: list[list[Frame]]) -> tuple[list[str], int]:
+        """The raw text the model generates for each clip (prompt not included), in one batch; and the number of
+        tokens it generated (padding after an early end not counted)."""
+        import torch
+
+        inputs = self.inputs(clips)
         with torch.inference_mode():
             generated = self.model.generate(**inputs, generation_config=self.generation_config)
         new_tokens = generated[:, inputs["input_ids"].shape[1]:]
