@@ -56,6 +56,10 @@ def _flips(rng, shape: tuple[int, int], bits: int):
 
 def one(clips: int, ray_path: bool) -> dict:
     """Baseline and grouping of ``clips`` synthetic clips in this process: seconds, peak RSS, recall."""
+    if ray_path:  # before anything imports ray (the local Ray must come up on loopback only)
+        from jobs.local_cluster import start_local_ray
+
+        start_local_ray(num_cpus=2, include_dashboard=False, log_to_driver=False)
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -73,10 +77,7 @@ def one(clips: int, ray_path: bool) -> dict:
         import ray
 
         from curation.neardup import group_with_ray
-        from jobs.local_cluster import start_local_ray
 
-        start_local_ray(num_cpus=2, include_dashboard=False, log_to_driver=False)
-        started = time.perf_counter()
         decisions = pa.Table.from_pylist(
             group_with_ray(ray.data.from_arrow(table).repartition(8), cfg, 8).take_all())
     else:

@@ -93,14 +93,24 @@ def apply_copies(rows: list[dict[str, Any]], copies: pa.Table | None) -> list[di
     if copies is None or copies.num_rows == 0:
         return rows
     originals = dict(zip(copies["source_id"].to_pylist(), copies["original"].to_pylist(), strict=True))
+    return reject_duplicates(
+        rows, EXACT,
+        lambda row: clip_key(originals[row["source_id"]], int(row["clip_index"])) if row["source_id"] in originals
+        else None,
+        lambda row, kept: f"source {originals[row['source_id']]} has the same bytes (sha256 "
+                          f"{row['source_sha256'][:16]}…); its clip is kept instead")
+
+
+def reject_duplicates(rows: list[dict[str, Any]], kind: DedupKind, kept_of: Callable[[dict[str, Any]], str | None],
+                      detail: Callable[[dict[str, Any], str], str]) -> list[dict[str, Any]]:
+    """``rows`` with every finished clip that ``kept_of`` says another clip replaces turned into a rejection of
+    ``kind``, whose ``duplicate_of`` is that clip's key; other rows (and rows already rejected) as they are."""
     out = []
     for row in rows:
-        original = originals.get(row["source_id"])
-        if original is not None and row["status"] == STATUS_OK and row.get("key"):
-            row = {**row, "status": STATUS_REJECTED, "stage": STAGE, "reason": REASON,
-                   "duplicate_of": clip_key(original, int(row["clip_index"])),
-                   "detail": f"source {original} has the same bytes (sha256 {row['source_sha256'][:16]}…); "
-                             "its clip is kept instead"}
+        kept = kept_of(row) if row["status"] == STATUS_OK and row.get("key") else None
+        if kept is not None:
+            row = {**row, "status": STATUS_REJECTED, "stage": kind.stage, "reason": kind.reason, "duplicate_of": kept,
+                   "detail": detail(row, kept)}
         out.append(row)
     return out
 

@@ -44,10 +44,10 @@ import pyarrow.compute as pc
 import ray
 
 from curation.config import NearDuplicateConfig
-from curation.copies import DedupKind, find_in_corpus
+from curation.copies import DedupKind, find_in_corpus, reject_duplicates
 from curation.filters.phash import parse_hashes
 from curation.workarea import WorkArea
-from shards.schema import STATUS_OK, STATUS_REJECTED
+from shards.schema import STATUS_OK
 
 log = logging.getLogger(__name__)
 
@@ -119,16 +119,10 @@ def apply_near_duplicates(rows: list[dict[str, Any]], decisions: pa.Table | None
     if decisions is None or decisions.num_rows == 0:
         return rows
     kept = dict(zip(decisions["key"].to_pylist(), decisions["duplicate_of"].to_pylist(), strict=True))
-    out = []
-    for row in rows:
-        original = kept.get(row.get("key") or "")
-        if original is not None and row["status"] == STATUS_OK:
-            row = {**row, "status": STATUS_REJECTED, "stage": NEAR.stage, "reason": NEAR.reason,
-                   "duplicate_of": original,
-                   "detail": f"its picture matches clip {original} (perceptual hash: filter.near_duplicates), "
-                             "which is kept instead (higher resolution, longer, or the lower key)"}
-        out.append(row)
-    return out
+    return reject_duplicates(rows, NEAR, lambda row: kept.get(row["key"]),
+                             lambda _, original: f"its picture matches clip {original} (perceptual hash: "
+                                                 "filter.near_duplicates), which is kept instead (higher resolution, "
+                                                 "longer, or the lower key)")
 
 
 # -- LSH and verification ------------------------------------------------------------------------------------------
