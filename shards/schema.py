@@ -85,7 +85,9 @@ EXTRACT_FIELDS: list[pa.Field] = [
 #: Columns filled in by the caption stage (BLIP-2; see curation/caption.py).
 CAPTION_FIELDS: list[pa.Field] = [
     pa.field("caption", pa.string()),  # the caption of the clip's middle frame ("" when captioning is off)
-    pa.field("captions", pa.string()),  # JSON list of {"time": s from the clip start, "text": ...}, one per frame
+    # JSON list: BLIP-2, one {"time": s from the clip start, "text": ...} per frame; a VLM (caption.model: vlm),
+    # one {"times": [its frames' times], "text": ..., "sections": {...} with caption.template: sections}.
+    pa.field("captions", pa.string()),
     pa.field("caption_model", pa.string()),  # model name; "none" when captioning is off
     pa.field("caption_revision", pa.string()),  # Hub commit of the weights when known, else "unknown"
 ]
