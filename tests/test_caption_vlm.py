@@ -233,3 +233,10 @@ def test_a_clip_the_vlm_says_nothing_about_is_rejected_alone(corpus: Path, tmp_p
     assert f"generated no usable text for {FRAMES} frames from" in out[0]["detail"]
     assert json.loads((WorkArea.of(cfg.output).stage_dir("caption") / "_actors").files()[0].read_text())["frames"] \
         == 2 * FRAMES
+
+
+@pytest.mark.parametrize(("field", "value"), [("model", "gpt"), ("template", "poem"), ("max_words", 0),
+                                              ("vlm_frames", 0)])
+def test_bad_vlm_settings_are_refused_with_what_to_fix(field: str, value):
+    with pytest.raises(ValueError, match=rf"caption\.{field}: Input should be"):
+        CurationConfig.from_dict({"caption": {"model": "vlm", field: value}})  # field "model" replaces "vlm"
