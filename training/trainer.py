@@ -1,15 +1,16 @@
 """The training loop, nanoGPT-style: one plain loop, everything it does visible in one place.
 
-Per optimizer step: ``grad_accumulation`` micro-batches are streamed (``training.data``), encoded by
-the frozen VAE and text encoder (captions dropped to "" with ``caption_dropout`` so classifier-free
-guidance works), and their diffusion loss back-propagated (bf16 autocast on CUDA, DDP syncing only
-on the last micro-batch; with ``distributed: fsdp`` FSDP2 reduce-scatters each micro-batch's gradients
-into the rank's shards); then gradients are clipped, AdamW steps at the warm-up schedule's rate,
-and the EMA weights follow (with a warm-up of their decay, ``ema_decay``; of the shards under FSDP2).
-Every ``checkpoint_every`` steps rank 0 writes a checkpoint holding everything needed to continue bit
-for bit: weights, EMA, optimizer (gathered whole under FSDP2), step, RNG states and every rank's data
-position. Randomness comes from the global torch
-RNG (seeded per rank and saved) and from the data stream's own seeded generators, so 2N steps equal
+Per optimizer step: ``grad_accumulation`` micro-batches are streamed (``training.data``), encoded by the
+frozen VAE and text encoder, or drawn from the posteriors and caption embeddings precomputed by
+``videofactory encode`` (``training.sidecars``; the same draws, so the same loss), captions dropped to ""
+with ``caption_dropout`` so classifier-free guidance works; their diffusion loss back-propagated (bf16
+autocast on CUDA, DDP syncing only on the last micro-batch; with ``distributed: fsdp`` FSDP2
+reduce-scatters each micro-batch's gradients into the rank's shards); then gradients are clipped, AdamW
+steps at the warm-up schedule's rate, and the EMA weights follow (with a warm-up of their decay,
+``ema_decay``; of the shards under FSDP2). Every ``checkpoint_every`` steps rank 0 writes a checkpoint
+holding everything needed to continue bit for bit: weights, EMA, optimizer (gathered whole under FSDP2),
+step, RNG states and every rank's data position. Randomness comes from the global torch RNG (seeded per
+rank and saved) and from the data stream's own seeded generators, so 2N steps equal
 N steps + resume + N steps.
 """
 
