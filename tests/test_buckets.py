@@ -132,3 +132,19 @@ def test_a_bucket_the_unet_cannot_halve_is_refused(corpus: tuple[Path, list[str]
     data["data"]["corpora"][0]["frames"] = 8
     with pytest.raises(ValueError, match="frames: 8, which no bucket"):
         config_from_dict(data).check()
+
+
+def test_single_frame_buckets_beside_video_buckets_are_refused_on_several_ranks() -> None:
+    """Each rank yields whichever bucket fills first: a T = 1 batch on one rank and video on another would have
+    DDP/FSDP reduce the gradients of different parameters (the temporal layers)."""
+    from training.trainer import check_buckets
+
+    data = load_config(ROOT / "configs" / "train_tiny.yaml").to_dict()
+    data["data"].update(corpora=[{"path": "unused"}], buckets=[{"width": 128, "height": 64, "frames": 1},
+                                                               {"width": 128, "height": 64, "frames": 4}])
+    cfg = config_from_dict(data)
+    check_buckets(cfg, 8, world=1)
+    with pytest.raises(ValueError, match="mixes frames: 1 with video buckets"):
+        check_buckets(cfg, 8, world=2)
+    data["data"]["buckets"][0]["frames"] = 8  # video buckets of different lengths use every layer
+    check_buckets(config_from_dict(data), 8, world=2)

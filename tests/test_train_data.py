@@ -170,6 +170,19 @@ def test_images_and_videos_are_mixed_by_weight_one_frame_count_per_batch(corpora
     assert all(torch.equal(r["video"], e["video"]) for r, e in zip(resumed, expected))
 
 
+def test_every_rank_draws_the_same_frame_count_for_its_nth_batch(corpora: dict) -> None:
+    """A T = 1 batch skips the temporal layers: if one rank had it while another had video, DDP and FSDP would
+    reduce gradients of different parameter sets. So the frame count is drawn alike on every rank (the
+    samples themselves still differ)."""
+    videos, images = corpora["four_shards"][0], corpora["one_shard"][0]
+    cfg = data_config(videos, images, weights=[1.0, 1.0], corpus_frames=[None, 1], batch_size=2, workers=2)
+    ranks = [take(ResumableLoader(cfg, seed=0, rank=rank, world=2), 12) for rank in range(2)]
+    lengths = [[b["video"].shape[1] for b in batches] for batches in ranks]
+    assert set(lengths[0]) == {1, 4}
+    assert lengths[0] == lengths[1]
+    assert [b["key"] for b in ranks[0]] != [b["key"] for b in ranks[1]]
+
+
 def test_a_joint_image_video_run_with_fps_conditioning_trains(corpora: dict, tmp_path: Path) -> None:
     """End to end on the tiny U-Net: image (T = 1) and video (T = 4) batches both reach the model, with their frame
     rate, and the fps embedding (zero at init) learns from the video batches."""

@@ -9,7 +9,8 @@ corpus (its share of the shards, or, when a corpus has fewer shards than there a
 from (seed, part, draw number). So the stream of every worker is a pure function of its position:
 per corpus ``(epoch, samples taken this epoch)`` plus the number of draws (and of batches: with corpora of
 different frame counts, ``data.corpora[].frames``, e.g. 1 for images, each batch's frame count is drawn from
-(seed, part, batch number), and a batch holds samples of that frame count only).
+(seed, DataLoader worker, batch number), the same on every rank, and a batch holds samples of that frame
+count only).
 
 Resuming: each batch carries its worker's position after the batch. The trainer keeps the position
 of the last batch it *consumed* from each worker (prefetched batches do not count) and saves it in
@@ -215,7 +216,8 @@ class ClipStream(IterableDataset):
 
     With corpora of different frame counts (``data.corpora[].frames``, e.g. 1 for images), each batch holds one
     frame count T: it is drawn per batch with probability proportional to the summed weights of the corpora
-    that have it (from (seed, part, batch number)), then each sample's corpus among those by weight.
+    that have it (from (seed, worker, batch number): every rank's n-th batch has the same T), then each sample's
+    corpus among those by weight.
 
     With buckets (``data.buckets``, ``training.buckets``) every draw picks a corpus by weight, its next sample
     goes to its bucket's pending batch, and a batch is yielded when one fills (``bucket`` is its index; -1
@@ -349,7 +351,10 @@ class ClipStream(IterableDataset):
         while True:
             group = self.groups[0]
             if len(self.groups) > 1:  # one frame count per batch, drawn by the groups' summed weights
-                batch_rng = random.Random(f"{self.seed}/batch/{part}/{position['batches']}")
+                # from (seed, worker, batch number), not the part: every rank's n-th batch has the same frame count,
+                # so DDP/FSDP never see a T = 1 batch (temporal layers unused) on one rank and video on another
+                worker = part % self.workers
+                batch_rng = random.Random(f"{self.seed}/batch/{worker}/{position['batches']}")
                 group = batch_rng.choices(self.groups, weights=[sum(self.weights[c] for c in g)
                                                                 for g in self.groups])[0]
             position["batches"] += 1

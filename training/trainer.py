@@ -87,8 +87,18 @@ def fsdp_units(model: VideoUNet) -> list[torch.nn.Module]:
     return [m for m in model.modules() if isinstance(m, ResBlock | SpatioTemporalBlock | Downsample | Upsample)]
 
 
-def check_buckets(cfg: TrainConfig, factor: int) -> None:
-    """Every bucket of ``data.buckets`` must give a latent that the VAE's ``factor`` and the U-Net's levels divide."""
+def check_buckets(cfg: TrainConfig, factor: int, world: int = 1) -> None:
+    """Every bucket of ``data.buckets`` must give a latent that the VAE's ``factor`` and the U-Net's levels divide.
+
+    On several ranks, single-frame buckets cannot sit beside video buckets: each rank yields whichever bucket
+    fills first, and a T = 1 batch skips the temporal layers, so the ranks would reduce the gradients of
+    different parameters (DDP stalls, FSDP's reduce-scatters no longer match).
+    """
+    frames = {b.frames for b in cfg.data.buckets}
+    if world > 1 and 1 in frames and len(frames) > 1:
+        raise ValueError("data.buckets mixes frames: 1 with video buckets, which ranks would train at different "
+                         "steps; on several processes put images in a corpus with frames: 1 and no buckets (its "
+                         "batches are drawn alike on every rank) or train them separately")
     for b in cfg.data.buckets:
         latent = (b.height // factor, b.width // factor)
         if b.width % factor or b.height % factor or any(n % cfg.model.unet.downsample_factor for n in latent):
@@ -193,7 +203,7 @@ class Trainer:
                               else {k: v.to(env.device) for k, v in ema_state.items()})
         elif self.ema is not None and found:
             log.warning("%s has no EMA weights: the EMA starts from its model weights", found[-1])
-        check_buckets(cfg, f)
+        check_buckets(cfg, f, env.world)
         self.loader = ResumableLoader(cfg.data, cfg.seed, env.rank, env.world, data_state, sidecars=find_all(cfg))
         self.empty_text: torch.Tensor | None = None  # the empty caption's embedding, for sidecar batches
         on_gpu = env.device.type == "cuda"
