@@ -365,7 +365,9 @@ class ResourcesConfig(Config):
     split_cpus: float = 1.0
     extract_cpus: float = 1.0
     filter_cpus: float = 1.0  # CPUs of each filter task (decoding, flow, text detection on CPU)
-    caption_cpus: float = 1.0  # CPUs each caption actor holds (frame decoding, and the model itself on CPU)
+    # CPUs each caption actor holds on a GPU cluster (frame decoding); without GPUs the actors hold none (an
+    # idle one would keep a CPU from the other stages) and caption with this many torch threads
+    caption_cpus: float = 1.0
     sources_per_block: int = 1  # sources processed together in one Ray task
 
 

@@ -20,7 +20,7 @@ from curation.config import CaptionConfig, CurationConfig, load_config
 from curation.frames import frame_times, middle_index, sample_frames
 from curation.pipeline import run_curation
 from curation.runner import run_stage
-from curation.stage import StageContext
+from curation.stage import JobResources, StageContext
 from curation.stages import stage_class
 from curation.stages.caption import read_actor_times
 from curation.workarea import WorkArea
@@ -144,6 +144,25 @@ def test_missing_weights_stop_the_job_before_any_work(local_ray, videos: Path, t
 def test_gpus_asked_of_a_cluster_without_any_are_refused(local_ray, videos: Path, tiny_model: Path, tmp_path: Path):
     with pytest.raises(ValueError, match="no GPU"):
         run_curation(caption_config(videos, tmp_path / "corpus", tiny_model, num_gpus=1))
+
+
+def test_cpu_caption_actors_reserve_no_cpu_but_caption_with_their_threads(tiny_model: Path, tmp_path: Path):
+    """Without GPUs an actor holding a CPU for the whole job would idle on it while it waits for clips, and Ray
+    would run one CPU task fewer (on 2 CPUs, the CPU stages one at a time); with GPUs it keeps its CPU."""
+    import torch
+
+    cfg = caption_config(tmp_path, tmp_path / "corpus", tiny_model)
+    cfg.resources.caption_cpus = 2.0
+    caption = stage_class("caption")
+    assert caption.resources(cfg, JobResources(cluster_gpus=0)).num_cpus == 0
+    assert caption.resources(cfg, JobResources(cluster_gpus=1)).num_cpus == 2.0
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        caption(cfg).setup()
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
 
 
 def clip_rows(corpus: Path, folder: Path, count: int) -> list[dict[str, Any]]:

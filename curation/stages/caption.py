@@ -70,15 +70,24 @@ class Caption(Stage):
         # than fit. It also keeps Ray Data from fusing the CPU stages upstream into the actors.
         directory = check_weights(cfg.caption.model_path, cfg.caption.model)
         memory = None if gpus else weights_bytes(directory) + ACTOR_RUNTIME_BYTES
+        # A GPU actor holds its CPU to decode frames and feed the GPU. On a cluster without GPUs an actor would
+        # hold its CPU for the whole job, idle whenever it waits for clips, and Ray would run one CPU task fewer
+        # on its node (on 2 CPUs: the CPU stages one at a time). There it reserves none and shares the cores
+        # while it captions, with resources.caption_cpus torch threads (``setup``).
+        cpus = cfg.resources.caption_cpus if gpus else 0.0
         log.info("caption stage: %s, %d actor(s), %s GPU and %s CPU each, %d clips per batch", cfg.caption.model,
-                 cfg.caption.actors, gpus, cfg.resources.caption_cpus, cfg.caption.batch_size)
-        return Resources(num_cpus=cfg.resources.caption_cpus, num_gpus=gpus, memory=memory, actors=cfg.caption.actors)
+                 cfg.caption.actors, gpus, cpus, cfg.caption.batch_size)
+        return Resources(num_cpus=cpus, num_gpus=gpus, memory=memory, actors=cfg.caption.actors)
 
     def setup(self) -> None:
         if not self.cfg.caption.enabled:
             return
         created = time.monotonic()
         self.captioner = load_captioner(self.cfg.caption)
+        if self.captioner.device.type == "cpu":  # no CPU reserved (``resources``): Ray's OMP_NUM_THREADS=1 is not it
+            import torch  # here, not at the top: the driver imports the stages and never torch
+
+            torch.set_num_threads(max(1, round(self.cfg.resources.caption_cpus)))
         self.times = ActorTimes(load_s=time.monotonic() - created)
         self.idle_since = time.monotonic()
         work = WorkArea.of(self.cfg.output)
