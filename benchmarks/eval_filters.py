@@ -220,7 +220,7 @@ def evaluate(clips: list[Clip], cfg: FilterConfig, threads: int) -> tuple[str, s
              "| P/R | " + " | ".join("{:.2f}/{:.2f}".format(*precision_recall(
                  [w["watermark_score"] > t for _, _, w, _ in rows], wm_truth)) for t in SWEEP) + " |"]
     table = ["| clip | overlay / scene / watermark labels | overlay_text_area | scene_text_area | text_area_max | "
-             "tracks (kind: where) | watermark_score | watermark_box | IoU | motion |",
+             "tracks (kind, evidence) | watermark_score | watermark_box | IoU | motion |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for (clip, text, wm, motion), box_iou in zip(rows, ious):
         labels = "/".join({True: "y", False: "n", None: "?"}[note[clip.name][k]]
