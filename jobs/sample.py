@@ -24,7 +24,9 @@ def add_sample_arguments(parser: argparse.ArgumentParser) -> None:
                         help="classifier-free guidance scale; 1 turns guidance off (default: 7.5)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the initial noise (default: 0)")
     parser.add_argument("--frames", type=int, help="frames to generate (default: the training config's)")
-    parser.add_argument("--fps", type=float, default=8.0, help="frame rate written into the mp4 (default: 8)")
+    parser.add_argument("--fps", type=float,
+                        help="frame rate of the video: the mp4's, and what a model trained with fps conditioning "
+                             "is asked for (default: the training config's data.fps, else 8)")
     parser.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA weights")
     add_set_argument(parser, "model.vae=/new/place/vae",
                      applies_to="the training config saved in the checkpoint, for this sample only (where the "
@@ -33,14 +35,18 @@ def add_sample_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def sample(args: argparse.Namespace) -> int:
-    from training.sample import generate, write_mp4
+    from training.checkpoint import load_checkpoint_config, resolve_checkpoint
+    from training.sample import frame_rate, generate, write_mp4
 
     if args.steps < 1:
         raise ValueError("--steps must be at least 1")
+    if args.fps is not None and args.fps <= 0:
+        raise ValueError("--fps must be positive")
+    fps = frame_rate(load_checkpoint_config(resolve_checkpoint(args.checkpoint), args.set), args.fps)
     frames = generate(args.checkpoint, args.prompt, steps=args.steps, guidance=args.guidance, seed=args.seed,
-                      frames=args.frames, use_ema=not args.no_ema, overrides=args.set)
-    path = write_mp4(frames, args.out, args.fps)
-    print(f"wrote {path} ({frames.shape[0]} frames, {frames.shape[2]}x{frames.shape[1]})")
+                      frames=args.frames, use_ema=not args.no_ema, overrides=args.set, fps=fps)
+    path = write_mp4(frames, args.out, fps)
+    print(f"wrote {path} ({frames.shape[0]} frames, {frames.shape[2]}x{frames.shape[1]}, {fps:g} fps)")
     return 0
 
 

@@ -211,7 +211,22 @@ def test_a_joint_image_video_run_with_fps_conditioning_trains(corpora: dict, tmp
     assert {t for t, _ in seen} == {1, 4}
     assert all(fps is not None and fps.tolist() == [12.5, 12.5] for _, fps in seen)
     assert trainer.model.fps_embed.mlp[-1].weight.abs().sum() > 0, "the fps embedding learned"
-    from training.sample import generate
+    from training.sample import generate, write_mp4
 
     frames = generate(tmp_path / "run", "a clip", steps=2, fps=12.5, device="cpu")  # a conditioned model samples
     assert frames.shape == (4, 144, 256, 3)
+    # `sample --fps` is both what the model is asked for and the mp4's rate
+    from jobs.sample import main as sample_main
+
+    def decoded(path: Path) -> np.ndarray:
+        with av.open(str(path)) as container:
+            return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+
+    assert sample_main(["--checkpoint", str(tmp_path / "run"), "--prompt", "a clip", "--steps", "2", "--fps", "25",
+                        "--out", str(tmp_path / "cli.mp4")]) == 0
+    with av.open(str(tmp_path / "cli.mp4")) as container:
+        assert container.streams.video[0].average_rate == 25
+    asked = {rate: decoded(write_mp4(generate(tmp_path / "run", "a clip", steps=2, fps=rate, device="cpu"),
+                                     tmp_path / f"{rate}.mp4", 25)) for rate in (25, 8)}
+    assert np.array_equal(decoded(tmp_path / "cli.mp4"), asked[25])
+    assert not np.array_equal(asked[25], asked[8]), "the frame rate asked for reaches the model"

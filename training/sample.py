@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from training.checkpoint import load_checkpoint_config, load_weights, resolve_checkpoint
+from training.config import TrainConfig
 from training.diffusion import ddim_sample, make_scheduler
 from training.encoders import TextEncoder, VideoVAE
 from training.trainer import build_unet
@@ -39,11 +40,15 @@ def generate(checkpoint: str | Path, prompt: str, steps: int = 50, guidance: flo
     text, empty = text_encoder([prompt]), text_encoder([""])
     shape = (1, vae.channels, frames or cfg.data.frames, *latent_hw)
     generator = torch.Generator(device).manual_seed(seed)
-    if cfg.model.unet.fps_conditioning:
-        fps = fps or cfg.data.fps or 8.0
     latents = ddim_sample(model, make_scheduler(cfg.diffusion), text, empty, shape, steps, guidance, generator,
-                          fps=fps if cfg.model.unet.fps_conditioning else None)
+                          fps=frame_rate(cfg, fps) if cfg.model.unet.fps_conditioning else None)
     return vae.decode(latents)[0].numpy()
+
+
+def frame_rate(cfg: TrainConfig, fps: float | None = None) -> float:
+    """The frame rate a sample is asked for (a model with ``fps_conditioning``) and written at: ``fps``, else the
+    rate the model was trained at (``data.fps``), else 8 (``data.stride`` takes frames at the clips' own rates)."""
+    return fps or cfg.data.fps or 8.0
 
 
 def write_mp4(frames: np.ndarray, path: str | Path, fps: float = 8.0) -> Path:
