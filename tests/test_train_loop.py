@@ -19,8 +19,8 @@ from demo.tiny_training import make_tiny_pretrained
 from jobs.sample import main as sample_main
 from jobs.train import main as train_main
 from shards.layout import shard_locations
-from tests.train_corpus import write_corpus
-from training.checkpoint import checkpoints_root, list_checkpoints, load_state
+from tests.train_corpus import assert_same_last_checkpoint, write_corpus
+from training.checkpoint import checkpoints_root, list_checkpoints
 from training.config import TrainConfig, config_from_dict, load_config, save_config
 from training.distributed import DistEnv
 from training.model import VideoUNet
@@ -73,13 +73,8 @@ def test_two_n_steps_equal_n_steps_resume_n_steps(material: dict, tmp_path: Path
     resumed = Trainer(tiny_config(material, material["mixed"], tmp_path / "b", **overrides), CPU)
     assert resumed.step == 3
     resumed.train()
-    a, b = list_checkpoints(tmp_path / "a")[-1], list_checkpoints(tmp_path / "b")[-1]
-    assert a.name == b.name == "step-00000006"
-    for name in ("model.safetensors", "ema.safetensors"):
-        wa, wb = load_file(a / name), load_file(b / name)
-        assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
-    sa, sb = load_state(a), load_state(b)
-    assert sa["data"] == sb["data"] and sa["step"] == sb["step"] == 6
+    states = assert_same_last_checkpoint(tmp_path / "a", tmp_path / "b", step=6)
+    sa, sb = states["a"], states["b"]
     assert all(torch.equal(x, y) for x, y in zip(sa["optimizer"]["state"][0].values(),
                                                   sb["optimizer"]["state"][0].values()))
     first = Trainer(tiny_config(material, material["mixed"], tmp_path / "c", **overrides), CPU)

@@ -12,6 +12,8 @@ import math
 import tempfile
 from pathlib import Path
 
+import torch
+
 from demo.sample_videos import run_ffmpeg
 from tests.layout_corpus import Clip
 from tests.layout_corpus import write_corpus as write_layout
@@ -44,3 +46,21 @@ def write_corpus(root: Path, frames: list[int], shards: int, name: str = "corpus
                               mp4))
     write_layout(root, clips, partitions=1, shard_samples=math.ceil(len(clips) / shards), name=name)
     return [c.row["key"] for c in clips]
+
+
+def assert_same_last_checkpoint(a: Path, b: Path, step: int) -> dict:
+    """The last checkpoints of the runs in ``a`` and ``b`` are both at ``step`` and hold the same weights and EMA
+    bit for bit, and the same data position; returns ``a``'s state (for checks of its own)."""
+    from safetensors.torch import load_file
+
+    from training.checkpoint import list_checkpoints, load_state
+
+    last_a, last_b = list_checkpoints(a)[-1], list_checkpoints(b)[-1]
+    assert last_a.name == last_b.name == f"step-{step:08d}"
+    for name in ("model.safetensors", "ema.safetensors"):
+        wa, wb = load_file(last_a / name), load_file(last_b / name)
+        assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    sa, sb = load_state(last_a), load_state(last_b)
+    assert sa["data"] == sb["data"] and sa["step"] == sb["step"] == step
+    return {"a": sa, "b": sb}
+
