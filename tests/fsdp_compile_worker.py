@@ -1,14 +1,17 @@
-"""One process of ``test_train_fsdp``'s compile check, under torchrun: ``python -m tests.fsdp_compile_worker BACKEND``.
+"""One process of ``test_train_fsdp``'s compile check, under torchrun: ``python -m tests.fsdp_compile_worker BACKEND
+OUT_DIR``.
 
 Shards two copies of the tiny U-Net (same seed, gradient checkpointing on) as the trainer does, compiles one whole
-with ``torch.compile(backend=BACKEND)``, runs one forward and backward of each on this rank's input and prints a
-JSON line: both losses and the largest gradient difference, for the test to compare.
+with ``torch.compile(backend=BACKEND)``, runs one forward and backward of each on this rank's input and writes
+``OUT_DIR/rank<RANK>.json``: both losses and the largest gradient difference, for the test to compare (a file per
+rank: two processes printing to one pipe can run their lines together).
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -18,7 +21,7 @@ from training.model import UNetConfig, VideoUNet
 from training.trainer import fsdp_units
 
 
-def main(backend: str) -> None:
+def main(backend: str, out_dir: str) -> None:
     env = setup_distributed()
     config = UNetConfig.tiny()
     models = []
@@ -38,9 +41,10 @@ def main(backend: str) -> None:
         losses.append(loss.item())
     difference = max((a.grad - b.grad).abs().max().full_tensor().item()
                      for a, b in zip(models[0].parameters(), models[1].parameters(), strict=True))
-    print(json.dumps({"rank": env.rank, "losses": losses, "grad_difference": difference}), flush=True)
+    result = {"rank": env.rank, "losses": losses, "grad_difference": difference}
+    Path(out_dir, f"rank{env.rank}.json").write_text(json.dumps(result))
     dist.destroy_process_group()
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], sys.argv[2])

@@ -115,16 +115,17 @@ def test_fsdp_checkpoints_are_loaded_by_ddp_and_sample(runs: dict[str, Any]) -> 
     assert frames.shape == (4, 144, 256, 3) and frames.dtype.name == "uint8"
 
 
-def test_the_compiled_sharded_model_computes_what_the_eager_one_does() -> None:
+def test_the_compiled_sharded_model_computes_what_the_eager_one_does(tmp_path: Path) -> None:
     """``compile: true`` under FSDP2 compiles the whole sharded model (dynamo skips FSDP2's gather hooks, so each
     block is its own graph), with gradient checkpointing. aot_eager traces and partitions forward and backward
     as inductor does, without the C++ build a 2-core CPU takes minutes for (inductor gave the same, by hand)."""
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr",
-               "127.0.0.1", "--master-port", str(free_port()), "-m", "tests.fsdp_compile_worker", "aot_eager"]
+               "127.0.0.1", "--master-port", str(free_port()), "-m", "tests.fsdp_compile_worker", "aot_eager",
+               str(tmp_path)]
     done = subprocess.run(command, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True,
                           text=True, timeout=400)
     assert done.returncode == 0, done.stderr[-3000:]
-    results = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    results = [json.loads(path.read_text()) for path in sorted(tmp_path.glob("rank*.json"))]
     assert sorted(r["rank"] for r in results) == [0, 1]
     for result in results:
         eager, compiled = result["losses"]
