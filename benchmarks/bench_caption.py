@@ -41,6 +41,10 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from jobs.local_cluster import LOOPBACK_ONLY_ENV, start_local_ray  # noqa: E402
+
+os.environ.update(LOOPBACK_ONLY_ENV)  # before anything imports ray: every Ray this benchmark starts is loopback-only
+
 from curation.caption import Captioner  # noqa: E402
 from curation.caption_vlm import VlmCaptioner  # noqa: E402
 from curation.config import CaptionConfig  # noqa: E402
@@ -234,7 +238,7 @@ def pipeline_table(scratch: Path, videos: Path | None, model: Path, actors: int,
         make_sample_videos(videos)
     cfg = load_config(None, input=str(videos), output=str(scratch / "corpus"))
     cfg.caption.model_path, cfg.caption.actors, cfg.caption.batch_size = str(model), actors, batch
-    ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+    start_local_ray(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
     try:
         summary = run_curation(cfg)
     finally:

@@ -65,6 +65,10 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from jobs.local_cluster import LOOPBACK_ONLY_ENV, start_local_ray  # noqa: E402
+
+os.environ.update(LOOPBACK_ONLY_ENV)  # before anything imports ray: every Ray this benchmark starts is loopback-only
+
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 #: The aims of the scale design.
 AIM_RSS_GROWTH = 1.5  # driver peak RSS, largest size against 10^4
@@ -172,9 +176,7 @@ def _config(spec: dict[str, Any]):
 
 
 def _ray_init(cpus: int) -> None:
-    import ray
-
-    ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+    start_local_ray(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
 
 
 def _clip_payload(n: int) -> bytes:
