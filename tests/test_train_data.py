@@ -15,10 +15,11 @@ import pytest
 import torch
 
 from shards.layout import SHARDS_DIR
+from shards.reader import shard_samples
 from tests.layout_corpus import s3_bucket_or_skip, upload_tree
 from tests.train_corpus import write_corpus
 from training.config import CorpusConfig, DataConfig
-from training.data import ClipSpec, ResumableLoader, resize_crop
+from training.data import ClipSpec, ResumableLoader, decode_sample, resize_crop
 
 LONG, SHORT = 12, 5  # frames; the loader below needs 7 (4 frames at stride 2)
 
@@ -181,6 +182,46 @@ def test_every_rank_draws_the_same_frame_count_for_its_nth_batch(corpora: dict) 
     assert set(lengths[0]) == {1, 4}
     assert lengths[0] == lengths[1]
     assert [b["key"] for b in ranks[0]] != [b["key"] for b in ranks[1]]
+
+
+def write_image_folder(folder: Path, colours: list[tuple[int, int, int]]) -> Path:
+    """A WebDataset folder of still images as img2dataset writes one: ``00000.tar`` of ``<key>.jpg`` + ``.txt``
+    (no ``shards/``, no index): 320x240 JPEGs, one flat colour each, captioned with their colour."""
+    import io
+    import tarfile
+
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(folder / "00000.tar", "w") as tar:
+        for i, colour in enumerate(colours):
+            jpg = io.BytesIO()
+            Image.new("RGB", (320, 240), colour).save(jpg, format="JPEG", quality=95)
+            for ext, data in (("jpg", jpg.getvalue()), ("txt", f"colour {colour}".encode())):
+                member = tarfile.TarInfo(f"{i:09d}.{ext}")
+                member.size = len(data)
+                tar.addfile(member, io.BytesIO(data))
+    return folder
+
+
+def test_a_folder_of_still_images_trains_as_single_frames_beside_videos(corpora: dict, tmp_path: Path) -> None:
+    """Joint image-video training on a real image dataset: a WebDataset folder of JPEGs (img2dataset's layout)
+    as a corpus with frames: 1 gives T = 1 batches of its pictures, scaled and cropped like video frames; in a
+    corpus of more frames a still is too short and is skipped and counted, never stretched into a video."""
+    colours = [(200, 30, 30), (30, 200, 30), (30, 30, 200), (200, 200, 30)]
+    images = write_image_folder(tmp_path / "images", colours)
+    cfg = data_config(corpora["four_shards"][0], images, weights=[1.0, 1.0], corpus_frames=[None, 1], fps=10.0)
+    batches = take(ResumableLoader(cfg, seed=0), 16)
+    stills = [b for b in batches if b["video"].shape[1] == 1]
+    assert stills and len(stills) < len(batches)
+    for batch in stills:
+        assert batch["video"].shape[2:] == (144, 256, 3) and batch["fps"].tolist() == [10.0, 10.0]
+        for picture, caption in zip(batch["video"], batch["caption"], strict=True):
+            colour = tuple(int(c) for c in caption.removeprefix("colour (").removesuffix(")").split(", "))
+            assert colour in colours
+            assert (picture.float().mean(dim=(0, 1, 2)) - torch.tensor(colour)).abs().max() < 8  # that picture
+    still = next(shard_samples([images / "00000.tar"]))
+    assert decode_sample(still, ClipSpec.of(cfg), random.Random(0)) is None  # 4 frames asked of a still: too short
 
 
 def test_a_joint_image_video_run_with_fps_conditioning_trains(corpora: dict, tmp_path: Path) -> None:

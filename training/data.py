@@ -117,6 +117,29 @@ def decode_clip(mp4: bytes, spec: ClipSpec, rng: random.Random) -> np.ndarray | 
     return None if decoded is None else decoded[0]
 
 
+#: Members that make a sample a still image (img2dataset's and WebDataset's usual extensions), trained as T = 1.
+IMAGE_MEMBERS = ("jpg", "jpeg", "png", "webp")
+#: The frame-rate conditioning of a still image when ``data.fps`` is unset: what ``sample`` asks for by default.
+STILL_FPS = 8.0
+
+
+def decode_sample(sample: dict[str, Any], spec: ClipSpec, rng: random.Random) -> tuple[np.ndarray, float] | None:
+    """``decode_clip_with_fps`` of the sample's ``mp4``, or its still image (``IMAGE_MEMBERS``) as one frame.
+
+    A still image gives one frame only: in a spec of more frames it is too short (None), like a short clip.
+    """
+    if "mp4" in sample:
+        return decode_clip_with_fps(sample["mp4"], spec, rng)
+    member = next((m for m in IMAGE_MEMBERS if m in sample), None)
+    if member is None:
+        raise KeyError(f"neither mp4 nor an image ({', '.join(IMAGE_MEMBERS)}) in the sample")
+    if spec.frames != 1:
+        return None
+    with av.open(io.BytesIO(sample[member])) as container:
+        frame = next(container.decode(video=0))
+        return resize_crop(frame, spec.width, spec.height)[None], spec.fps or STILL_FPS
+
+
 def decode_clip_with_fps(mp4: bytes, spec: ClipSpec, rng: random.Random) -> tuple[np.ndarray, float] | None:
     """``decode_clip``'s frames and their frame rate (``ClipSpec.sampled_fps``), or None when too short."""
     with av.open(io.BytesIO(mp4)) as container:
@@ -174,6 +197,16 @@ def readable_samples(shards: list[str], bad: set[str]) -> Iterator[dict[str, Any
             bad.add(shard)
 
 
+def corpus_shards(root: Location) -> list[Location]:
+    """The shards of the corpus at ``root``: ``shards/*.tar`` of a curated corpus, else the ``.tar`` files in
+    ``root`` itself (a WebDataset folder of still images, as img2dataset writes one)."""
+    shards = shard_locations(root) or [f for f in root.files() if f.name.endswith(".tar")]
+    if not shards:
+        raise FileNotFoundError(f"no shards in {root / SHARDS_DIR} nor {root}: is it a corpus written by "
+                                "`videofactory curate`, or a folder of WebDataset .tar shards?")
+    return shards
+
+
 def corpus_root(path: str) -> Location:
     """The corpus a configured path names: its root, also when the path given is its ``shards/`` folder."""
     location = Location(path)
@@ -229,11 +262,7 @@ class ClipStream(IterableDataset):
                  positions: list[dict[str, Any]] | None = None, rotation: int = 0,
                  sidecars: list[str | None] | None = None) -> None:
         roots = [corpus_root(c.path) for c in cfg.corpora]
-        self.shards = [[s.uri for s in shard_locations(root)] for root in roots]  # in name order
-        for root, shards in zip(roots, self.shards):
-            if not shards:
-                raise FileNotFoundError(f"no shards in {root / SHARDS_DIR}: is it a corpus written by "
-                                        "`videofactory curate`?")
+        self.shards = [[s.uri for s in corpus_shards(root)] for root in roots]  # in name order
         self.weights = [c.weight for c in cfg.corpora]
         self.frames = [c.frames for c in cfg.corpora]
         self.specs = [ClipSpec.of(cfg, c.frames) for c in cfg.corpora]
@@ -291,8 +320,8 @@ class ClipStream(IterableDataset):
                 log.warning("skipping sample %s: its sidecar is unreadable (%s)", sample.get("__key__"), exc)
                 return "bad"
         try:
-            decoded = decode_clip_with_fps(sample["mp4"], spec, rng)
-        except (av.FFmpegError, IndexError, KeyError) as exc:
+            decoded = decode_sample(sample, spec, rng)
+        except (av.FFmpegError, IndexError, KeyError, StopIteration) as exc:
             log.warning("skipping sample %s: it does not decode (%s)", sample.get("__key__"), exc)
             return "bad"
         if decoded is None:
