@@ -100,14 +100,13 @@ def _together_args(group: list[dict[str, Any]], cfg: ExtractConfig, outs: list[P
     seek in microseconds rounded to the stream's time base: a tick's difference already changes the
     encoded bytes); each encoder sees exactly what it would alone.
     """
-    half_frame = 0.5 / float(group[0]["fps"])
-    seek = float(f"{max(0.0, float(group[0]['start_time']) - half_frame):.6f}")
+    seek = float(f"{_seek_time(group[0]):.6f}")  # the value its own command passes to -ss
     size = output_size(int(group[0]["display_width"]), int(group[0]["display_height"]),
                        group[0].get("sar") or "1:1", cfg.short_side)
     scale = f",scale={size[0]}:{size[1]},setsar=1" if size is not None else ""
     graph = [f"[0:v:0]split={len(group)}" + "".join(f"[in{i}]" for i in range(len(group)))]
     for i, row in enumerate(group):
-        own_seek = float(f"{max(0.0, float(row['start_time']) - half_frame):.6f}")
+        own_seek = float(f"{_seek_time(row):.6f}")
         frames = int(row["end_frame"]) - int(row["start_frame"])
         shift = f"round({own_seek:.6f}/TB)-round({seek:.6f}/TB)"
         graph.append(f"[in{i}]trim=start={own_seek - seek:.6f},trim=end_frame={frames},setpts=PTS-({shift})"
@@ -161,7 +160,7 @@ def extract(row: dict[str, Any], cfg: ExtractConfig, clips_dir: Path) -> dict[st
 def _reencode_args(row: dict[str, Any], cfg: ExtractConfig, out: Path) -> list[str]:
     """ffmpeg arguments for a frame-exact H.264 re-encode of frames [start_frame, end_frame)."""
     half_frame = 0.5 / float(row["fps"])
-    seek = max(0.0, float(row["start_time"]) - half_frame)
+    seek = _seek_time(row)
     # -threads before -i bounds the decoder too; after it, only the encoder.
     args = ["-nostdin", "-y", "-loglevel", "error", "-threads", str(cfg.threads), "-ss", f"{seek:.6f}"]
     if row.get("vfr"):
@@ -179,6 +178,11 @@ def _reencode_args(row: dict[str, Any], cfg: ExtractConfig, out: Path) -> list[s
     args += _encoder_args(cfg)
     args += _audio_args(cfg, reencode=True)
     return [*args, "-map_metadata", "-1", "-movflags", "+faststart", "-f", "mp4", str(out)]
+
+
+def _seek_time(row: dict[str, Any]) -> float:
+    """Where a clip's re-encode seeks: half a frame before its first frame, so rounding cannot lose or add it."""
+    return max(0.0, float(row["start_time"]) - 0.5 / float(row["fps"]))
 
 
 def _encoder_args(cfg: ExtractConfig) -> list[str]:
