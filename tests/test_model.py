@@ -129,6 +129,32 @@ def test_attention_variants_differ_once_trained() -> None:
     assert (outputs["spatial_query"] - outputs["temporal_query"]).abs().amax() > 1e-4
 
 
+def first_step_fusion_gradients(attention: str, streams: str, reference: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+    """The gradients of the fusion layers' parameters for one loss on one batch, from ``reference``'s weights."""
+    model = VideoUNet(UNetConfig.tiny(attention=attention, streams=streams, window=(2, 4, 4)))
+    model.load_state_dict(reference)
+    model(*inputs(model.config, b=1, t=4)).square().mean().backward()
+    return [p.grad.clone() for name, p in model.named_parameters() if ".fusion." in name]
+
+
+@pytest.mark.parametrize("streams", ["serial", "parallel"])
+def test_the_query_role_matters_from_the_first_step_only_with_parallel_streams(streams: str) -> None:
+    """From the same initial weights (a fresh model: temporal and fusion layers at identity), the two one-way
+    arms give the same output. Serial streams are then equal (the temporal stream is the spatial stream plus a
+    zero update), so the arms take the same first step too: they can only drift apart once the temporal
+    transformer has learned. Parallel streams differ from step 0, so the arms' first steps differ already."""
+    torch.manual_seed(0)
+    reference = VideoUNet(UNetConfig.tiny(attention="spatial_query", streams=streams, window=(2, 4, 4))).state_dict()
+    spatial = first_step_fusion_gradients("spatial_query", streams, reference)
+    temporal = first_step_fusion_gradients("temporal_query", streams, reference)
+    difference = max((a - b).abs().max().item() for a, b in zip(spatial, temporal, strict=True))
+    assert max(g.abs().max().item() for g in spatial) > 1e-6, "the fusion layers do learn at step 0"
+    if streams == "serial":
+        assert difference < 1e-7
+    else:
+        assert difference > 1e-4
+
+
 @pytest.mark.parametrize("swap_every", ["layer", "block"])
 def test_swap_alternates_query_role(swap_every: str) -> None:
     cfg = UNetConfig.tiny(attention="swap", swap_every=swap_every, layers_per_block=2)

@@ -93,11 +93,13 @@ def max_difference(model: VideoUNet, unet2d: UNet2DConditionModel) -> float:
         return (model.eval()(latents, steps, text) - per_frame_reference(unet2d, latents, steps, text)).abs().max()
 
 
+@pytest.mark.parametrize("streams", ["serial", "parallel"])
 @pytest.mark.parametrize("attention", ATTENTION_VARIANTS)
-def test_video_unet_equals_the_2d_unet_on_every_frame(attention: str, unet2d_dir: Path,
+def test_video_unet_equals_the_2d_unet_on_every_frame(attention: str, streams: str, unet2d_dir: Path,
                                                       unet2d: UNet2DConditionModel) -> None:
-    """At initialisation, for every attention variant: video U-Net(T frames) == 2D U-Net(each frame)."""
-    model = video_unet_from_2d(unet2d_dir, UNetConfig(attention=attention, window=(2, 2, 2)))
+    """At initialisation, for every attention variant and stream layout: video U-Net(T frames) == 2D U-Net(each
+    frame)."""
+    model = video_unet_from_2d(unet2d_dir, UNetConfig(attention=attention, window=(2, 2, 2), streams=streams))
     assert model.config.block_channels == (32, 64) and model.config.attention_head_dim == 16
     assert model.config.attention_levels == (True, False)
     assert max_difference(model, unet2d) <= 1e-5

@@ -19,7 +19,7 @@ from shards.reader import shard_samples
 from tests.layout_corpus import s3_bucket_or_skip, upload_tree
 from tests.train_corpus import write_corpus
 from training.config import CorpusConfig, DataConfig
-from training.data import ClipSpec, ResumableLoader, decode_sample, resize_crop
+from training.data import ClipSpec, NothingToTrainOnError, ResumableLoader, decode_sample, resize_crop
 
 LONG, SHORT = 12, 5  # frames; the loader below needs 7 (4 frames at stride 2)
 
@@ -89,6 +89,19 @@ def test_short_clips_are_skipped_and_counted(corpora: dict) -> None:
     epoch, taken = loader.positions[0]["corpora"][0]
     assert epoch == 1 and skipped["samples"] == 8 and skipped["bad"] == 0
     assert skipped["short"] >= 2 and epoch * len(keys) + taken == 8 + skipped["short"]  # every draw accounted for
+
+
+@pytest.mark.timeout(120)  # the old loader looped here forever
+@pytest.mark.parametrize("buckets", [False, True])
+def test_a_corpus_with_nothing_to_train_on_stops_with_an_error_instead_of_looping(tmp_path: Path,
+                                                                                   buckets: bool) -> None:
+    """Every clip too short for the frames asked: the loader skips a whole epoch, then says so (it used to skip
+    samples forever, and training hung with no message)."""
+    write_corpus(tmp_path, [SHORT] * 4, shards=2, name="s")
+    table = {"buckets": [{"width": 256, "height": 144, "frames": 4, "batch_size": 1}]} if buckets else {}
+    loader = ResumableLoader(data_config(tmp_path, batch_size=1, **table), seed=0)
+    with pytest.raises(NothingToTrainOnError, match=r"gave nothing to train on .*ask fewer frames"):
+        next(loader)
 
 
 @pytest.mark.parametrize("corpus", ["four_shards", "one_shard"])

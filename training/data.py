@@ -23,7 +23,8 @@ batches an uninterrupted run would have had. The number of ranks and workers mus
 Samples whose clip is shorter than the frames asked for, or that do not decode, are skipped and
 counted (``short``, ``bad`` in the position), never silently lost; so are, with buckets
 (``training.buckets``), clips that fit no bucket (``no_bucket``), and the samples of each bucket are
-counted (``buckets``).
+counted (``buckets``). A corpus whose samples are all skipped for a whole epoch stops the loader with
+``NothingToTrainOnError`` saying what to change, rather than skipping forever.
 
 Sidecars (``training.sidecars``): a corpus with precomputed latents is streamed from its sidecar
 shards instead (same names, same samples in the same order, so the same shuffled stream and resume
@@ -166,6 +167,36 @@ def decode_clip_with_fps(mp4: bytes, spec: ClipSpec, rng: random.Random) -> tupl
 
 class UnreadableShardsError(RuntimeError):
     """More shards of a corpus are unreadable than ``data.max_bad_shards`` allows (or all of them are)."""
+
+
+class NothingToTrainOnError(RuntimeError):
+    """A whole epoch of a corpus's part gave no sample to train on: every one too short, undecodable or in no
+    bucket. Without it the loader would skip samples forever and training would hang with no error."""
+
+
+class FruitlessEpochs:
+    """Notices a corpus whose samples are all skipped: once a whole epoch of it (a worker's part) has passed
+    with nothing usable, ``skipped`` raises ``NothingToTrainOnError`` saying what to change."""
+
+    def __init__(self, position: dict[str, Any]):
+        self.position = position
+        self.since: dict[int, int] = {}  # corpus -> epoch of its first skip after its last usable sample
+
+    def used(self, corpus: int) -> None:
+        self.since.pop(corpus, None)
+
+    def skipped(self, corpus: int, reason: str, shards: list[str]) -> None:
+        """Count the skip (``reason``: ``short``, ``bad`` or ``no_bucket``) and raise after a fruitless epoch."""
+        self.position[reason] += 1
+        epoch = self.position["corpora"][corpus][0]
+        first = self.since.setdefault(corpus, epoch)
+        if epoch >= first + 2:  # epoch first + 1 passed from start to end without one usable sample
+            counts = ", ".join(f"{self.position[k]} {k}" for k in ("short", "bad", "no_bucket"))
+            raise NothingToTrainOnError(
+                f"corpus {corpus} (shards {shards[:2]}...) gave nothing to train on in a whole epoch ({counts} "
+                "skipped so far): its clips are shorter than the frames asked (data.frames x data.stride, or "
+                "data.fps), do not decode, or fit no bucket (data.buckets); ask fewer frames, add buckets, "
+                "or check the corpus with `videofactory stats`")
 
 
 def initial_position(num_corpora: int) -> dict[str, Any]:
@@ -377,6 +408,7 @@ class ClipStream(IterableDataset):
     def _grouped(self, streams: list[Iterator], bad: list[set[str]], part: int,
                  position: dict[str, Any]) -> Iterator[dict[str, Any]]:
         """Batches of ``batch_size`` samples of one frame count, every clip at width x height."""
+        fruitless = FruitlessEpochs(position)
         while True:
             group = self.groups[0]
             if len(self.groups) > 1:  # one frame count per batch, drawn by the groups' summed weights
@@ -392,8 +424,9 @@ class ClipStream(IterableDataset):
                 corpus, _, rng, sample = self._draw(streams, bad, group, part, position)
                 item = self._item(corpus, sample, self.specs[corpus], rng)
                 if isinstance(item, str):
-                    position[item] += 1
+                    fruitless.skipped(corpus, item, self.shards[corpus])
                 else:
+                    fruitless.used(corpus)
                     items.append(item)
             position["samples"] += len(items)
             yield {**collate(items), "bucket": -1}
@@ -417,16 +450,18 @@ class ClipStream(IterableDataset):
                     pending[b][i] = item
                 if (epoch, taken) >= at:
                     break
+        fruitless = FruitlessEpochs(position)
         while True:
             corpus, draw, _, sample = self._draw(streams, bad, self.groups[0], part, position)
             bucket = self._bucket_of(corpus, sample)
             if isinstance(bucket, str):
-                position[bucket] += 1
+                fruitless.skipped(corpus, bucket, self.shards[corpus])
                 continue
             item = self._item(corpus, sample, self._bucket_spec(bucket), self._frames_rng(part, draw))
             if isinstance(item, str):
-                position[item] += 1
+                fruitless.skipped(corpus, item, self.shards[corpus])
                 continue
+            fruitless.used(corpus)
             pending[bucket].append(item)
             refs[bucket].append([corpus, *position["corpora"][corpus], draw])
             if len(pending[bucket]) == self.table[bucket].batch_size:

@@ -146,15 +146,19 @@ class TemporalTransformer(_FactorizedTransformer):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` (B, C, T, H, W) -> (B, C, T, H, W); the identity for a single frame (T = 1: images)."""
+        return x + self.update(x)
+
+    def update(self, x: torch.Tensor) -> torch.Tensor:
+        """What the layer adds to ``x`` (B, C, T, H, W): zero at init and for a single frame. Separate from
+        ``forward`` so that a block can add it to another stream (``streams: parallel``)."""
         b, c, t, h, w = x.shape
         if t == 1:
-            return x
+            return torch.zeros_like(x)
         tokens = self.proj_in(self.norm(x).permute(0, 3, 4, 2, 1).reshape(b * h * w, t, c))  # (B*H*W, T, C)
         frame_pos = sinusoidal_embedding(torch.arange(t, device=x.device), c).to(tokens.dtype)
         tokens = tokens + self.self_attn(self.norm_attn(tokens + frame_pos))
         tokens = tokens + self.ff(self.norm_ff(tokens))
-        out = self.proj_out(tokens).view(b, h, w, t, c).permute(0, 4, 3, 1, 2)
-        return x + out
+        return self.proj_out(tokens).view(b, h, w, t, c).permute(0, 4, 3, 1, 2)
 
 
 @dataclass(frozen=True)

@@ -105,28 +105,37 @@ class Upsample(nn.Module):
 class SpatioTemporalBlock(nn.Module):
     """One transformer block of a U-Net level: spatial transformer -> temporal transformer -> fusion.
 
-    The spatial stream is the spatial transformer's output, the temporal stream the temporal transformer's
-    (which runs on the spatial stream, ModelScope's serial 2D + 1D order). ``fusion`` is the only part the
-    attention variants change: ``None`` (factorized), a ``SwapWindowCrossAttention`` (swap and the one-way
-    variants), a ``GlobalSpatiotemporalAttention`` (full3d) or a ``TemporalSelfAttention`` (factorized_matched);
-    its output is added to the temporal stream. A single frame (T = 1, an image) skips the temporal transformer
-    and the fusion: the block is then exactly the image model's transformer block.
+    The spatial stream is the spatial transformer's output. The temporal stream depends on ``parallel``
+    (``UNetConfig.streams``): serial (ModelScope's 2D then 1D order), the temporal transformer runs on the
+    spatial stream and its output is the temporal stream and the block's factorized output; parallel, it runs
+    on the block's input, the temporal stream is that input plus its update, and the factorized output is the
+    input plus both updates. ``fusion`` is the only part the attention variants change: ``None`` (factorized), a
+    ``SwapWindowCrossAttention`` (swap and the one-way variants), a ``GlobalSpatiotemporalAttention`` (full3d)
+    or a ``TemporalSelfAttention`` (factorized_matched); its output is added to the factorized output. A single
+    frame (T = 1, an image) skips the temporal transformer and the fusion: the block is then exactly the image
+    model's transformer block.
     """
 
-    def __init__(self, channels: int, head_dim: int, context_dim: int, groups: int, fusion: nn.Module | None):
+    def __init__(self, channels: int, head_dim: int, context_dim: int, groups: int, fusion: nn.Module | None,
+                 parallel: bool = False):
         super().__init__()
         self.spatial = SpatialTransformer(channels, head_dim, context_dim, groups)
         self.temporal = TemporalTransformer(channels, head_dim, groups)
         self.fusion = fusion
+        self.parallel = parallel
 
     def forward(self, x: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         spatial = self.spatial(x, text)
         if x.shape[2] == 1:  # a single frame (an image): only the image layers run, so T = 1 is the image model
             return spatial
-        temporal = self.temporal(spatial)
+        if self.parallel:
+            temporal_update = self.temporal.update(x)
+            temporal, out = x + temporal_update, spatial + temporal_update
+        else:
+            temporal = out = self.temporal(spatial)
         if self.fusion is None:
-            return temporal
-        return temporal + self.fusion(spatial, temporal)
+            return out
+        return out + self.fusion(spatial, temporal)
 
 
 def make_fusion(attention: str, channels: int, head_dim: int, window: tuple[int, int, int],

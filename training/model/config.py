@@ -32,6 +32,20 @@ With a single frame (T = 1: images in joint image-video training) every variant 
 layers and is exactly the image model.
 """
 
+Streams = Literal["serial", "parallel"]
+STREAM_LAYOUTS: tuple[str, ...] = typing.get_args(Streams)
+"""Where a transformer block's temporal stream comes from (see ``SpatioTemporalBlock``):
+
+* ``serial``: the temporal transformer runs on the spatial transformer's output (ModelScope's 2D then 1D order);
+  the temporal stream is the spatial stream plus a zero-initialised temporal update, so at initialisation the
+  two streams are equal and ``spatial_query`` and ``temporal_query`` are the same function, with the same
+  gradients, until the temporal transformer has learned something;
+* ``parallel``: the temporal transformer runs on the block's input, beside the spatial transformer, and the
+  block adds both updates; the streams differ from step 0 (spatial: after the image transformer; temporal: the
+  block's input plus its temporal update), so the query role matters from the first step. At initialisation
+  both layouts are the image model on every frame.
+"""
+
 SwapEvery = Literal["layer", "block"]
 SWAP_EVERY: tuple[str, ...] = typing.get_args(SwapEvery)
 """How often the query role alternates in ``swap``: at every swap attention layer, or once per U-Net block
@@ -66,6 +80,8 @@ class UNetConfig(Config):
     windows, and an axis shorter than its window uses a window as long as the axis."""
     swap_every: SwapEvery = "layer"
     """``layer`` or ``block``: see ``SWAP_EVERY``. Only used by ``swap``."""
+    streams: Streams = "serial"
+    """``serial`` or ``parallel``: where the temporal stream comes from, see ``STREAM_LAYOUTS``."""
     norm_num_groups: int = 32
     """Groups of every GroupNorm; every level's channel count must be divisible by it."""
     temporal_conv_layers: int = 2

@@ -119,7 +119,8 @@ class VideoUNet(nn.Module):
                 return None
             roles.start_block()
             return [SpatioTemporalBlock(channels, config.attention_head_dim, config.cross_attention_dim,
-                                        config.norm_num_groups, fusion(channels))
+                                        config.norm_num_groups, fusion(channels),
+                                        parallel=config.streams == "parallel")
                     for _ in range(count)]
 
         skips = [chans[0]]
