@@ -241,7 +241,9 @@ class SplitConfig(Config):
 class ExtractConfig(Config):
     """How clips are cut out of their source with ffmpeg."""
 
-    mode: Literal["reencode", "copy"] = "reencode"  # reencode: frame-exact; copy: stream copy (start snaps to a key)
+    # reencode: frame-exact; copy: stream copy (start snaps to a key); smart: frame-exact, re-encoding only
+    # the frames before the clip's first keyframe (and a few at its end), copying the rest (curation/smartcut.py)
+    mode: Literal["reencode", "copy", "smart"] = "reencode"
     codec: str = "libx264"
     preset: str = "veryfast"
     crf: int = 20

@@ -6,6 +6,9 @@ wanted frame, so rounding cannot lose or add it, and stops after exactly the spa
 are square and upright (rotation is applied, anamorphic video is resampled to its display size) so
 that any reader, however naive, sees what a viewer sees.
 Stream copy is offered for speed; its start moves back to a keyframe, and the row says so.
+Smart cut (``curation.smartcut``) is frame-exact too: it re-encodes only the frames before the clip's
+first keyframe (and the few after its last clean end) and copies the rest; a clip it cannot cut that
+way is re-encoded, and ``extract_mode`` says which happened and why.
 
 A source's clips are cut together (``extract_source``): one ffmpeg decodes a run of consecutive
 clips once and feeds one encoder per clip through ``split`` and ``trim``, instead of one ffmpeg per
@@ -20,6 +23,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from curation import smartcut
 from curation.config import ExtractConfig
 from curation.errors import Rejection
 from curation.ffmpeg import ToolError, ffprobe_json, parse_rate, run
@@ -54,8 +58,8 @@ def extract_source(rows: list[dict[str, Any]], cfg: ExtractConfig, clips_dir: Pa
 
 def plan_passes(rows: list[dict[str, Any]], cfg: ExtractConfig) -> list[list[dict[str, Any]]]:
     """Groups of clips that one ffmpeg cuts: consecutive in time, at most ``cfg.clips_per_pass`` of them,
-    with no gap over ``PASS_MAX_GAP_S``. A clip cut by time (variable frame rate), by stream copy or with
-    its audio gets a command of its own, as before."""
+    with no gap over ``PASS_MAX_GAP_S``. A clip cut by time (variable frame rate), by stream copy, by smart
+    cut or with its audio gets a command of its own, as before."""
     alone = cfg.mode != "reencode" or cfg.keep_audio or cfg.clips_per_pass == 1
     groups: list[list[dict[str, Any]]] = []
     for row in sorted(rows, key=lambda r: int(r["start_frame"])):
@@ -130,7 +134,7 @@ def _finish(row: dict[str, Any], cfg: ExtractConfig, partial: Path, dest: Path,
             columns: dict[str, Any]) -> dict[str, Any]:
     """Check the clip ffmpeg wrote to ``partial``, move it to ``dest``; the row's new columns."""
     facts = _clip_facts(partial)
-    if cfg.mode == "reencode":  # a stream copy ends on a packet boundary: clip_duration says where
+    if cfg.mode != "copy":  # a stream copy ends on a packet boundary: clip_duration says where
         _check_span(row, facts, partial)
     os.replace(partial, dest)
     return {**columns, **facts, "clip_path": str(dest), "clip_sha256": file_sha256(dest),
@@ -140,8 +144,38 @@ def _finish(row: dict[str, Any], cfg: ExtractConfig, partial: Path, dest: Path,
 def extract(row: dict[str, Any], cfg: ExtractConfig, clips_dir: Path) -> dict[str, Any]:
     """Cut the clip described by ``row`` into ``clips_dir/<source_id>/<key>.mp4``; return the new columns."""
     dest, partial = _destination(row, clips_dir)
+    if cfg.mode == "smart":
+        return _extract_smart(row, cfg, partial, dest)
+    return _cut(row, cfg, partial, dest, {"extract_mode": cfg.mode, "keyframe_snapped": False})
+
+
+def _extract_smart(row: dict[str, Any], cfg: ExtractConfig, partial: Path, dest: Path) -> dict[str, Any]:
+    """A smart cut whose clip passes the re-encode's checks and shows exactly its span's frames; else the
+    re-encode, labelled ``reencode (fallback: <why>)``."""
+    size = output_size(int(row["display_width"]), int(row["display_height"]), row.get("sar") or "1:1", cfg.short_side)
+    why = smartcut.obstacle(row, cfg, scaled=size is not None)
+    if why is None:
+        try:
+            label = smartcut.cut(row, cfg, partial)
+            problem = smartcut.timeline_problem(partial, int(row["end_frame"]) - int(row["start_frame"]),
+                                                float(row["fps"]))
+            if problem is not None:
+                raise Rejection("extract_mismatch", problem)
+            return _finish(row, cfg, partial, dest, {"extract_mode": label, "keyframe_snapped": False})
+        except smartcut.NotSmart as exc:
+            why = str(exc)
+        except ToolError as exc:
+            why = f"ffmpeg: {exc.message}"
+        except Rejection as exc:
+            why = exc.detail
+        partial.unlink(missing_ok=True)
+    return _cut(row, cfg.model_copy(update={"mode": "reencode"}), partial, dest,
+                {"extract_mode": f"reencode (fallback: {why})", "keyframe_snapped": False})
+
+
+def _cut(row: dict[str, Any], cfg: ExtractConfig, partial: Path, dest: Path, columns: dict[str, Any]) -> dict[str, Any]:
+    """Cut by re-encode or stream copy (``cfg.mode``) into ``partial``, check it, move it to ``dest``."""
     start, end = float(row["start_time"]), float(row["end_time"])
-    columns: dict[str, Any] = {"extract_mode": cfg.mode, "keyframe_snapped": False}
     if cfg.mode == "copy":
         keyframe = _keyframe_at_or_before(row["local_path"], start)
         columns["keyframe_snapped"] = abs(keyframe - start) > 0.5 / float(row["fps"])
