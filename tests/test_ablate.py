@@ -53,6 +53,7 @@ def test_two_arms_same_data_order_table_and_a_rerun_skips_them(base, tmp_path: P
     assert rows["swap"]["data_order"] == rows["factorized"]["data_order"]
     table = (out / "results.md").read_text()
     assert "| swap | 0 |" in table and "| factorized | 0 |" in table
+    assert "streams serial" in table and results["layout"]["streams"] == "serial"
     assert json.loads((out / "results.json").read_text())["rows"][0]["variant"] == "swap"
 
     def must_not_train(cfg, last):  # the rerun finds both arms finished
@@ -70,6 +71,13 @@ def test_two_arms_same_data_order_table_and_a_rerun_skips_them(base, tmp_path: P
     assert cli_main(["ablate", "--config", str(config), "--variants", "swap,factorized", "--steps", "2",
                      "--seeds", "1", "--out", str(out), "--last", "2"]) == 0  # the command: all arms skipped
     assert stamp == {v: list_checkpoints(a)[-1].stat().st_mtime_ns for v, a in arms.items()}
+
+    # the same --out with another model layout: the finished arms are not this run's arms
+    data = base.to_dict()
+    data["model"]["unet"]["streams"] = "parallel"
+    with pytest.raises(ValueError, match="trained with another configuration.*another --out"):
+        run_ablation(config_from_dict(data), "swap,factorized", steps=2, seeds=1, out=out, last=2, evaluator=None,
+                     train=must_not_train)
 
     # a held-out corpus named later: the finished arms are evaluated (training.evaluate), not retrained
     data = base.to_dict()

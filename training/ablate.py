@@ -45,6 +45,17 @@ STEPS = "steps.jsonl"
 Evaluator = Callable[[Path, TrainConfig], dict[str, float]]
 
 
+#: What an arm's training depends on: a finished arm trained with other values of these is not this arm.
+ARM_FIELDS = ("data", "model", "diffusion", "optim", "seed", "bf16")
+
+
+def arm_digest(cfg: TrainConfig) -> str:
+    """A digest of the arm's config (``ARM_FIELDS``): a rerun into the same ``--out`` with another model, data,
+    schedule or optimiser (``--set model.unet.streams=parallel``, say) must not take the old arms as finished."""
+    data = cfg.to_dict()
+    return hashlib.sha256(json.dumps({k: data[k] for k in ARM_FIELDS}, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def arm_dir(out: str | Path, variant: str, seed: int) -> Path:
     return Path(out) / variant / f"seed{seed}"
 
@@ -170,6 +181,11 @@ def run_ablation(base: TrainConfig, variants: Sequence[str], steps: int, seeds: 
             path = Path(cfg.output)
             done = path / RESULT
             row = json.loads(done.read_text()) if done.exists() else None
+            digest = arm_digest(cfg)
+            if row is not None and row.get("config_digest", digest) != digest:
+                raise ValueError(f"{path} was trained with another configuration (model, data, diffusion or optim "
+                                 "settings differ from this run's): give this ablation another --out, or delete "
+                                 "that directory to train the arm again")
             if row is not None and row.get("steps") == steps:
                 log.info("%s seed %d finished earlier: skipped", variant, seed)
                 if evaluator is not None and not row.get("metrics"):  # e.g. eval.corpus set since
@@ -178,7 +194,7 @@ def run_ablation(base: TrainConfig, variants: Sequence[str], steps: int, seeds: 
                 row["skipped"] = True
             else:
                 log.info("training %s seed %d for %d steps in %s", variant, seed, steps, path)
-                row = train(cfg, last)
+                row = {**train(cfg, last), "config_digest": digest}
                 if evaluator is not None:
                     row["metrics"] = evaluator(path, cfg)
                 done.write_text(json.dumps(row, indent=2))
@@ -187,7 +203,11 @@ def run_ablation(base: TrainConfig, variants: Sequence[str], steps: int, seeds: 
     orders = {}
     for seed in sorted({r["seed"] for r in rows}):
         orders[seed] = len({r["data_order"] for r in rows if r["seed"] == seed}) == 1
+    unet = base.model.unet
+    layout = {"init_from": base.model.init_from or None, "streams": unet.streams, "window": list(unet.window),
+              "swap_every": unet.swap_every}
     results = {"variants": variants, "steps": steps, "seeds": [base.seed + k for k in range(seeds)], "last": last,
+               "layout": layout,
                "data_order_identical": all(orders.values()), "rows": rows,
                "evaluation": "training.evaluate" if any(r.get("metrics") for r in rows) else None}
     (out / "results.json").write_text(json.dumps(results, indent=2))
@@ -202,7 +222,10 @@ def markdown_table(results: dict[str, Any]) -> str:
     """The results as a markdown table, one row per arm, then per-variant means over seeds when there are several."""
     metric_names = sorted({name for r in results["rows"] for name in (r.get("metrics") or {})})
     head = ["variant", "seed", "params", f"final loss (last {results['last']})", "s/step", *metric_names]
+    layout = results["layout"]
     lines = [f"# Ablation: {', '.join(results['variants'])}, {results['steps']} steps", "",
+             f"Every arm: init from {layout['init_from'] or 'random weights'}, streams {layout['streams']}, "
+             f"windows {tuple(layout['window'])}, query role alternating per {layout['swap_every']} (swap).", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in results["rows"]:
         metrics = r.get("metrics") or {}
