@@ -127,15 +127,13 @@ def plan(packets: list[Packet], start: int, end: int) -> Plan:
         raise NotSmart("no keyframe inside the clip")
     keyframe = packets[first].frame
     seen: set[int] = set()
-    clean_end, copied = keyframe, 0
+    clean_end = keyframe + 1  # the keyframe alone is always a clean run
     for n, packet in enumerate(packets[first:], 1):
         if packet.frame < keyframe or packet.frame >= end or packet.frame in seen:
             break  # shown before the keyframe (an open GOP's leading picture), past the end, or a repeat
         seen.add(packet.frame)
         if max(seen) == keyframe + n - 1:  # the n packets decoded so far are exactly the next n frames shown
-            clean_end, copied = keyframe + n, n
-    if copied == 0:
-        raise NotSmart("no stream-copyable run after the keyframe (open GOP?)")
+            clean_end = keyframe + n
     return Plan(start, keyframe, packets[first].time_s, clean_end, end, packets[first].reorder)
 
 
