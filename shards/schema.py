@@ -78,7 +78,7 @@ EXTRACT_FIELDS: list[pa.Field] = [
     pa.field("clip_fps", pa.float64()),
     pa.field("clip_frames", pa.int64()),
     pa.field("clip_duration", pa.float64()),
-    pa.field("extract_mode", pa.string()),  # reencode | copy
+    pa.field("extract_mode", pa.string()),  # reencode | copy | smart | smart_copy | reencode (fallback: <why>)
     pa.field("keyframe_snapped", pa.bool_()),  # copy mode: the start moved to a keyframe
 ]
 
