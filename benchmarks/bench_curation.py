@@ -34,6 +34,10 @@ on 2 cores). The markdown report goes to stdout, progress to stderr.
 ``--detection-only`` measures the detection rows alone (about a minute): the floor, detection on both frame
 paths, where its time goes, and the download, probe and split job under a fresh Ray.
 
+``--smart-cut-only`` measures smart-cut extraction (``extract.mode: smart``) alone: the floor, then the
+clips the split stage plans cut by ``extract_source`` with the default re-encode and with smart cut, with
+how many clips each smart-cut label got.
+
 ``--low-resolution N`` measures one case alone instead: N local 640x360 sources (as much of a web
 crawl is), through every stage with the default filters. The screen stage rejects each right after
 its probe, so the job should cost a small fraction of the floor of the same inputs: no decode at all.
@@ -108,6 +112,7 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 AIM_DETECTION = 1.30
 AIM_DETECT_EXTRACT = 1.15
 AIM_LOW_RESOLUTION = 0.20
+AIM_SMART_CUT = 1.50
 
 log = logging.getLogger("bench")
 
@@ -463,6 +468,7 @@ class ExtractionParts:
 
     total: Cost = field(default_factory=Cost)
     per_source: Cost = field(default_factory=Cost)  # extract_source: a source's consecutive clips in one ffmpeg
+    smart: Cost = field(default_factory=Cost)  # extract_source with extract.mode: smart
     decode: Cost = field(default_factory=Cost)  # the clip command without its encode
     decode_no_preroll: Cost = field(default_factory=Cost)  # the same with -noaccurate_seek
     decode_one_thread: Cost = field(default_factory=Cost)  # the same with one decoder thread
@@ -481,6 +487,8 @@ def measure_extraction(rows: list[dict[str, Any]], out: Path, keyframes: dict[st
     for source_rows in by_source.values():
         with measured(parts.per_source):
             extract_source(source_rows, cfg, out / "per_source")
+        with measured(parts.smart):
+            extract_source(source_rows, ExtractConfig(mode="smart"), out / "smart")
     for row in rows:
         with measured(parts.total):
             facts = extract(row, cfg, out)
@@ -664,6 +672,55 @@ def detection_case(sources: list[Source], scratch: Path, cpus: int, settle_s: fl
         *_detection_section(floor, parts, detection, before)])
 
 
+def smart_cut_case(sources: list[Source], scratch: Path, load_before: tuple[float, float, float]) -> str:
+    """``--smart-cut-only``: the floor, and the planned clips cut by re-encode and by smart cut (markdown), in
+    all and per source, with each smart-cut clip's label: a source none of whose clips falls back to the
+    re-encode prices smart cutting itself."""
+    video_s = sum(s.duration for s in sources)
+    log.info("floor")
+    floor = measure_floor(sources)
+    log.info("detection (for the clips), then extraction: reencode, smart")
+    rows = clip_rows(sources, measure_detection(sources, SplitConfig().detector)[1])
+    costs: dict[str, dict[str, Cost]] = {"reencode": {}, "smart": {}}
+    labels: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for src in sources:
+        source_rows = [r for r in rows if r["local_path"] == str(src.path)]
+        for mode, cost in costs.items():
+            cost[src.name] = Cost()
+            with measured(cost[src.name]):
+                done = extract_source(source_rows, ExtractConfig(mode=mode), scratch / mode)
+            if mode == "smart":
+                for columns in done:
+                    labels[src.name][columns["extract_mode"] if isinstance(columns, dict)
+                                     else f"rejected: {columns.reason}"] += 1
+    total = {mode: sum(cost.values(), Cost()) for mode, cost in costs.items()}
+    clean = [s for s in sources if labels[s.name] and all(not k.startswith("reencode") for k in labels[s.name])]
+    clean_floor = sum((s.floor for s in clean), Cost())
+    clean_smart = sum((costs["smart"][s.name] for s in clean), Cost())
+    clip_s = sum(r["end_time"] - r["start_time"] for r in rows)
+    table = Table(floor.cpu_s, video_s)
+    table.add("floor: `ffmpeg -threads 1 -i X -map 0:v:0 -f null -`", floor)
+    table.add("extraction: `extract_source()`, `mode: reencode`", total["reencode"],
+              f"{len(rows)} clips, {clip_s:.1f} s = {clip_s / video_s:.0%} of the video")
+    table.add("extraction: `extract_source()`, `mode: smart`", total["smart"],
+              f"{total['smart'].cpu_s / total['reencode'].cpu_s:.2f}× the re-encode")
+    per_source = ["| video | floor CPU s | reencode × floor | smart × floor | smart × reencode | "
+                  "extract_mode of the clips |", "|---|---:|---:|---:|---:|---|"]
+    for s in sources:
+        re, sm = costs["reencode"][s.name].cpu_s, costs["smart"][s.name].cpu_s
+        per_source.append(f"| {s.name} | {s.floor.cpu_s:.2f} | {re / s.floor.cpu_s:.2f} | {sm / s.floor.cpu_s:.2f} | "
+                          f"{sm / re:.2f} | {', '.join(f'{k}: {n}' for k, n in sorted(labels[s.name].items()))} |")
+    smart, clean_ratio = total["smart"].cpu_s / floor.cpu_s, clean_smart.cpu_s / max(clean_floor.cpu_s, 1e-9)
+    return "\n".join([
+        f"# Smart cut: {len(sources)} videos, {video_s:.1f} s of video", "",
+        f"- inputs: {os.path.commonpath([str(s.path) for s in sources])}", *machine_info(load_before),
+        *_inputs_section(sources), "", "## CPU per row", "", *table.lines, "", "## Per source", "", *per_source, "",
+        "## Aim", "",
+        f"- smart cut ≤ {AIM_SMART_CUT}× the floor: **{smart:.2f}×** over every input (clips that fall back are "
+        f"re-encoded); **{clean_ratio:.2f}×** over the {len(clean)} inputs whose clips were all smart-cut "
+        f"({', '.join(s.name for s in clean)}): {'met' if clean_ratio <= AIM_SMART_CUT else 'not met'}"])
+
+
 def make_low_resolution_corpus(folder: Path, count: int, seconds: float) -> list[Path]:
     """``count`` distinct 640x360 H.264 files of ``seconds`` each: one encode, remuxed with a title of its own
     (other bytes, so no source is another's exact copy), which costs nothing next to encoding each."""
@@ -840,6 +897,8 @@ def _main_table(r: Results, video_s: float) -> list[str]:
               r.extraction.per_source,
               f"what the stage runs: {r.extraction.per_source.cpu_s / r.extraction.total.cpu_s:.2f}× "
               "one ffmpeg per clip")
+    table.add("extraction alone: `extract_source()`, `mode: smart`", r.extraction.smart,
+              f"smart cut: {r.extraction.smart.cpu_s / r.extraction.per_source.cpu_s:.2f}× the re-encode")
     table.add(f"detection ({detector}) + extraction alone", det_ext,
               f"{det_ext.cpu_s / ref.cpu_s:.2f}× decode + `{chosen}` encode")
     table.add(f"Ray start: `ray.init(num_cpus={r.cpus})` + {r.settle_s:.0f} s", r.pipeline.ray_start.cost,
@@ -879,6 +938,9 @@ def _aims(r: Results) -> list[str]:
         f"{'met' if inside <= AIM_DETECTION else 'not met'} (download, probe and split under Ray; {detector} "
         f"detection alone is {det / r.floor.cpu_s:.2f}×, so the pipeline around it adds "
         f"{r.pipeline.detect_only.tree_s / det - 1:+.0%})",
+        f"- smart cut ≤ {AIM_SMART_CUT}× the floor: **{r.extraction.smart.cpu_s / r.floor.cpu_s:.2f}×**, "
+        f"{'met' if r.extraction.smart.cpu_s <= AIM_SMART_CUT * r.floor.cpu_s else 'not met'} "
+        "(`extract_source` with `extract.mode: smart`, every clip the split stage plans)",
         f"- detection + frame-exact extraction ≤ {AIM_DETECT_EXTRACT}× one decode + one `{chosen}` encode measured "
         f"alone: **{alone:.2f}×**, {'met' if alone <= AIM_DETECT_EXTRACT else 'not met'} (inside the whole "
         f"pipeline: {whole:.2f}×)",
@@ -993,6 +1055,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--detection-only", action="store_true",
                         help="measure only the detection rows: the floor, detection on the split stage's frame path "
                              "and on PySceneDetect's own, where the time goes, and the download, probe, split job")
+    parser.add_argument("--smart-cut-only", action="store_true",
+                        help="measure only smart-cut extraction: the floor, and the planned clips cut by re-encode "
+                             "and by smart cut")
     parser.add_argument("--low-resolution", type=int, metavar="N",
                         help="measure only the low-resolution case: N local 640x360 sources through every stage "
                              "with the default filters, against their floor")
@@ -1014,6 +1079,9 @@ def main(argv: list[str] | None = None) -> int:
         detect_scenes(str(min(sources, key=lambda s: s.duration).path), SplitConfig())  # imports, caches
         if args.detection_only:
             print(detection_case(sources, scratch, args.cpus, args.settle_seconds, load_before))
+            return 0
+        if args.smart_cut_only:
+            print(smart_cut_case(sources, scratch, load_before))
             return 0
         log.info("floor")
         floor = measure_floor(sources)

@@ -21,10 +21,10 @@ concat demuxer from a list file. (The demuxer's own inpoint and outpoint could r
 from the source, but an outpoint ends the file when *any* stream reaches it: an audio packet
 interleaved before the body's last video packets would drop them.) The demuxer's automatic
 ``h264_mp4toannexb`` puts each part's own SPS and PPS in-band before its first keyframe, so the x264
-parts and the copied body decode with their own parameter sets. The re-encoded parts match the source where a copy would otherwise
-break or jar: H.264 at the same size, pixel format, profile, level, colour description and time base.
-They also match the decode-timestamp order at the joins, which must keep rising: the head holds frames
-back for reordering exactly as the source does (``HEAD_REORDER``), the tail not at all.
+parts and the copied body decode with their own parameter sets. The re-encoded parts match the source
+where a copy would otherwise break or jar: H.264 at the same size, pixel format, profile, level, colour
+description and time base. They also keep the decode timestamps rising across the joins: the head holds
+frames back for reordering exactly as the source does (``HEAD_REORDER``), the tail not at all.
 """
 
 from __future__ import annotations
@@ -104,19 +104,20 @@ class Plan:
 def read_stream(path: str, row: dict[str, Any]) -> Stream:
     """The source's stream entries and its packets from the keyframe before the clip to just past its end."""
     fps = float(row["fps"])
-    header = ffprobe_json(path, ["-select_streams", "v:0", "-show_entries",
-                                 "stream=profile,level,time_base,start_pts,color_range,color_space,color_transfer,"
-                                 "color_primaries"])
-    info = (header.get("streams") or [{}])[0]
+    info = (ffprobe_json(path, ["-select_streams", "v:0", "-show_entries",
+                                "stream=profile,level,time_base,start_pts,color_range,color_space,color_transfer,"
+                                "color_primaries"]).get("streams") or [{}])[0]
     tb = Fraction(info.get("time_base") or "1/1")
     origin = int(info.get("start_pts") or 0) * tb
-    window = f"{float(origin) + int(row['start_frame']) / fps:.6f}%{float(origin) + float(row['end_time']) + LOOKAHEAD_S:.6f}"
-    found = ffprobe_json(path, ["-select_streams", "v:0", "-read_intervals", window,
-                                "-show_entries", "packet=pts,dts,flags"]).get("packets", [])
+    # The interval's times are absolute: the stream's start is added (ffprobe's "+" offsets would be measured
+    # from the keyframe its seek lands on, not from the start asked for).
+    start_s, end_s = float(origin) + int(row["start_frame"]) / fps, float(origin) + float(row["end_time"]) + LOOKAHEAD_S
+    found = ffprobe_json(path, ["-select_streams", "v:0", "-read_intervals", f"{start_s:.6f}%{end_s:.6f}",
+                                "-show_entries", "packet=pts,dts,flags"])
     rate = Fraction(fps)
     packets = [Packet(round(float((int(p["pts"]) * tb - origin) * rate)), float(int(p["pts"]) * tb - origin),
                       round(float((int(p["pts"]) - int(p["dts"])) * tb * rate)), "K" in p.get("flags", ""))
-               for p in found if p.get("pts") not in (None, "N/A") and p.get("dts") not in (None, "N/A")]
+               for p in found.get("packets", []) if "N/A" not in (p.get("pts", "N/A"), p.get("dts", "N/A"))]
     return Stream(info, packets)
 
 
