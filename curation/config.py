@@ -79,8 +79,10 @@ class TextFilterConfig(Config):
     frames: int = 2  # frames of the shared sample the detector sees whole (evenly spaced); the rest: their band
     width: int = 640  # detection width on a CPU: frames wider than this are downscaled (480 misses subtitles)
     gpu_width: int = 640  # on a GPU: the same by default, so a clip scores the same on every node
-    # The stage rejects a clip whose overlay_text_area (largest share of a frame under burned-in text) is above this.
-    max_area: float | None = 0.005
+    # The stage rejects a clip whose overlay_text_area (largest share of a frame under burned-in text) is above this:
+    # any overlay (a corpus free of overlays), above detector specks (benchmarks/RESULTS.md, issue 13: overlay clips
+    # 0.0017 and up, clips without overlay 0).
+    max_area: float | None = 0.001
     # scene_text_area (text filmed in the scene: signs, labels) is checked against this, and rejects only when
     # reject_scene_text is true: scene text is content, and a text-video corpus keeps it by default.
     max_scene_area: float | None = 0.005

@@ -201,10 +201,10 @@ def _text_group(scores: dict, **text: object) -> tuple[str | None, dict]:
 
 
 def test_scene_text_is_recorded_and_rejects_only_on_request() -> None:
-    scores = {"overlay_text_area": 0.001, "scene_text_area": 0.05}
+    scores = {"overlay_text_area": 0.0005, "scene_text_area": 0.05}
     failed, checks = _text_group(scores)
     assert failed is None
-    assert checks == {"overlay_text": {"score": 0.001, "threshold": 0.005, "passed": True},
+    assert checks == {"overlay_text": {"score": 0.0005, "threshold": 0.001, "passed": True},
                       "scene_text": {"score": 0.05, "threshold": 0.005, "passed": False}}
     assert _text_group(scores, reject_scene_text=True)[0] == "scene_text"
 

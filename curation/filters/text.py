@@ -18,20 +18,27 @@ of detecting everywhere. Each track then gets the evidence of what overlays do:
 
 - ``fixed``: its edges stay where they were from one sampled frame to the next (``min_fixed`` of
   them), while those of the picture around it (a ring of pixels) move: at most ``max_fixed_ratio``
-  as many stay there. Edges, not grey levels, so half-transparent lettering over a changing
-  background counts; or its steadiest fifth of pixels (the letters) changes in grey level at most
-  ``max_fixed_ratio`` as much as the ring does. In a still shot the ring stays too, which is no
-  evidence either way;
+  as many stay there. Only pairs of frames in which the ring's edges move count: a shot that is still
+  for a while and then dissolves or fades under a credit shows the credit staying put in those pairs
+  only, and the still pairs (where everything stays) would hide it. Edges, not grey levels, so
+  half-transparent lettering over a changing background counts; or its steadiest fifth of pixels
+  (the letters) changes in grey level at most ``max_fixed_ratio`` as much as the ring does. In a
+  still shot the ring stays too, which is no evidence either way;
 - ``band``: it sits in the caption band or the top band (``band_top``), where overlays go;
+- ``corner``: in a band and in the outer quarter of the width, wholly inside the frame: where channel
+  logos and credits go;
 - ``cue``: in a band, it appears, disappears or changes its words at the same place (subtitle cues),
   and its box changes far more than the frame does then (at a cut everything changes together);
 - ``aligned``: its box is horizontal (EasyOCR's ``horizontal_list``, not a slanted quadrilateral)
   and at least twice as wide as tall: typeset lines, unlike text seen at an angle.
 
-A track is an overlay when at least two of ``fixed``, ``band`` and ``cue`` hold, and it is aligned
-or fixed (a graphic channel logo is not a typeset line); anything else is scene text: one piece of
-evidence alone is what filmed text also shows (a sign that stays put in a still shot, a shop front
-at the bottom of the picture). The evidence of each track is in the raw scores.
+A track is an overlay when at least two of ``fixed``, ``band``, ``corner`` and ``cue`` hold, and it is
+aligned or fixed (a graphic channel logo is not a typeset line); anything else is scene text: one
+piece of evidence alone is what filmed text also shows (a sign that stays put in a still shot, a shop
+front at the bottom of the picture). A box cut by the top or bottom of the frame is scene text
+whatever else holds: the camera framed it, while overlays are drawn whole inside the picture. The
+other words of an overlay's line (aligned boxes on the same row: the detector splits a line at wide
+gaps) are overlay too. The evidence of each track is in the raw scores.
 
 Texture. Bars, grills and fences read as text to CRAFT. Words have strokes in several directions;
 bars have one: a box whose gradient energy lies for more than ``max_stroke_dominance`` in one of
@@ -80,6 +87,10 @@ CUE_CONTRAST = 2.0
 MOVING = 2.0
 #: Pixels (at the detection width) of the ring around a box whose change says whether the picture moves.
 RING = 6
+#: Share of the ring's pixels that must be edges for the ring to show whether the picture there moves.
+RING_EDGES = 0.01
+#: Share of the frame's width, on each side, where a box in a band sits in a corner (channel logos, credits).
+CORNER = 0.25
 
 
 class MissingOCRWeights(RuntimeError):
@@ -185,12 +196,17 @@ class Track:
     band: bool = False
     cue: bool = False
     aligned: bool = False
+    corner: bool = False
+    cut: bool = False  # the top or bottom of the frame cuts it: filmed text
+    in_line: bool = False  # on one line with an overlay track (the detector split the line into words)
     overlay: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {"box": [round(v, 4) for v in self.box], "kind": "overlay" if self.overlay else "scene",
                 "present": round(sum(self.present) / max(1, len(self.present)), 3),
-                "fixed": self.fixed, "band": self.band, "cue": self.cue, "aligned": self.aligned}
+                "fixed": self.fixed, "band": self.band, "cue": self.cue, "corner": self.corner,
+                "aligned": self.aligned, "in_line": self.in_line,
+                "cut": self.cut}
 
 
 def _pixels(box: Box, width: int, height: int) -> tuple[int, int, int, int]:
@@ -230,23 +246,29 @@ def follow(tracks: list[Track], grey: np.ndarray, cfg: TextFilterConfig) -> None
     for track in tracks:
         x0, y0, x1, y1 = _pixels(track.box, width, height)
         track.aligned = track.horizontal and (x1 - x0) >= 2 * (y1 - y0)
+        track.band = _in_band(track.box, cfg)
+        track.corner = _in_corner(track.box, cfg)
         if x1 - x0 < 2 or y1 - y0 < 2:
             track.present = [i in track.detected for i in range(count)]
             continue
         reference = grey[min(track.detected), y0:y1, x0:x1]
         track.present = [i in track.detected or _correlation(reference, grey[i, y0:y1, x0:x1]) >= MATCH
                          for i in range(count)]
-        cy = (track.box[1] + track.box[3]) / 2
-        track.band = cy >= 1 - cfg.band or cy <= cfg.band_top
+        ring = np.zeros((height, width), dtype=bool)
+        ring[max(0, y0 - RING):y1 + RING, max(0, x0 - RING):x1 + RING] = True
+        ring[y0:y1, x0:x1] = False
         pairs = [i for i in range(count - 1) if track.present[i] and track.present[i + 1]]
         if pairs:
-            ring = np.zeros((height, width), dtype=bool)
-            ring[max(0, y0 - RING):y1 + RING, max(0, x0 - RING):x1 + RING] = True
-            ring[y0:y1, x0:x1] = False
             box = np.zeros((height, width), dtype=bool)
             box[y0:y1, x0:x1] = True
-            inside, around = (float(np.mean([_settled(edges[i], near[i + 1], where) for i in pairs]))
-                              for where in (box, ring))
+            # edges: only pairs of frames in which the picture around the box changes (fewer than min_fixed of the
+            # ring's edges stay) say whether the box stays put; in the others everything stays, overlay or not (a
+            # still stretch of the shot, or a whole still shot), and averaging them in hides the evidence
+            # (a ring almost without edges, flat sky or a wall, says nothing either)
+            kept = [(_settled(edges[i], near[i + 1], box), _settled(edges[i], near[i + 1], ring)) for i in pairs
+                    if (edges[i] & ring).mean() * ring.size >= RING_EDGES * ring.sum()]
+            kept = [(inside, around) for inside, around in kept if around < cfg.min_fixed]
+            inside, around = (float(np.mean(v)) for v in zip(*kept)) if kept else (0.0, 1.0)
             kept_edges = inside >= cfg.min_fixed and around <= cfg.max_fixed_ratio * inside
             # or its steadiest fifth (the letters; the background between them may move) changes at most
             # max_fixed_ratio as much as the ring, which changes visibly
@@ -260,7 +282,45 @@ def follow(tracks: list[Track], grey: np.ndarray, cfg: TextFilterConfig) -> None
                      and _correlation(grey[i, y0:y1, x0:x1], grey[i + 1, y0:y1, x0:x1]) < SAME)]
         track.cue = track.band and any(
             steps[i, y0:y1, x0:x1].mean() > CUE_CONTRAST * max(float(steps[i].mean()), 1.0) for i in flips)
-        track.overlay = track.fixed + track.band + track.cue >= 2 and (track.aligned or track.fixed)
+    for track in tracks:
+        # text cut by the top or bottom of the frame was framed by the camera: subtitles, captions and logos are
+        # drawn whole inside the picture (a ticker may run off its sides)
+        track.cut = track.box[1] <= 0 or track.box[3] >= 1
+        track.overlay = not track.cut and overlay_evidence(track) >= 2 and (track.aligned or track.fixed)
+    for track in tracks:  # words of one typeset line are one line: its other words are overlay too
+        track.in_line = not (track.overlay or track.cut) and track.aligned and any(
+            other.overlay and other.aligned and same_line(track.box, other.box) for other in tracks)
+    for track in tracks:
+        track.overlay = track.overlay or track.in_line
+
+
+def overlay_evidence(track: Track) -> int:
+    """How many things overlays do this track does: stay put while the picture moves, sit in a caption or
+    top band, come and go as a cue, sit in a corner."""
+    return track.fixed + track.band + track.cue + track.corner
+
+
+def _in_band(box: Box, cfg: TextFilterConfig) -> bool:
+    """Whether the box's centre lies in the caption band (bottom) or the top band."""
+    cy = (box[1] + box[3]) / 2
+    return cy >= 1 - cfg.band or cy <= cfg.band_top
+
+
+def _in_corner(box: Box, cfg: TextFilterConfig) -> bool:
+    """Whether the box lies in a corner, where channel logos and credits go: its centre in a band and in the
+    outer ``corner`` share of the width, and the whole box inside the frame. Text cut by the frame's border was
+    framed by the camera; an overlay is drawn within the picture."""
+    cx = (box[0] + box[2]) / 2
+    inside = min(box[0], box[1]) > 0 and max(box[2], box[3]) < 1
+    return inside and _in_band(box, cfg) and (cx <= CORNER or cx >= 1 - CORNER)
+
+
+def same_line(a: Box, b: Box) -> bool:
+    """Whether two boxes are words of one horizontal line: their rows overlap by at least half the lower box's
+    height, and neither is more than half again as tall as the other."""
+    ha, hb = a[3] - a[1], b[3] - b[1]
+    overlap = min(a[3], b[3]) - max(a[1], b[1])
+    return min(ha, hb) > 0 and overlap >= 0.5 * min(ha, hb) and max(ha, hb) <= 1.5 * min(ha, hb)
 
 
 def tracks_of(detections: list[tuple[int, Box, bool]]) -> list[Track]:
