@@ -115,15 +115,15 @@ def plan_operators(cfg: CurationConfig, stages: list[str], job: JobResources) ->
 
 
 class OperatorWorker:
-    """One operator's stages, set up once; Ray Data calls it per block (as an actor, or through ``run_block``)."""
+    """One operator's stages, each set up once, when a row first reaches it; Ray Data calls it per block (as an
+    actor, or through ``run_block``)."""
 
     def __init__(self, config: dict[str, Any], stages: tuple[str, ...], per_clip: bool) -> None:
         self.cfg = config_from_dict(config)
         self.work = WorkArea.of(self.cfg.output)
         self.operator = Operator(stages, Resources(), 1, per_clip)
         self.stages: list[Stage] = [stage_class(name)(self.cfg) for name in stages]
-        for stage in self.stages:
-            stage.setup()
+        self.set_up: set[str] = set()
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         rows = batch.to_pylist()
@@ -135,10 +135,20 @@ class OperatorWorker:
             ctx = StageContext(self.work, scratch)
             produced = mine
             for stage in self.stages:
+                if any(r["status"] == STATUS_OK for r in produced):
+                    self._set_up(stage)
                 produced = run_stage(stage, produced, ctx)
             produced = [self._publish(row, ctx) for row in produced]
         self._persist(produced, [r[self.operator.key_column] for r in mine])
         return to_table(others + produced)
+
+    def _set_up(self, stage: Stage) -> None:
+        """``stage.setup()`` before the first row that reaches it: a worker whose sources are all rejected
+        upstream (or an actor that gets no clip) never loads the text detector, torch or a captioning model.
+        Outside the per-row guard: a stage that cannot set up fails the task, it rejects no row."""
+        if stage.name not in self.set_up:
+            stage.setup()
+            self.set_up.add(stage.name)
 
     def _publish(self, row: Row, ctx: StageContext) -> Row:
         """Move the files the operator made into the work area (those a later stage or job still needs)."""

@@ -1,8 +1,9 @@
 """The one contract every curation stage fulfils, and the context it works in.
 
 A stage is a class (the Ray Data callable-class pattern, as video2dataset's subsamplers are one
-contract): built from the config, ``setup()`` once per worker or actor to load what is expensive,
-then ``process(rows)`` on batches of rows. It knows nothing of Ray, of persistence or of resume;
+contract): built from the config, ``setup()`` once per worker or actor to load what is expensive (before
+the first row that reaches the stage: one whose rows were all rejected upstream never loads it), then
+``process(rows)`` on batches of rows. It knows nothing of Ray, of persistence or of resume;
 ``curation.runner`` owns those. A stage
 
 * takes rows of one granularity (``per_clip``: clips, or sources) that the stage before it produced,
@@ -102,7 +103,7 @@ class Stage:
         """Fail the job at its start when the stage could not work at all (the default: nothing to check)."""
 
     def setup(self) -> None:
-        """Load what is expensive, once per worker process or actor."""
+        """Load what is expensive, once per worker process or actor, before its first rows."""
 
     def process(self, rows: list[Row], ctx: StageContext) -> list[Row]:
         raise NotImplementedError

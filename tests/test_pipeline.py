@@ -14,8 +14,11 @@ import pytest
 from curation.config import load_config
 from curation.ids import source_id
 from curation.pipeline import run_curation
+from curation.runner import OperatorWorker
+from curation.stages import stage_class
 from curation.workarea import WorkArea
 from shards.reader import iter_samples, read_index, read_manifest, read_rejections
+from shards.schema import to_table
 from shards.validate import validate
 from tests import media
 from tests.http_server import VideoServer
@@ -232,3 +235,37 @@ def test_a_job_that_probes_screens_and_what_it_rejects_is_never_split(local_ray,
     assert not list((tmp_path / "c" / "work" / "state").glob("split/**/*.parquet"))
     assert not list((tmp_path / "c" / "work" / "state").glob("extract/**/*.parquet")), "nothing split or cut"
     assert not list((tmp_path / "c" / "work").rglob("*/clips/**/*.mp4"))
+
+
+def test_a_stage_is_set_up_when_its_first_row_reaches_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A worker whose sources the screen rejects never sets up the stages after it (the filter's torch, its text
+    detector, a captioner: the fixed cost of a job whose sources are all rejected); the first source that gets
+    through sets each up, once."""
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for name, size in (("small", "640x360"), ("hd", "1280x720")):
+        subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-f", "lavfi", "-i", f"testsrc2=s={size}:r=25:d=3",
+                        "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", str(videos / f"{name}.mp4")],
+                       check=True, timeout=120)
+    cfg = _config(videos, tmp_path / "c")
+    cfg.filter.enabled = True  # the defaults: the screen rejects the small source
+    cfg.filter.text.enabled = False  # no OCR weights needed
+    stages = ("download", "probe", "screen", "split", "extract", "filter")
+    set_up: list[str] = []
+    for name in stages:
+        cls = stage_class(name)
+        monkeypatch.setattr(cls, "setup", lambda self, setup=cls.setup: (set_up.append(self.name), setup(self))[1])
+    worker = OperatorWorker(cfg.to_dict(), stages, per_clip=False)
+
+    def source(name: str) -> list[dict]:
+        row = {"source_id": name, "source": str(videos / f"{name}.mp4"), "extra": "{}", "partition": 0,
+               "stage": "manifest", "status": "ok"}
+        return worker(to_table([row])).to_pylist()
+
+    [small] = source("small")
+    assert (small["stage"], small["status"], small["reason"]) == ("screen", "rejected", "low_resolution")
+    assert set_up == ["download", "probe", "screen"]
+    assert [(r["stage"], r["status"]) for r in source("hd")] == [("filter", "ok")]
+    assert set_up == list(stages)
+    source("hd")
+    assert set_up == list(stages), "each stage is set up once per worker"

@@ -79,16 +79,20 @@ class Caption(Stage):
                  cfg.caption.actors, gpus, cpus, cfg.caption.batch_size)
         return Resources(num_cpus=cpus, num_gpus=gpus, memory=memory, actors=cfg.caption.actors)
 
+    def __init__(self, cfg: CurationConfig) -> None:
+        super().__init__(cfg)
+        self.created = time.monotonic()  # the actor's start: until its first clips (and the model load) it waits
+
     def setup(self) -> None:
         if not self.cfg.caption.enabled:
             return
-        created = time.monotonic()
+        loading = time.monotonic()
         self.captioner = load_captioner(self.cfg.caption)
         if self.captioner.device.type == "cpu":  # no CPU reserved (``resources``): Ray's OMP_NUM_THREADS=1 is not it
             import torch  # here, not at the top: the driver imports the stages and never torch
 
             torch.set_num_threads(max(1, round(self.cfg.resources.caption_cpus)))
-        self.times = ActorTimes(load_s=time.monotonic() - created)
+        self.times = ActorTimes(load_s=time.monotonic() - loading, wait_s=loading - self.created)
         self.idle_since = time.monotonic()
         work = WorkArea.of(self.cfg.output)
         self.record = work.stage_dir(self.name) / "_actors" / f"{socket.gethostname()}-{os.getpid()}.json"
