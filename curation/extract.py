@@ -41,6 +41,7 @@ def extract_source(rows: list[dict[str, Any]], cfg: ExtractConfig, clips_dir: Pa
     cut again one by one, so that the failure is pinned on the clip that causes it.
     """
     results: dict[str, dict[str, Any] | Rejection] = {}
+    stream = _smart_stream(rows, cfg)
     for group in plan_passes(rows, cfg):
         if len(group) > 1:
             try:
@@ -50,7 +51,7 @@ def extract_source(rows: list[dict[str, Any]], cfg: ExtractConfig, clips_dir: Pa
                 pass  # below: each clip alone, each with its own outcome
         for row in group:
             try:
-                results[row["key"]] = extract(row, cfg, clips_dir)
+                results[row["key"]] = extract(row, cfg, clips_dir, stream)
             except Rejection as exc:
                 results[row["key"]] = exc
     return [results[row["key"]] for row in rows]
@@ -131,9 +132,10 @@ def _destination(row: dict[str, Any], clips_dir: Path) -> tuple[Path, Path]:
 
 
 def _finish(row: dict[str, Any], cfg: ExtractConfig, partial: Path, dest: Path,
-            columns: dict[str, Any]) -> dict[str, Any]:
-    """Check the clip ffmpeg wrote to ``partial``, move it to ``dest``; the row's new columns."""
-    facts = _clip_facts(partial)
+            columns: dict[str, Any], info: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Check the clip ffmpeg wrote to ``partial``, move it to ``dest``; the row's new columns. ``info``: the
+    clip's ffprobe (``CLIP_ENTRIES`` at least), when read already."""
+    facts = _clip_facts(partial, info)
     if cfg.mode != "copy":  # a stream copy ends on a packet boundary: clip_duration says where
         _check_span(row, facts, partial)
     os.replace(partial, dest)
@@ -141,27 +143,47 @@ def _finish(row: dict[str, Any], cfg: ExtractConfig, partial: Path, dest: Path,
             "clip_bytes": dest.stat().st_size}
 
 
-def extract(row: dict[str, Any], cfg: ExtractConfig, clips_dir: Path) -> dict[str, Any]:
-    """Cut the clip described by ``row`` into ``clips_dir/<source_id>/<key>.mp4``; return the new columns."""
+def extract(row: dict[str, Any], cfg: ExtractConfig, clips_dir: Path,
+            stream: smartcut.Stream | None = None) -> dict[str, Any]:
+    """Cut the clip described by ``row`` into ``clips_dir/<source_id>/<key>.mp4``; return the new columns.
+    ``stream``: smart cut's reading of the source, when ``extract_source`` made it once for all its clips."""
     dest, partial = _destination(row, clips_dir)
     if cfg.mode == "smart":
-        return _extract_smart(row, cfg, partial, dest)
+        return _extract_smart(row, cfg, partial, dest, stream)
     return _cut(row, cfg, partial, dest, {"extract_mode": cfg.mode, "keyframe_snapped": False})
 
 
-def _extract_smart(row: dict[str, Any], cfg: ExtractConfig, partial: Path, dest: Path) -> dict[str, Any]:
+def _smart_obstacle(row: dict[str, Any], cfg: ExtractConfig) -> str | None:
+    size = output_size(int(row["display_width"]), int(row["display_height"]), row.get("sar") or "1:1", cfg.short_side)
+    return smartcut.obstacle(row, cfg, scaled=size is not None)
+
+
+def _smart_stream(rows: list[dict[str, Any]], cfg: ExtractConfig) -> smartcut.Stream | None:
+    """The source's packets, read once for all its clips when they are to be smart-cut (else each clip reads
+    its own stretch, and fails over to the re-encode with ffprobe's reason)."""
+    if cfg.mode != "smart" or not rows or _smart_obstacle(rows[0], cfg) is not None:
+        return None
+    try:
+        return smartcut.read_stream(rows[0]["local_path"])
+    except ToolError:
+        return None
+
+
+def _extract_smart(row: dict[str, Any], cfg: ExtractConfig, partial: Path, dest: Path,
+                   stream: smartcut.Stream | None) -> dict[str, Any]:
     """A smart cut whose clip passes the re-encode's checks and shows exactly its span's frames; else the
     re-encode, labelled ``reencode (fallback: <why>)``."""
-    size = output_size(int(row["display_width"]), int(row["display_height"]), row.get("sar") or "1:1", cfg.short_side)
-    why = smartcut.obstacle(row, cfg, scaled=size is not None)
+    why = _smart_obstacle(row, cfg)
     if why is None:
         try:
-            label = smartcut.cut(row, cfg, partial)
-            problem = smartcut.timeline_problem(partial, int(row["end_frame"]) - int(row["start_frame"]),
+            label = smartcut.cut(row, cfg, partial, stream)
+            info = ffprobe_json(str(partial), ["-select_streams", "v:0", "-count_packets", "-show_entries",
+                                               f"{CLIP_ENTRIES},time_base:packet=pts"])
+            problem = smartcut.timeline_problem(info, int(row["end_frame"]) - int(row["start_frame"]),
                                                 float(row["fps"]))
             if problem is not None:
                 raise Rejection("extract_mismatch", problem)
-            return _finish(row, cfg, partial, dest, {"extract_mode": label, "keyframe_snapped": False})
+            return _finish(row, cfg, partial, dest, {"extract_mode": label, "keyframe_snapped": False}, info)
         except smartcut.NotSmart as exc:
             why = str(exc)
         except ToolError as exc:
@@ -268,11 +290,16 @@ def _keyframe_at_or_before(source: str, time_s: float) -> float:
     return max(keyframes) if keyframes else 0.0
 
 
-def _clip_facts(path: Path) -> dict[str, Any]:
-    """Size, rate, frame count and duration of an extracted clip (packets counted, nothing decoded)."""
+#: What ``_clip_facts`` reads of a clip (with ffprobe's ``-count_packets``).
+CLIP_ENTRIES = "stream=width,height,r_frame_rate,avg_frame_rate,duration,nb_read_packets"
+
+
+def _clip_facts(path: Path, info: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Size, rate, frame count and duration of an extracted clip (packets counted, nothing decoded). ``info``:
+    its ffprobe with ``CLIP_ENTRIES``, when read already."""
     try:
-        info = ffprobe_json(str(path), ["-select_streams", "v:0", "-count_packets", "-show_entries",
-                                        "stream=width,height,r_frame_rate,avg_frame_rate,duration,nb_read_packets"])
+        info = info or ffprobe_json(str(path), ["-select_streams", "v:0", "-count_packets", "-show_entries",
+                                                CLIP_ENTRIES])
     except ToolError as exc:
         path.unlink(missing_ok=True)
         raise Rejection("extract_failed", f"the extracted clip is unreadable: {exc.message}") from exc

@@ -85,10 +85,19 @@ class Packet:
 
 @dataclass(frozen=True)
 class Stream:
-    """What a smart cut needs to know of the source's video stream around one clip."""
+    """What a smart cut needs to know of the source's video stream (around a clip, or all of it)."""
 
     info: dict[str, Any]  # ffprobe's stream entries: profile, level, time base, colours
-    packets: list[Packet]  # in decode order, from the keyframe at or before the clip's start
+    raw: list[tuple[int, int, bool]]  # (pts, dts, keyframe) of its packets in decode order, in the time base
+    time_base: Fraction
+    origin: Fraction  # the stream's first presentation time
+
+    def packets(self, fps: float) -> list[Packet]:
+        """The packets placed on the nominal timeline of ``fps`` frames a second."""
+        rate = Fraction(fps)
+        return [Packet(round(float((pts * self.time_base - self.origin) * rate)),
+                       float(pts * self.time_base - self.origin), round(float((pts - dts) * self.time_base * rate)),
+                       key) for pts, dts, key in self.raw]
 
 
 @dataclass(frozen=True)
@@ -101,24 +110,34 @@ class Plan:
     reorder: int  # the source's reorder delay at the keyframe, in frames
 
 
-def read_stream(path: str, row: dict[str, Any]) -> Stream:
-    """The source's stream entries and its packets from the keyframe before the clip to just past its end."""
+STREAM_ENTRIES = "stream=profile,level,time_base,start_pts,color_range,color_space,color_transfer,color_primaries"
+
+
+def read_stream(path: str, row: dict[str, Any] | None = None) -> Stream:
+    """The source's stream entries and its packets: all of them (``row`` None: one ffprobe for every clip of a
+    source, since each process start costs more than reading a source's packets), or from the keyframe before
+    ``row``'s clip to just past its end."""
+    if row is None:
+        return _stream(ffprobe_json(path, ["-select_streams", "v:0", "-show_entries",
+                                           f"{STREAM_ENTRIES}:packet=pts,dts,flags"]))
     fps = float(row["fps"])
-    info = (ffprobe_json(path, ["-select_streams", "v:0", "-show_entries",
-                                "stream=profile,level,time_base,start_pts,color_range,color_space,color_transfer,"
-                                "color_primaries"]).get("streams") or [{}])[0]
-    tb = Fraction(info.get("time_base") or "1/1")
-    origin = int(info.get("start_pts") or 0) * tb
+    header = ffprobe_json(path, ["-select_streams", "v:0", "-show_entries", STREAM_ENTRIES])
+    info = (header.get("streams") or [{}])[0]
+    origin = float(int(info.get("start_pts") or 0) * Fraction(info.get("time_base") or "1/1"))
     # The interval's times are absolute: the stream's start is added (ffprobe's "+" offsets would be measured
     # from the keyframe its seek lands on, not from the start asked for).
-    start_s, end_s = float(origin) + int(row["start_frame"]) / fps, float(origin) + float(row["end_time"]) + LOOKAHEAD_S
+    start_s, end_s = origin + int(row["start_frame"]) / fps, origin + float(row["end_time"]) + LOOKAHEAD_S
     found = ffprobe_json(path, ["-select_streams", "v:0", "-read_intervals", f"{start_s:.6f}%{end_s:.6f}",
                                 "-show_entries", "packet=pts,dts,flags"])
-    rate = Fraction(fps)
-    packets = [Packet(round(float((int(p["pts"]) * tb - origin) * rate)), float(int(p["pts"]) * tb - origin),
-                      round(float((int(p["pts"]) - int(p["dts"])) * tb * rate)), "K" in p.get("flags", ""))
-               for p in found.get("packets", []) if "N/A" not in (p.get("pts", "N/A"), p.get("dts", "N/A"))]
-    return Stream(info, packets)
+    return _stream({**header, "packets": found.get("packets", [])})
+
+
+def _stream(found: dict[str, Any]) -> Stream:
+    info = (found.get("streams") or [{}])[0]
+    tb = Fraction(info.get("time_base") or "1/1")
+    origin = int(info.get("start_pts") or 0) * tb
+    return Stream(info, [(int(p["pts"]), int(p["dts"]), "K" in p.get("flags", "")) for p in found.get("packets", [])
+                         if "N/A" not in (p.get("pts", "N/A"), p.get("dts", "N/A"))], tb, origin)
 
 
 def plan(packets: list[Packet], start: int, end: int) -> Plan:
@@ -138,12 +157,13 @@ def plan(packets: list[Packet], start: int, end: int) -> Plan:
     return Plan(start, keyframe, packets[first].time_s, clean_end, end, packets[first].reorder)
 
 
-def cut(row: dict[str, Any], cfg: ExtractConfig, out: Path) -> str:
+def cut(row: dict[str, Any], cfg: ExtractConfig, out: Path, stream: Stream | None = None) -> str:
     """Smart-cut the clip of ``row`` into ``out``; its label: ``smart`` (parts re-encoded) or ``smart_copy``
-    (the clip starts on a keyframe and ends on a clean end: all copied). Raises ``NotSmart`` or ``ToolError``."""
+    (the clip starts on a keyframe and ends on a clean end: all copied). ``stream``: the source's, when read
+    already. Raises ``NotSmart`` or ``ToolError``."""
     source, fps = row["local_path"], float(row["fps"])
-    stream = read_stream(source, row)
-    p = plan(stream.packets, int(row["start_frame"]), int(row["end_frame"]))
+    stream = stream or read_stream(source, row)
+    p = plan(stream.packets(fps), int(row["start_frame"]), int(row["end_frame"]))
     profile = X264_PROFILES.get(stream.info.get("profile") or "")
     if profile is None:
         raise NotSmart(f"profile {stream.info.get('profile')}")
@@ -155,10 +175,14 @@ def cut(row: dict[str, Any], cfg: ExtractConfig, out: Path) -> str:
         parts.insert(0, ("head.mp4", p.start, p.keyframe, (p.start - 0.5) / fps, HEAD_REORDER[p.reorder]))
     if p.clean_end < p.end:
         parts.append(("tail.mp4", p.clean_end, p.end, (p.clean_end - 0.5) / fps, TAIL_REORDER))
+    seconds = (p.end - p.start) / fps
+    if len(parts) == 1:  # all copied: the body is the clip
+        run(_parts_args(source, parts, stream.info, profile, cfg, {"body.mp4": out}), timeout_s=120 + 2 * seconds)
+        return "smart_copy"
     with tempfile.TemporaryDirectory(prefix=".smart-", dir=out.parent) as tmp:
         work = Path(tmp)
-        seconds = (p.end - p.start) / fps
-        run(_parts_args(source, parts, stream.info, profile, cfg, work), timeout_s=120 + 20 * seconds)
+        run(_parts_args(source, parts, stream.info, profile, cfg, {name: work / name for name, *_ in parts}),
+            timeout_s=120 + 20 * seconds)
         listing = work / "parts.ffconcat"
         listing.write_text("ffconcat version 1.0\n" + "".join(
             f"file {name}\nduration {(end - first) / fps:.6f}\n" for name, first, end, _, _ in parts))
@@ -167,11 +191,11 @@ def cut(row: dict[str, Any], cfg: ExtractConfig, out: Path) -> str:
         run(["-nostdin", "-y", "-loglevel", "error", "-copyts", "-f", "concat", "-i", str(listing),
              "-map", "0:v:0", "-c", "copy", "-an", "-map_metadata", "-1", *_timescale(stream.info),
              "-movflags", "+faststart", "-f", "mp4", str(out)], timeout_s=120 + 2 * seconds)
-    return "smart" if len(parts) > 1 else "smart_copy"
+    return "smart"
 
 
 def _parts_args(source: str, parts: list[tuple[str, int, int, float, str | None]], info: dict[str, Any],
-                profile: str, cfg: ExtractConfig, work: Path) -> list[str]:
+                profile: str, cfg: ExtractConfig, outs: dict[str, Path]) -> list[str]:
     """One ffmpeg writing every part from an input of its own, so each reads only its own frames.
 
     A re-encoded part seeks accurately from half a frame before its first frame, as the re-encode mode does,
@@ -192,7 +216,8 @@ def _parts_args(source: str, parts: list[tuple[str, int, int, float, str | None]
             args += ["-c:v", "libx264", "-preset", cfg.preset, "-crf", str(cfg.crf), "-pix_fmt", "yuv420p",
                      "-profile:v", profile, *(["-level:v", f"{level // 10}.{level % 10}"] if level > 0 else []),
                      "-x264-params", reorder, *colours, "-fps_mode", "passthrough", "-threads", str(cfg.threads)]
-        args += ["-an", "-map_metadata", "-1", *_timescale(info), "-f", "mp4", str(work / name)]
+        args += ["-an", "-map_metadata", "-1", *_timescale(info), "-movflags", "+faststart", "-f", "mp4",
+                 str(outs[name])]
     return args
 
 
@@ -202,10 +227,10 @@ def _timescale(info: dict[str, Any]) -> list[str]:
     return ["-video_track_timescale", str(tb.denominator)] if tb.numerator == 1 else []
 
 
-def timeline_problem(path: Path, frames: int, fps: float) -> str | None:
-    """What is wrong with the presentation times of a cut clip, or None: it must show ``frames`` frames, the
-    first at 0 and each one frame after the last (so the last at ``frames - 1``), as the planned span does."""
-    info = ffprobe_json(str(path), ["-select_streams", "v:0", "-show_entries", "stream=time_base:packet=pts"])
+def timeline_problem(info: dict[str, Any], frames: int, fps: float) -> str | None:
+    """What is wrong with the presentation times of a cut clip (``info``: ffprobe's ``stream=time_base`` and
+    ``packet=pts`` of it), or None: it must show ``frames`` frames, the first at 0 and each one frame after the
+    last (so the last at ``frames - 1``), as the planned span does."""
     tb = Fraction((info.get("streams") or [{}])[0].get("time_base") or "1/1")
     pts = sorted(int(p["pts"]) for p in info.get("packets", []) if p.get("pts") not in (None, "N/A"))
     if len(pts) != frames:

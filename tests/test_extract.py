@@ -357,6 +357,15 @@ def test_smart_clip_shows_exactly_the_frames_of_its_span(
         assert all(mad(picture, source_thumbs(name)[start + i][1]) == 0 for i, (_, picture) in enumerate(clip))
 
 
+def test_a_source_read_once_for_all_its_clips_cuts_them_as_each_read_alone(tmp_path: Path, probed) -> None:
+    rows = [clip_row(probed(TESTVIDEO), a, b, key=f"src_{a}") for a, b in [(100, 250), (400, 540), (480, 545)]]
+    cfg = ExtractConfig(mode="smart")
+    together = extract_source(rows, cfg, tmp_path / "together")  # one ffprobe of the whole source's packets
+    alone = [extract(row, cfg, tmp_path / "alone") for row in rows]  # each reads the packets around its clip
+    assert [c["extract_mode"] for c in together] == ["smart", "smart", "smart_copy"]
+    assert [c["clip_sha256"] for c in together] == [c["clip_sha256"] for c in alone]
+
+
 def test_smart_clip_keeps_the_source_stream_parameters(tmp_path: Path, probed) -> None:
     row = clip_row(probed(TRAFFIC), 100, 300)
     columns = extract(row, ExtractConfig(mode="smart"), tmp_path)
