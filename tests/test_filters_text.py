@@ -121,6 +121,51 @@ def test_a_still_line_in_the_band_of_a_still_shot_alone_is_not_enough() -> None:
     assert track.band and not (track.fixed or track.cue) and not track.overlay
 
 
+def _real_grey(shared_videos: Path, name: str, span: tuple[float, float]) -> np.ndarray:
+    """(T, H, W) grey frames of the stage's sample of one shot of a shared test video, at the detector's width."""
+    sample = shot_sample(shared_videos / name, *span, FilterConfig().frames, CFG.width)
+    return np.stack([cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY) for frame in sample.frames])
+
+
+def test_a_credit_is_fixed_when_the_picture_moves_only_for_a_while(shared_videos: Path) -> None:
+    """testvideo.mp4's copyright line over a close-up that is still, dissolves into another, then fades to black:
+    only the pairs of frames in which the picture moves show the line staying put (the still pairs would hide it)."""
+    grey = _real_grey(shared_videos, "pyscenedetect/testvideo.mp4", (13.5, 23.9))
+    track = _classify(grey, [0.05, 0.8167, 0.5859, 0.9167], list(range(len(grey))))
+    assert track.fixed and track.band and track.overlay
+
+
+def test_a_faint_logo_in_the_corner_of_a_still_shot_is_overlay(shared_videos: Path) -> None:
+    """BBC Four's half-transparent logo over a still shot: nothing moves or changes, but it sits in a corner band,
+    wholly inside the picture."""
+    grey = _real_grey(shared_videos, "pyscenedetect/issue-195-aspect-ratio.mp4", (2.9, 6.7))
+    track = _classify(grey, [0.0234, 0.0417, 0.0672, 0.0806], [2, 6])
+    assert not track.fixed and track.band and track.corner and track.overlay
+
+
+def test_text_cut_by_the_top_of_the_frame_is_scene_text() -> None:
+    """A line the frame's top edge cuts (a filmed screen's menu bar) stays scene text even where it stays put."""
+    grey = _picture(moving=True)
+    for frame in grey:
+        _write(frame, "FILE EDIT VIEW", 90, 8)
+    track = _classify(grey, [0.25, 0.0, 0.75, 0.08], [2, 6])
+    assert track.fixed and track.band and track.cut and not track.overlay
+
+
+def test_the_other_words_of_an_overlay_line_are_overlay() -> None:
+    """A credit line split by the detector at a wide gap: the corner word is overlay by itself, and the word on
+    the same row beside it (only in the band, in a still shot) goes with it."""
+    grey = _picture(moving=False)
+    for frame in grey:
+        _write(frame, "Copyright 2013", 20, 165)
+        _write(frame, "www.x.tv", 240, 165)
+    tracks = tracks_of([(i, box, True) for i in (2, 6) for box in ([0.05, 0.84, 0.5, 0.95], [0.74, 0.84, 0.98, 0.95])])
+    follow(tracks, grey, CFG)
+    left, right = sorted(tracks, key=lambda t: t.box[0])
+    assert right.corner and right.overlay and not right.in_line
+    assert not left.corner and left.in_line and left.overlay
+
+
 def test_detections_of_one_line_become_one_track() -> None:
     """A subtitle changes its words and length, single characters are found as parts of the line."""
     tracks = tracks_of([(0, [0.3, 0.85, 0.7, 0.92], True), (1, [0.32, 0.85, 0.66, 0.92], True),
@@ -207,6 +252,11 @@ def test_scene_text_is_recorded_and_rejects_only_on_request() -> None:
     assert checks == {"overlay_text": {"score": 0.0005, "threshold": 0.001, "passed": True},
                       "scene_text": {"score": 0.05, "threshold": 0.005, "passed": False}}
     assert _text_group(scores, reject_scene_text=True)[0] == "scene_text"
+
+
+def test_a_small_text_logo_is_overlay_enough_to_reject() -> None:
+    """Any overlay rejects: BBC Four's logo covers 0.0017 of the frame (no clip without overlay scores above 0)."""
+    assert _text_group({"overlay_text_area": 0.0017, "scene_text_area": 0.0})[0] == "overlay_text"
 
 
 def test_overlay_text_rejects_by_default() -> None:
