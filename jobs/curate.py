@@ -28,6 +28,11 @@ def add_curate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stages", help=f"comma-separated contiguous stages to run (default: all of "
                                          f"{','.join(STAGES)}); e.g. download,probe,split in one job and "
                                          "extract,filter,caption,write in another")
+    parser.add_argument("--dashboard", action="store_true",
+                        help="start the dashboard of the local Ray this command starts when RAY_ADDRESS is unset "
+                             "(on 127.0.0.1 only; Ray prints its URL), to watch the job. Off by default: its "
+                             "processes cost about 4 CPU seconds of start-up (benchmarks/bench_startup.py). A "
+                             "cluster named by RAY_ADDRESS keeps its own")
     add_set_argument(parser, "filter.text.max_area=0.01 --set caption.enabled=false")
 
 
@@ -54,7 +59,11 @@ def curate(args: argparse.Namespace) -> int:
 
     from curation.pipeline import run_curation
 
-    init_ray(address, log_to_driver=True)
+    if address:
+        log.info("joining the Ray cluster at %s", address)
+    else:
+        log.info("starting a private local Ray (loopback only)")
+    init_ray(address, dashboard=args.dashboard, log_to_driver=True)
     log.info("Ray cluster: %d CPUs on %d node(s)", int(ray.cluster_resources().get("CPU", 0)), len(ray.nodes()))
     summary = run_curation(cfg)
     print(f"corpus: {cfg.output}")

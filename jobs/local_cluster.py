@@ -89,18 +89,21 @@ def start_local_ray(**kwargs: Any) -> Any:
     return context
 
 
-def init_ray(address: str | None, **kwargs: Any) -> Any:
+def init_ray(address: str | None, dashboard: bool = True, **kwargs: Any) -> Any:
     """Join the cluster at ``address`` (``ray.init``'s) or, when it is empty, start a loopback-only local Ray;
     nothing when this process is already connected to a Ray.
 
     The drivers pass ``RAY_ADDRESS``, which Ray sets inside ``ray job submit``; without it they start a
     private Ray (``start_local_ray``) rather than join whatever cluster a stale address file here names.
+    ``dashboard``: whether that local Ray serves its dashboard (its modules' processes cost a few CPU seconds
+    to start, ``benchmarks/bench_startup.py``; without it Ray keeps a minimal head process with no web
+    frontend); a cluster joined keeps whatever it has.
     """
     running = sys.modules.get("ray")
     if running is not None and running.is_initialized():
         return None  # this process already has its Ray (a test's, or the caller's)
     if not address:
-        return start_local_ray(**kwargs)
+        return start_local_ray(include_dashboard=dashboard, **kwargs)
     import ray
 
     return ray.init(address=address, **kwargs)

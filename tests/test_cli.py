@@ -25,7 +25,7 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
 #: Each command and the options its help must name (what the README and the docs tell users to type).
 OPTIONS = {
     "curate": ("--config", "--input", "--output", "--stages", "resume", "--set KEY=VALUE",
-               "--set filter.text.max_area=0.01", "repeatable", "unknown key"),
+               "--set filter.text.max_area=0.01", "repeatable", "unknown key", "--dashboard", "Off by default"),
     "validate": ("corpus", "Exit status 0", "1 with a list of problems"),
     "stats": ("corpus", "--compare", "--out", "stats.json", "report.html", "--no-gallery"),
     "verify-sources": ("corpus", "--out", "--hash", "--concurrency", "--rate", "--set KEY=VALUE", "summary.json",

@@ -59,8 +59,8 @@ def settled(pids: list[int], quiet_s: float = 3.0, timeout_s: float = 60.0) -> l
 
 
 #: ``videofactory curate``'s start of Ray (``jobs.curate.curate``), in a child process: the loopback switch,
-#: Ray and the pipeline imported, ``init_ray`` with ``RAY_ADDRESS`` (unset); one task so that workers are up;
-#: the sockets as JSON.
+#: Ray and the pipeline imported, ``init_ray`` with ``RAY_ADDRESS`` (unset) and the dashboard as ``--dashboard``
+#: (the variable DASHBOARD) says; one task so that workers are up; the sockets, and the dashboard's URL, as JSON.
 CURATE_LIKE = "\n".join([
     "import json, os, time",
     "import psutil",
@@ -70,9 +70,10 @@ CURATE_LIKE = "\n".join([
     "loopback_only_unless(os.environ.get('RAY_ADDRESS'))",
     "import ray",
     "from curation.pipeline import run_curation",
-    "init_ray(os.environ.get('RAY_ADDRESS'), log_to_driver=False)",
+    "context = init_ray(os.environ.get('RAY_ADDRESS'), dashboard=os.environ['DASHBOARD'] == '1', log_to_driver=False)",
     "ray.get([ray.remote(lambda: 0).remote() for _ in range(2)])",
-    "report = {'node': ray.util.get_node_ip_address(), 'listeners': settled([os.getpid()])}",
+    "report = {'node': ray.util.get_node_ip_address(), 'listeners': settled([os.getpid()]),",
+    "          'dashboard': context.dashboard_url}",
     "print('LISTENERS ' + json.dumps(report), flush=True)",
     "ray.shutdown()",
 ])
@@ -96,9 +97,12 @@ def assert_loopback_only(found: list) -> None:
     assert not exposed, f"listening beyond loopback: {exposed}"
 
 
-def test_the_local_ray_of_videofactory_curate_listens_on_loopback_only(tmp_path: Path):
+@pytest.mark.parametrize("dashboard", [False, True], ids=["default", "with --dashboard"])
+def test_the_local_ray_of_videofactory_curate_listens_on_loopback_only(tmp_path: Path, dashboard: bool):
+    """Without ``--dashboard`` the local Ray serves no dashboard (Ray keeps a minimal head process without its
+    modules: a few CPU seconds of start-up saved); with it, the dashboard listens on loopback like the rest."""
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", LOOPBACK_ONLY_VAR)}
-    env.update(RAY_USAGE_STATS_ENABLED="0", PYTHONPATH=str(REPO_ROOT))
+    env.update(RAY_USAGE_STATS_ENABLED="0", PYTHONPATH=str(REPO_ROOT), DASHBOARD=str(int(dashboard)))
     proc = subprocess.Popen([sys.executable, "-c", CURATE_LIKE], cwd=tmp_path, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     try:
@@ -110,6 +114,9 @@ def test_the_local_ray_of_videofactory_curate_listens_on_loopback_only(tmp_path:
     assert proc.returncode == 0, err[-3000:]
     report = json.loads(next(line for line in out.splitlines() if line.startswith("LISTENERS "))[len("LISTENERS "):])
     assert report["node"] == "127.0.0.1"
+    assert bool(report["dashboard"]) is dashboard, report["dashboard"]
+    if dashboard:
+        assert report["dashboard"].startswith("127.0.0.1:")
     assert_loopback_only(report["listeners"])
 
 
