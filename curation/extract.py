@@ -38,8 +38,15 @@ def extract_source(rows: list[dict[str, Any]], cfg: ExtractConfig, clips_dir: Pa
     """Cut every clip of one source; per row, in order, its new columns or the ``Rejection`` that stopped it.
 
     Runs of consecutive clips share one decode (``plan_passes``). When a shared ffmpeg fails, its clips are
-    cut again one by one, so that the failure is pinned on the clip that causes it.
+    cut again one by one, so that the failure is pinned on the clip that causes it. In smart mode, a source
+    that cannot be smart-cut at all (``smartcut.obstacle``: a property of the source and the config) is
+    re-encoded in those shared passes too.
     """
+    why = _smart_obstacle(rows[0], cfg) if cfg.mode == "smart" and rows else None
+    if why is not None:  # nothing of this source can be smart-cut: its clips are re-encoded, in shared passes
+        label = {"extract_mode": f"reencode (fallback: {why})"}
+        return [out if isinstance(out, Rejection) else {**out, **label}
+                for out in extract_source(rows, cfg.model_copy(update={"mode": "reencode"}), clips_dir)]
     results: dict[str, dict[str, Any] | Rejection] = {}
     stream = _smart_stream(rows, cfg)
     for group in plan_passes(rows, cfg):
@@ -161,7 +168,7 @@ def _smart_obstacle(row: dict[str, Any], cfg: ExtractConfig) -> str | None:
 def _smart_stream(rows: list[dict[str, Any]], cfg: ExtractConfig) -> smartcut.Stream | None:
     """The source's packets, read once for all its clips when they are to be smart-cut (else each clip reads
     its own stretch, and fails over to the re-encode with ffprobe's reason)."""
-    if cfg.mode != "smart" or not rows or _smart_obstacle(rows[0], cfg) is not None:
+    if cfg.mode != "smart" or not rows:
         return None
     try:
         return smartcut.read_stream(rows[0]["local_path"])

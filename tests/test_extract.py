@@ -388,6 +388,8 @@ def test_a_source_that_cannot_be_smart_cut_is_reencoded_and_says_why(
     assert columns["extract_mode"] == f"reencode (fallback: {why})"
     plain = extract(row, cfg.model_copy(update={"mode": "reencode"}), tmp_path / "plain")
     assert columns["clip_sha256"] == plain["clip_sha256"]  # the very clip the re-encode mode cuts
+    (together,) = extract_source([row], cfg, tmp_path / "source")  # the source's clips: re-encoded, same label
+    assert (together["extract_mode"], together["clip_sha256"]) == (columns["extract_mode"], plain["clip_sha256"])
 
 
 def packets(order: list[int], keys: tuple[int, ...] = (0,)) -> list[Packet]:
