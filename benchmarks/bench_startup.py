@@ -90,8 +90,9 @@ PHASES: tuple[tuple[str, str], ...] = (
     ("exit: Ray shutdown", r"$^"),  # ends with the process
 )
 
-#: Worker titles that are Ray's own processes, not stage tasks.
-NOT_STAGE_TASKS = ("ray::IDLE", "ray::DashboardAgent", "ray::RuntimeEnvAgent", "ray::JobSupervisor")
+#: Worker titles that are Ray's own processes or Ray Data's coordinating actors, not stage tasks.
+NOT_STAGE_TASKS = ("ray::IDLE", "ray::DashboardAgent", "ray::RuntimeEnvAgent", "ray::JobSupervisor",
+                   "ray::_StatsActor", "ray::_AutoscalingCoordinatorActor", "ray::ActorLocationTracker")
 
 #: prctl(2)'s option that makes a process the reaper of its orphaned descendants.
 PR_SET_CHILD_SUBREAPER = 36
@@ -343,6 +344,14 @@ def _title(pid: int) -> str:
         return ""
 
 
+def is_stage_task(title: str) -> bool:
+    """Whether a Ray worker titled ``title`` runs one of our tasks now: a task (``ray::MapBatches(...)``,
+    ``ray::write_partition``) or an actor's method (``ray::MapWorker(...).submit``; an idle actor has no method)."""
+    if not title.startswith("ray::") or title.startswith(NOT_STAGE_TASKS):
+        return False
+    return not title.startswith("ray::MapWorker(") or "." in title[title.rindex(")"):]
+
+
 @dataclass
 class Sample:
     """One look at the machine and our tree."""
@@ -377,7 +386,7 @@ class DemoSampler:
             cpus = [(b1 - b0) / max(t1 - t0, 1) for (b0, t0), (b1, t1) in zip(ticks, now_ticks, strict=True)]
             used = sum(p.own_s - known[pid].own_s for pid, p in now.items() if pid in known)
             workers = [pid for pid, p in now.items() if p.label == WORKERS]
-            titles = [t for t in map(_title, workers) if t.startswith("ray::") and not t.startswith(NOT_STAGE_TASKS)]
+            titles = [t for t in map(_title, workers) if is_stage_task(t)]
             self.samples.append(Sample(now_at, cpus, used / (now_at - at), titles))
             ticks, known, at = now_ticks, now, now_at
 
