@@ -15,7 +15,8 @@ on one thread is the floor. This script times, in one run and on the same inputs
   where its time goes: the clip's decode, the pre-roll the accurate seek decodes from the prior
   keyframe, decoder threading, process starts, the encode, the check of the result; and
   ``extract_source`` per source, which the extract stage runs (consecutive clips of a source cut by
-  one ffmpeg: one decode, no pre-roll but the first, one process start);
+  one ffmpeg: one decode, no pre-roll but the first, one process start), and the same with
+  ``extract.mode: smart`` (re-encode up to each clip's first keyframe, copy the rest);
 * the pipeline (``run_curation``), each job under its own fresh local Ray: download, probe and
   split (detection inside the pipeline); all stages; the write stage again; and all stages once
   more on the finished corpus, which does no stage work and so prices the machinery alone.
