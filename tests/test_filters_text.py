@@ -152,6 +152,16 @@ def test_text_cut_by_the_top_of_the_frame_is_scene_text() -> None:
     assert track.fixed and track.band and track.cut and not track.overlay
 
 
+def test_a_box_at_the_frame_border_is_not_in_a_corner() -> None:
+    """A still line in the top left corner band touching (within a pixel) the frame's border, as testsrc2's clock:
+    it may be cut by the frame, so its position says nothing of overlays, and alone in a band it stays scene text."""
+    grey = _picture(moving=False)
+    for frame in grey:
+        _write(frame, "12:00:01", 1, 12)
+    track = _classify(grey, [0.002, 0.003, 0.25, 0.08], [2, 6])
+    assert track.band and not track.corner and not track.cut and not track.overlay
+
+
 def test_the_other_words_of_an_overlay_line_are_overlay() -> None:
     """A credit line split by the detector at a wide gap: the corner word is overlay by itself, and the word on
     the same row beside it (only in the band, in a still shot) goes with it."""

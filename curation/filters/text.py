@@ -25,7 +25,7 @@ of detecting everywhere. Each track then gets the evidence of what overlays do:
   (the letters) changes in grey level at most ``max_fixed_ratio`` as much as the ring does. In a
   still shot the ring stays too, which is no evidence either way;
 - ``band``: it sits in the caption band or the top band (``band_top``), where overlays go;
-- ``corner``: in a band and in the outer quarter of the width, wholly inside the frame: where channel
+- ``corner``: in a band and in the outer quarter of the width, wholly inside the frame (``EDGE``): where channel
   logos and credits go;
 - ``cue``: in a band, it appears, disappears or changes its words at the same place (subtitle cues),
   and its box changes far more than the frame does then (at a cut everything changes together);
@@ -89,6 +89,9 @@ MOVING = 2.0
 RING = 6
 #: Share of the ring's pixels that must be edges for the ring to show whether the picture there moves.
 RING_EDGES = 0.01
+#: Margin (share of the frame's side, about 4-6 px at the detection width) a box must keep from the border to be
+#: wholly inside the picture: the detector's box edges are only good to a pixel or two.
+EDGE = 0.01
 #: Share of the frame's width, on each side, where a box in a band sits in a corner (channel logos, credits).
 CORNER = 0.25
 
@@ -308,10 +311,11 @@ def _in_band(box: Box, cfg: TextFilterConfig) -> bool:
 
 def _in_corner(box: Box, cfg: TextFilterConfig) -> bool:
     """Whether the box lies in a corner, where channel logos and credits go: its centre in a band and in the
-    outer ``corner`` share of the width, and the whole box inside the frame. Text cut by the frame's border was
-    framed by the camera; an overlay is drawn within the picture."""
+    outer ``CORNER`` share of the width, and the whole box inside the frame by at least ``EDGE``. Text cut by the
+    frame's border was framed by the camera; an overlay is drawn within the picture, and a box ending within a
+    pixel or two of the border may be cut by it."""
     cx = (box[0] + box[2]) / 2
-    inside = min(box[0], box[1]) > 0 and max(box[2], box[3]) < 1
+    inside = min(box[0], box[1]) >= EDGE and max(box[2], box[3]) <= 1 - EDGE
     return inside and _in_band(box, cfg) and (cx <= CORNER or cx >= 1 - CORNER)
 
 
